@@ -1,0 +1,3 @@
+//! Adapters of the store and queue ports.
+
+pub mod embedded;

@@ -1,0 +1,236 @@
+//! An in-process CRM holding universal records: a test double for the sync service's unit
+//! tests. The HTTP clients (HubSpot, Pipedrive) are tested against the simulators in `crm-sim`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
+use crate::error::CrmError;
+use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    records: BTreeMap<String, CrmRecord>,
+    writes: usize,
+    failing: Option<CrmError>,
+    pronouns_field: bool,
+}
+
+/// In-memory CRM for one provider.
+#[derive(Clone)]
+pub struct MemoryCrm {
+    provider: Provider,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemoryCrm {
+    pub fn new(provider: Provider) -> Self {
+        Self {
+            provider,
+            inner: Arc::new(Mutex::new(Inner {
+                next_id: 1000,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes made through the port (create, update, archive).
+    pub fn writes(&self) -> usize {
+        self.lock().writes
+    }
+
+    /// Every call fails with `err` until cleared.
+    pub fn fail_with(&self, err: Option<CrmError>) {
+        self.lock().failing = err;
+    }
+
+    pub fn record(&self, id: &str) -> Option<CrmRecord> {
+        self.lock().records.get(id).cloned()
+    }
+
+    pub fn records(&self) -> Vec<CrmRecord> {
+        self.lock().records.values().cloned().collect()
+    }
+
+    /// A change made by a user in the CRM (not through the port; not counted as our write).
+    pub fn user_edit(&self, id: &str, patch: &FieldPatch) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.records.get_mut(id) {
+            r.fields.apply(patch);
+            r.updated_at = Some(Utc::now());
+        }
+    }
+
+    /// A record created by a user in the CRM; returns its id.
+    pub fn user_create(&self, fields: ContactFields) -> String {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id.to_string();
+        inner.records.insert(
+            id.clone(),
+            CrmRecord {
+                id: id.clone(),
+                fields: fields.normalized(),
+                updated_at: Some(Utc::now()),
+                archived: false,
+            },
+        );
+        id
+    }
+
+    pub fn user_archive(&self, id: &str) {
+        if let Some(r) = self.lock().records.get_mut(id) {
+            r.archived = true;
+        }
+    }
+
+    fn check(&self) -> Result<(), CrmError> {
+        match &self.lock().failing {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn strip(&self, ctx: &CrmContext, mut fields: ContactFields) -> ContactFields {
+        if ctx.pronouns_key.is_none() {
+            fields.pronouns = None;
+        }
+        fields
+    }
+}
+
+#[async_trait]
+impl CrmClient for MemoryCrm {
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    async fn get(&self, ctx: &CrmContext, id: &str) -> Result<Option<CrmRecord>, CrmError> {
+        self.check()?;
+        Ok(self.record(id).map(|mut r| {
+            r.fields = self.strip(ctx, r.fields);
+            r
+        }))
+    }
+
+    async fn find_by_email(
+        &self,
+        ctx: &CrmContext,
+        email: &str,
+    ) -> Result<Option<CrmRecord>, CrmError> {
+        self.check()?;
+        let found = self
+            .lock()
+            .records
+            .values()
+            .find(|r| !r.archived && r.fields.email.as_deref() == Some(email))
+            .cloned();
+        Ok(found.map(|mut r| {
+            r.fields = self.strip(ctx, r.fields);
+            r
+        }))
+    }
+
+    async fn create(
+        &self,
+        ctx: &CrmContext,
+        fields: &ContactFields,
+    ) -> Result<CrmRecord, CrmError> {
+        self.check()?;
+        if let Some(email) = fields.email.as_deref()
+            && let Some(existing) = self.find_by_email(ctx, email).await?
+        {
+            return Err(CrmError::AlreadyExists {
+                provider: self.provider,
+                existing_id: existing.id,
+            });
+        }
+        let id = self.user_create(self.strip(ctx, fields.clone()));
+        self.lock().writes += 1;
+        Ok(self.record(&id).expect("just created"))
+    }
+
+    async fn update(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        patch: &FieldPatch,
+    ) -> Result<CrmRecord, CrmError> {
+        self.check()?;
+        let mut inner = self.lock();
+        let Some(r) = inner.records.get_mut(id) else {
+            return Err(CrmError::Rejected {
+                provider: self.provider,
+                status: 404,
+                message: format!("no record {id}"),
+            });
+        };
+        r.fields.apply(patch);
+        if ctx.pronouns_key.is_none() {
+            r.fields.pronouns = None;
+        }
+        r.updated_at = Some(Utc::now());
+        let out = r.clone();
+        inner.writes += 1;
+        Ok(out)
+    }
+
+    async fn archive(&self, _ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        self.check()?;
+        let mut inner = self.lock();
+        if let Some(r) = inner.records.get_mut(id) {
+            r.archived = true;
+        }
+        inner.writes += 1;
+        Ok(())
+    }
+
+    async fn changed_since(
+        &self,
+        _ctx: &CrmContext,
+        cursor: Option<&str>,
+    ) -> Result<ChangedRecords, CrmError> {
+        self.check()?;
+        let since = cursor.and_then(|c| c.parse::<chrono::DateTime<Utc>>().ok());
+        let inner = self.lock();
+        let ids = inner
+            .records
+            .values()
+            .filter(|r| match (since, r.updated_at) {
+                (Some(s), Some(u)) => u >= s,
+                _ => true,
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        let next = inner
+            .records
+            .values()
+            .filter_map(|r| r.updated_at)
+            .max()
+            .map(|t| t.to_rfc3339());
+        Ok(ChangedRecords {
+            ids,
+            next_cursor: next.or_else(|| cursor.map(str::to_owned)),
+            has_more: false,
+        })
+    }
+
+    async fn ensure_pronouns_field(&self, _ctx: &CrmContext) -> Result<String, CrmError> {
+        self.check()?;
+        self.lock().pronouns_field = true;
+        Ok("pronouns".into())
+    }
+
+    async fn find_pronouns_field(&self, _ctx: &CrmContext) -> Result<Option<String>, CrmError> {
+        self.check()?;
+        Ok(self.lock().pronouns_field.then(|| "pronouns".into()))
+    }
+}

@@ -1,0 +1,3 @@
+//! CRM adapters of the [`CrmClient`](crate::ports::CrmClient) port.
+
+pub mod memory;

@@ -1,0 +1,465 @@
+//! Domain types: tenants, providers, the universal contact, links and change events.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A customer of contact-sync. Every key, log line and metric carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A CRM we sync with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    HubSpot,
+    Pipedrive,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::HubSpot, Provider::Pipedrive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::HubSpot => "hubspot",
+            Provider::Pipedrive => "pipedrive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hubspot" => Some(Provider::HubSpot),
+            "pipedrive" => Some(Provider::Pipedrive),
+            _ => None,
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Provider::HubSpot => "HubSpot",
+            Provider::Pipedrive => "Pipedrive",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The synced fields of a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Email,
+    FirstName,
+    LastName,
+    Phone,
+    JobTitle,
+    Pronouns,
+}
+
+impl Field {
+    pub const ALL: [Field; 6] = [
+        Field::Email,
+        Field::FirstName,
+        Field::LastName,
+        Field::Phone,
+        Field::JobTitle,
+        Field::Pronouns,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Email => "email",
+            Field::FirstName => "first_name",
+            Field::LastName => "last_name",
+            Field::Phone => "phone",
+            Field::JobTitle => "job_title",
+            Field::Pronouns => "pronouns",
+        }
+    }
+}
+
+/// Values of the synced fields. `None` means "no value"; empty strings are normalised to `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContactFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pronouns: Option<String>,
+}
+
+impl ContactFields {
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.slot(field).as_deref()
+    }
+
+    fn slot(&self, field: Field) -> &Option<String> {
+        match field {
+            Field::Email => &self.email,
+            Field::FirstName => &self.first_name,
+            Field::LastName => &self.last_name,
+            Field::Phone => &self.phone,
+            Field::JobTitle => &self.job_title,
+            Field::Pronouns => &self.pronouns,
+        }
+    }
+
+    fn slot_mut(&mut self, field: Field) -> &mut Option<String> {
+        match field {
+            Field::Email => &mut self.email,
+            Field::FirstName => &mut self.first_name,
+            Field::LastName => &mut self.last_name,
+            Field::Phone => &mut self.phone,
+            Field::JobTitle => &mut self.job_title,
+            Field::Pronouns => &mut self.pronouns,
+        }
+    }
+
+    /// Sets a field, normalising the value the same way as [`ContactFields::normalized`].
+    pub fn set(&mut self, field: Field, value: Option<String>) {
+        *self.slot_mut(field) = normalize_value(field, value);
+    }
+
+    /// Trims every value, turns empty strings into `None` and lower-cases the email.
+    pub fn normalized(mut self) -> Self {
+        for field in Field::ALL {
+            let value = self.slot_mut(field).take();
+            self.set(field, value);
+        }
+        self
+    }
+
+    /// Applies a patch: every field present in the patch overwrites this one.
+    pub fn apply(&mut self, patch: &FieldPatch) {
+        for (field, value) in &patch.0 {
+            self.set(*field, value.clone());
+        }
+    }
+
+    /// A stable hash of the values, stored beside the base of a link.
+    pub fn content_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for field in Field::ALL {
+            hasher.update(field.as_str().as_bytes());
+            hasher.update([0u8]);
+            match self.get(field) {
+                Some(v) => {
+                    hasher.update([1u8]);
+                    hasher.update(v.as_bytes());
+                }
+                None => hasher.update([0u8]),
+            }
+            hasher.update([0xffu8]);
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+fn normalize_value(field: Field, value: Option<String>) -> Option<String> {
+    let value = value?;
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    Some(if field == Field::Email {
+        trimmed.to_lowercase()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// A set of field writes: the field and its new value (`None` clears it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldPatch(pub BTreeMap<Field, Option<String>>);
+
+impl FieldPatch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn insert(&mut self, field: Field, value: Option<String>) {
+        self.0.insert(field, value);
+    }
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        self.0.keys().copied()
+    }
+}
+
+/// Which fields a provider can store for a tenant (pronouns need a custom field to be set up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSupport {
+    pub pronouns: bool,
+}
+
+impl FieldSupport {
+    pub const ALL: FieldSupport = FieldSupport { pronouns: true };
+
+    pub fn supports(self, field: Field) -> bool {
+        field != Field::Pronouns || self.pronouns
+    }
+}
+
+/// The app's contact: the universal record every CRM is synced with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub tenant: TenantId,
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: ContactFields,
+    /// Optimistic-concurrency version; every stored write increments it.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub last_app_modified: DateTime<Utc>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// Sync state of one link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    Synced,
+    Pending,
+    Error,
+    /// The CRM record was deleted or archived; the link is kept as a tombstone.
+    Deleted,
+}
+
+impl LinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Synced => "synced",
+            LinkStatus::Pending => "pending",
+            LinkStatus::Error => "error",
+            LinkStatus::Deleted => "deleted",
+        }
+    }
+}
+
+/// The mapping between one app contact and one CRM record, with the values both last agreed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactLink {
+    pub tenant: TenantId,
+    pub contact_id: String,
+    pub provider: Provider,
+    pub external_id: String,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub status: LinkStatus,
+    pub last_error: Option<String>,
+    pub crm_last_modified: Option<DateTime<Utc>>,
+    /// The field values both sides last agreed on.
+    pub base: ContactFields,
+    pub base_hash: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    pub version: u64,
+}
+
+impl ContactLink {
+    /// The DynamoDB-style sort key: `provider#externalId`.
+    pub fn sort_key(&self) -> String {
+        link_sort_key(self.provider, &self.external_id)
+    }
+}
+
+pub fn link_sort_key(provider: Provider, external_id: &str) -> String {
+    format!("{}#{}", provider.as_str(), external_id)
+}
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    App,
+    HubSpot,
+    Pipedrive,
+}
+
+impl Origin {
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            Origin::App => None,
+            Origin::HubSpot => Some(Provider::HubSpot),
+            Origin::Pipedrive => Some(Provider::Pipedrive),
+        }
+    }
+}
+
+impl From<Provider> for Origin {
+    fn from(p: Provider) -> Self {
+        match p {
+            Provider::HubSpot => Origin::HubSpot,
+            Provider::Pipedrive => Origin::Pipedrive,
+        }
+    }
+}
+
+/// What kind of change an event reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeKind {
+    Upsert,
+    Delete,
+    /// Records `merged_ids` were merged into `record_id` (the survivor).
+    Merge {
+        merged_ids: Vec<String>,
+    },
+}
+
+/// A trigger: "record X at origin O changed". Never carries the data itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub tenant: TenantId,
+    pub origin: Origin,
+    pub record_id: String,
+    pub kind: ChangeKind,
+    pub occurred_at: DateTime<Utc>,
+    /// Who made the change according to the source (e.g. HubSpot `changeSource`/`sourceId`).
+    #[serde(default)]
+    pub provenance: Option<String>,
+    /// Source event id, used for dedupe and tracing.
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+impl ChangeEvent {
+    pub fn new(
+        tenant: TenantId,
+        origin: Origin,
+        record_id: impl Into<String>,
+        kind: ChangeKind,
+    ) -> Self {
+        Self {
+            tenant,
+            origin,
+            record_id: record_id.into(),
+            kind,
+            occurred_at: Utc::now(),
+            provenance: None,
+            event_id: None,
+        }
+    }
+}
+
+/// A CRM record as read from a provider, already mapped to universal fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrmRecord {
+    pub id: String,
+    pub fields: ContactFields,
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub archived: bool,
+}
+
+/// How a field changed on both sides is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The product default: the CRM's value wins.
+    #[default]
+    CrmWins,
+    AppWins,
+}
+
+/// Which side won a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    App,
+    Crm,
+}
+
+/// A field changed on both sides to different values, with the resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub field: Field,
+    pub base_value: Option<String>,
+    pub app_value: Option<String>,
+    pub crm_value: Option<String>,
+    pub winner: Side,
+    pub resolved_value: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A conflict as stored in the log, with its context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    pub tenant: TenantId,
+    pub contact_id: String,
+    pub provider: Provider,
+    pub external_id: String,
+    #[serde(flatten)]
+    pub conflict: Conflict,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_trims_and_lowercases_email() {
+        let f = ContactFields {
+            email: Some("  Jane@Example.COM ".into()),
+            first_name: Some("  ".into()),
+            last_name: Some(" Doe ".into()),
+            ..Default::default()
+        }
+        .normalized();
+        assert_eq!(f.email.as_deref(), Some("jane@example.com"));
+        assert_eq!(f.first_name, None);
+        assert_eq!(f.last_name.as_deref(), Some("Doe"));
+    }
+
+    #[test]
+    fn content_hash_distinguishes_fields_and_absence() {
+        let a = ContactFields {
+            first_name: Some("x".into()),
+            ..Default::default()
+        };
+        let b = ContactFields {
+            last_name: Some("x".into()),
+            ..Default::default()
+        };
+        let c = ContactFields {
+            first_name: Some(String::new()),
+            ..Default::default()
+        };
+        assert_ne!(a.content_hash(), b.content_hash());
+        assert_ne!(a.content_hash(), c.content_hash());
+        assert_eq!(a.content_hash(), a.clone().content_hash());
+    }
+
+    #[test]
+    fn link_sort_key_is_provider_hash_external_id() {
+        assert_eq!(link_sort_key(Provider::Pipedrive, "42"), "pipedrive#42");
+    }
+}

@@ -1,0 +1,262 @@
+//! The sync decision: a pure function of the app contact, the CRM record and the link's base.
+//!
+//! No I/O happens here. [`plan`] does a field-level three-way merge:
+//! - a field changed on one side only flows to the other side;
+//! - a field changed on both sides to different values is a [`Conflict`], resolved by the
+//!   tenant's [`ConflictPolicy`] and recorded with both values and the winner;
+//! - a field whose values already match is never written (echo suppression).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Conflict, ConflictPolicy, ContactFields, Field, FieldPatch, FieldSupport, Provider, Side,
+};
+
+/// The app side of a contact as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppSide<'a> {
+    Missing,
+    Live(&'a ContactFields),
+    Deleted,
+}
+
+/// The CRM side of a contact as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrmSide<'a> {
+    Missing,
+    Live(&'a ContactFields),
+    Archived,
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub provider: Provider,
+    pub app: AppSide<'a>,
+    pub crm: CrmSide<'a>,
+    /// The values both sides last agreed on; `None` when the pair was never synced.
+    pub base: Option<&'a ContactFields>,
+    pub policy: ConflictPolicy,
+    pub support: FieldSupport,
+    pub now: DateTime<Utc>,
+}
+
+/// What to do to the CRM record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CrmAction {
+    None,
+    Create { fields: ContactFields },
+    Update { patch: FieldPatch },
+    Archive,
+}
+
+/// What to do to the app contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum AppAction {
+    None,
+    Create { fields: ContactFields },
+    Update { patch: FieldPatch },
+}
+
+/// What happens to the link after the plan is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkOutcome {
+    /// Both sides hold `new_base` afterwards.
+    Synced,
+    /// One side is gone; the link becomes a tombstone and nothing is recreated.
+    Tombstone,
+    /// Nothing to link (e.g. a CRM record without email and no app contact).
+    Skip,
+}
+
+/// The decision: writes on each side, the new base, conflicts and warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPlan {
+    pub app: AppAction,
+    pub crm: CrmAction,
+    pub link: LinkOutcome,
+    pub new_base: ContactFields,
+    pub conflicts: Vec<Conflict>,
+    pub warnings: Vec<String>,
+}
+
+impl SyncPlan {
+    /// True when the plan writes nothing on either side.
+    pub fn is_noop(&self) -> bool {
+        self.app == AppAction::None && self.crm == CrmAction::None
+    }
+}
+
+/// The warning recorded when pronouns cannot be stored in a CRM.
+pub fn pronouns_warning(provider: Provider) -> String {
+    format!(
+        "pronouns field is not set up in {}; pronouns are not synced there (run the pronouns setup)",
+        provider.display_name()
+    )
+}
+
+/// Decides what to write where. Pure: same input, same plan.
+pub fn plan(input: &PlanInput<'_>) -> SyncPlan {
+    let mut warnings = Vec::new();
+    let base_or_empty = input.base.cloned().unwrap_or_default();
+    let noop = |link, new_base| SyncPlan {
+        app: AppAction::None,
+        crm: CrmAction::None,
+        link,
+        new_base,
+        conflicts: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    match (input.app, input.crm) {
+        (AppSide::Deleted, CrmSide::Live(_)) if input.base.is_some() => SyncPlan {
+            crm: CrmAction::Archive,
+            ..noop(LinkOutcome::Tombstone, base_or_empty)
+        },
+        (AppSide::Deleted, _) => noop(LinkOutcome::Tombstone, base_or_empty),
+        // The CRM record of an existing link is gone: keep the app contact, never recreate.
+        (AppSide::Live(_), CrmSide::Archived) => noop(LinkOutcome::Tombstone, base_or_empty),
+        (AppSide::Live(_), CrmSide::Missing) if input.base.is_some() => {
+            noop(LinkOutcome::Tombstone, base_or_empty)
+        }
+        (AppSide::Missing, CrmSide::Archived | CrmSide::Missing) => {
+            noop(LinkOutcome::Skip, base_or_empty)
+        }
+        (AppSide::Live(app), CrmSide::Missing) => {
+            let mut fields = ContactFields::default();
+            for field in Field::ALL {
+                if input.support.supports(field) {
+                    fields.set(field, app.get(field).map(str::to_owned));
+                } else if app.get(field).is_some() {
+                    warnings.push(pronouns_warning(input.provider));
+                }
+            }
+            SyncPlan {
+                app: AppAction::None,
+                crm: CrmAction::Create {
+                    fields: fields.clone(),
+                },
+                link: LinkOutcome::Synced,
+                new_base: fields,
+                conflicts: Vec::new(),
+                warnings,
+            }
+        }
+        (AppSide::Missing, CrmSide::Live(crm)) => {
+            if crm.email.is_none() {
+                return SyncPlan {
+                    warnings: vec![format!(
+                        "{} record has no email; not imported into the app",
+                        input.provider.display_name()
+                    )],
+                    ..noop(LinkOutcome::Skip, base_or_empty)
+                };
+            }
+            let mut fields = ContactFields::default();
+            for field in Field::ALL {
+                if input.support.supports(field) {
+                    fields.set(field, crm.get(field).map(str::to_owned));
+                }
+            }
+            SyncPlan {
+                app: AppAction::Create {
+                    fields: fields.clone(),
+                },
+                crm: CrmAction::None,
+                link: LinkOutcome::Synced,
+                new_base: fields,
+                conflicts: Vec::new(),
+                warnings,
+            }
+        }
+        (AppSide::Live(app), CrmSide::Live(crm)) => merge(input, app, crm, &base_or_empty),
+    }
+}
+
+fn merge(
+    input: &PlanInput<'_>,
+    app: &ContactFields,
+    crm: &ContactFields,
+    base: &ContactFields,
+) -> SyncPlan {
+    let mut app_patch = FieldPatch::default();
+    let mut crm_patch = FieldPatch::default();
+    let mut new_base = ContactFields::default();
+    let mut conflicts = Vec::new();
+    let mut warnings = Vec::new();
+
+    for field in Field::ALL {
+        let a = app.get(field);
+        let b = base.get(field);
+        if !input.support.supports(field) {
+            // Left out for this provider; the base keeps what was last agreed.
+            new_base.set(field, b.map(str::to_owned));
+            if a.is_some() {
+                warnings.push(pronouns_warning(input.provider));
+            }
+            continue;
+        }
+        let c = crm.get(field);
+        let mut resolved = if a == c {
+            a
+        } else if a == b {
+            c
+        } else if c == b {
+            a
+        } else {
+            let winner = match input.policy {
+                ConflictPolicy::CrmWins => Side::Crm,
+                ConflictPolicy::AppWins => Side::App,
+            };
+            let value = match winner {
+                Side::Crm => c,
+                Side::App => a,
+            };
+            conflicts.push(Conflict {
+                field,
+                base_value: b.map(str::to_owned),
+                app_value: a.map(str::to_owned),
+                crm_value: c.map(str::to_owned),
+                winner,
+                resolved_value: value.map(str::to_owned),
+                at: input.now,
+            });
+            value
+        };
+        // A contact always keeps an email: a cleared email is not propagated.
+        if field == Field::Email && resolved.is_none() {
+            resolved = a.or(c);
+        }
+        if a != resolved {
+            app_patch.insert(field, resolved.map(str::to_owned));
+        }
+        if c != resolved {
+            crm_patch.insert(field, resolved.map(str::to_owned));
+        }
+        new_base.set(field, resolved.map(str::to_owned));
+    }
+
+    SyncPlan {
+        app: if app_patch.is_empty() {
+            AppAction::None
+        } else {
+            AppAction::Update { patch: app_patch }
+        },
+        crm: if crm_patch.is_empty() {
+            CrmAction::None
+        } else {
+            CrmAction::Update { patch: crm_patch }
+        },
+        link: LinkOutcome::Synced,
+        new_base,
+        conflicts,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests;

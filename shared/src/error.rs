@@ -1,0 +1,98 @@
+//! Library errors, one enum per layer. HTTP status mapping lives in `http`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::domain::Provider;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum StoreError {
+    #[error("version conflict: {0}")]
+    Conflict(String),
+    #[error("already exists: {0}")]
+    Duplicate(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum QueueError {
+    #[error("queue backend: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CrmError {
+    #[error("{provider} rate limit hit; retry after {retry_after:?}")]
+    RateLimited {
+        provider: Provider,
+        retry_after: Duration,
+    },
+    #[error("{provider} daily quota is spent until {until}")]
+    QuotaExhausted {
+        provider: Provider,
+        until: DateTime<Utc>,
+    },
+    #[error("{provider} already has this record (existing id {existing_id})")]
+    AlreadyExists {
+        provider: Provider,
+        existing_id: String,
+    },
+    #[error("{provider} rejected the request ({status}): {message}")]
+    Rejected {
+        provider: Provider,
+        status: u16,
+        message: String,
+    },
+    #[error("{provider} authentication failed: {message}")]
+    Auth { provider: Provider, message: String },
+    #[error("{provider} is unavailable: {message}")]
+    Unavailable { provider: Provider, message: String },
+}
+
+impl CrmError {
+    /// Worth another attempt later (the same request may succeed).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CrmError::RateLimited { .. }
+                | CrmError::Unavailable { .. }
+                | CrmError::QuotaExhausted { .. }
+        ) || matches!(self, CrmError::Rejected { status, .. } if *status >= 500 || *status == 423)
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    #[error("unknown tenant {0}")]
+    UnknownTenant(String),
+}
+
+impl SyncError {
+    /// When the provider's daily quota is spent: retry after this time, without counting a failure.
+    pub fn deferred_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            SyncError::Crm(CrmError::QuotaExhausted { until, .. }) => Some(*until),
+            _ => None,
+        }
+    }
+
+    /// Suggested delay before the next attempt.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            SyncError::Crm(CrmError::RateLimited { retry_after, .. }) => *retry_after,
+            SyncError::Store(StoreError::Conflict(_)) => Duration::from_millis(50),
+            _ => Duration::from_secs(2),
+        }
+    }
+}

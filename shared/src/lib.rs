@@ -1,0 +1,15 @@
+//! contact-sync's library: the domain, the pure sync engine, the ports and their adapters, and
+//! the HTTP routes shared by the Lambda functions and the local runner.
+
+pub mod adapters;
+pub mod crm;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod ports;
+pub mod service;
+pub mod signature;
+pub mod tenant;
+pub mod worker;
+
+pub use domain::*;

@@ -1,0 +1,640 @@
+//! The sync service: handles one ChangeEvent through the ports (read current state, plan,
+//! apply, update links and stats).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::domain::{
+    ChangeEvent, ChangeKind, ConflictRecord, Contact, ContactLink, CrmRecord, FieldSupport,
+    LinkStatus, Provider, TenantId,
+};
+use crate::engine::{self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput};
+use crate::error::{CrmError, StoreError, SyncError};
+use crate::ports::{ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
+use crate::tenant::{TenantConfig, Tenants};
+
+/// Name of the pronouns field in the field-key map.
+pub const PRONOUNS: &str = "pronouns";
+/// How often a lost optimistic-concurrency race is retried before the job fails.
+const CONFLICT_RETRIES: usize = 5;
+
+/// What one handled event did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub contact_id: Option<String>,
+    pub app_writes: usize,
+    pub crm_writes: usize,
+    pub conflicts: usize,
+}
+
+impl SyncReport {
+    fn add(&mut self, other: &SyncReport) {
+        self.app_writes += other.app_writes;
+        self.crm_writes += other.crm_writes;
+        self.conflicts += other.conflicts;
+    }
+}
+
+/// The sync logic over the ports.
+#[derive(Clone)]
+pub struct SyncService {
+    pub contacts: Arc<dyn ContactStore>,
+    pub links: Arc<dyn LinkStore>,
+    pub state: Arc<dyn SyncState>,
+    pub tenants: Arc<Tenants>,
+}
+
+impl SyncService {
+    pub fn new(
+        contacts: Arc<dyn ContactStore>,
+        links: Arc<dyn LinkStore>,
+        state: Arc<dyn SyncState>,
+        tenants: Arc<Tenants>,
+    ) -> Self {
+        Self {
+            contacts,
+            links,
+            state,
+            tenants,
+        }
+    }
+
+    fn tenant(&self, id: &TenantId) -> Result<&TenantConfig, SyncError> {
+        self.tenants
+            .get(id)
+            .ok_or_else(|| SyncError::UnknownTenant(id.to_string()))
+    }
+
+    /// The per-call CRM context: tenant and field keys.
+    pub async fn crm_context(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<CrmContext, SyncError> {
+        Ok(CrmContext {
+            tenant: tenant.clone(),
+            pronouns_key: self.state.field_key(tenant, provider, PRONOUNS).await?,
+        })
+    }
+
+    /// Handles one change event. Idempotent: duplicated, late or reordered events are harmless
+    /// because the current state is read from its source.
+    #[tracing::instrument(skip(self, event), fields(tenant = %event.tenant, origin = ?event.origin, record = %event.record_id))]
+    pub async fn handle(&self, event: &ChangeEvent) -> Result<SyncReport, SyncError> {
+        let cfg = self.tenant(&event.tenant)?;
+        let contact_id = match event.origin.provider() {
+            None => Some(event.record_id.clone()),
+            Some(provider) => {
+                let Some(client) = self.tenants.client(&cfg.id, provider).cloned() else {
+                    warn!(%provider, "event for a provider this tenant does not use");
+                    return Ok(SyncReport::default());
+                };
+                if let ChangeKind::Merge { merged_ids } = &event.kind {
+                    self.rekey_merged(&cfg.id, provider, &event.record_id, merged_ids)
+                        .await?;
+                }
+                self.resolve_crm_record(cfg, client.as_ref(), &event.record_id)
+                    .await?
+            }
+        };
+        let Some(contact_id) = contact_id else {
+            return Ok(SyncReport::default());
+        };
+        let mut report = self
+            .sync_contact(&cfg.id, &contact_id, event.origin.provider())
+            .await?;
+        report.contact_id = Some(contact_id);
+        Ok(report)
+    }
+
+    /// Syncs one app contact with every CRM of its tenant, `first` first. A failure with one CRM
+    /// does not stop the others; the first error is returned so the job is retried.
+    pub async fn sync_contact(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        first: Option<Provider>,
+    ) -> Result<SyncReport, SyncError> {
+        let cfg = self.tenant(tenant)?;
+        let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant).to_vec();
+        clients.sort_by_key(|c| Some(c.provider()) != first);
+        let mut report = SyncReport::default();
+        let mut first_error = None;
+        for client in clients {
+            match self
+                .sync_pair_retrying(cfg, client.as_ref(), contact_id, None)
+                .await
+            {
+                Ok(r) => report.add(&r),
+                Err(err) => {
+                    self.record_failure(tenant, contact_id, client.provider(), &err)
+                        .await;
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(report),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        err: &SyncError,
+    ) {
+        warn!(%tenant, contact_id, %provider, error = %err, "sync failed");
+        let message = err.to_string();
+        if let Some(until) = err.deferred_until() {
+            let _ = self
+                .state
+                .set_paused_until(tenant, provider, Some(until))
+                .await;
+        }
+        let _ = self
+            .state
+            .record_outcome(tenant, provider, Err(message.clone()), 0)
+            .await;
+        let status = if err.deferred_until().is_some() {
+            LinkStatus::Pending
+        } else {
+            LinkStatus::Error
+        };
+        let links = self
+            .links
+            .links_for_contact(tenant, contact_id)
+            .await
+            .unwrap_or_default();
+        match links
+            .into_iter()
+            .find(|l| l.provider == provider && l.status != LinkStatus::Deleted)
+        {
+            Some(mut link) => {
+                link.status = status;
+                link.last_error = Some(message);
+                let _ = self.links.put_link(&link).await;
+            }
+            None => {
+                let _ = self
+                    .state
+                    .set_issue(tenant, contact_id, provider, Some(&message))
+                    .await;
+            }
+        }
+    }
+
+    async fn sync_pair_retrying(
+        &self,
+        cfg: &TenantConfig,
+        client: &dyn CrmClient,
+        contact_id: &str,
+        hint: Option<CrmRecord>,
+    ) -> Result<SyncReport, SyncError> {
+        let mut attempt = 0;
+        loop {
+            match self.sync_pair(cfg, client, contact_id, hint.clone()).await {
+                Err(SyncError::Store(StoreError::Conflict(what))) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    info!(tenant = %cfg.id, contact_id, what, attempt, "lost a write race; re-reading");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ensure_not_paused(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<(), SyncError> {
+        let stats = self.state.stats(tenant, provider).await?;
+        match stats.paused_until {
+            Some(until) if until > Utc::now() => {
+                Err(CrmError::QuotaExhausted { provider, until }.into())
+            }
+            Some(_) => {
+                self.state.set_paused_until(tenant, provider, None).await?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// One app contact against one CRM: read both, plan, apply, store the link.
+    async fn sync_pair(
+        &self,
+        cfg: &TenantConfig,
+        client: &dyn CrmClient,
+        contact_id: &str,
+        hint: Option<CrmRecord>,
+    ) -> Result<SyncReport, SyncError> {
+        let tenant = &cfg.id;
+        let provider = client.provider();
+        let Some(contact) = self.contacts.get(tenant, contact_id).await? else {
+            return Ok(SyncReport::default());
+        };
+        let links = self.links.links_for_contact(tenant, contact_id).await?;
+        let active = links
+            .iter()
+            .find(|l| l.provider == provider && l.status != LinkStatus::Deleted)
+            .cloned();
+        if active.is_none() && links.iter().any(|l| l.provider == provider) {
+            // The CRM record was deleted: delete protection, nothing is recreated.
+            return Ok(SyncReport::default());
+        }
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, provider).await?;
+        let record = match (&active, hint) {
+            (Some(link), _) => client.get(&ctx, &link.external_id).await?,
+            (None, Some(hint)) => Some(hint),
+            (None, None) if !contact.deleted => match contact.fields.email.as_deref() {
+                Some(email) => client.find_by_email(&ctx, email).await?,
+                None => None,
+            },
+            (None, None) => None,
+        };
+        if active.is_none()
+            && let Some(r) = &record
+            && let Some(other) = self.links.get_link(tenant, provider, &r.id).await?
+            && other.contact_id != contact.id
+        {
+            return Err(CrmError::Rejected {
+                provider,
+                status: 409,
+                message: format!(
+                    "{} record {} with this email is already linked to contact {}",
+                    provider.display_name(),
+                    r.id,
+                    other.contact_id
+                ),
+            }
+            .into());
+        }
+
+        let support = FieldSupport {
+            pronouns: ctx.pronouns_key.is_some(),
+        };
+        let now = Utc::now();
+        let plan = engine::plan(&PlanInput {
+            provider,
+            app: if contact.deleted {
+                AppSide::Deleted
+            } else {
+                AppSide::Live(&contact.fields)
+            },
+            crm: match &record {
+                None => CrmSide::Missing,
+                Some(r) if r.archived => CrmSide::Archived,
+                Some(r) => CrmSide::Live(&r.fields),
+            },
+            base: active.as_ref().map(|l| &l.base),
+            policy: cfg.conflict_policy,
+            support,
+            now,
+        });
+
+        let mut report = SyncReport {
+            conflicts: plan.conflicts.len(),
+            ..Default::default()
+        };
+        let mut external_id = active
+            .as_ref()
+            .map(|l| l.external_id.clone())
+            .or_else(|| record.as_ref().map(|r| r.id.clone()));
+        let mut crm_modified = record.as_ref().and_then(|r| r.updated_at);
+        match &plan.crm {
+            CrmAction::None => {}
+            CrmAction::Create { fields } => {
+                let created = match client.create(&ctx, fields).await {
+                    Ok(created) => created,
+                    // Someone created it meanwhile (or search lagged): link to it and re-plan.
+                    Err(CrmError::AlreadyExists { existing_id, .. }) => {
+                        return Err(StoreError::Conflict(format!(
+                            "{provider} record {existing_id} appeared while creating"
+                        ))
+                        .into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                external_id = Some(created.id.clone());
+                crm_modified = created.updated_at;
+                report.crm_writes += 1;
+            }
+            CrmAction::Update { patch } => {
+                let id = external_id.as_deref().unwrap_or_default();
+                let updated = client.update(&ctx, id, patch).await?;
+                crm_modified = updated.updated_at;
+                report.crm_writes += 1;
+            }
+            CrmAction::Archive => {
+                let id = external_id.as_deref().unwrap_or_default();
+                client.archive(&ctx, id).await?;
+                report.crm_writes += 1;
+            }
+        }
+        match &plan.app {
+            AppAction::None | AppAction::Create { .. } => {}
+            AppAction::Update { patch } => {
+                let mut updated = contact.clone();
+                updated.fields.apply(patch);
+                self.contacts.update(&updated).await?;
+                report.app_writes += 1;
+            }
+        }
+        let Some(external_id) = external_id else {
+            return Ok(report);
+        };
+        match plan.link {
+            LinkOutcome::Skip => {}
+            LinkOutcome::Tombstone => {
+                if let Some(mut link) = active {
+                    link.status = LinkStatus::Deleted;
+                    link.last_synced_at = Some(now);
+                    link.last_error = None;
+                    self.links.put_link(&link).await?;
+                }
+            }
+            LinkOutcome::Synced => {
+                let link = ContactLink {
+                    tenant: tenant.clone(),
+                    contact_id: contact.id.clone(),
+                    provider,
+                    external_id: external_id.clone(),
+                    last_synced_at: Some(now),
+                    status: LinkStatus::Synced,
+                    last_error: None,
+                    crm_last_modified: crm_modified,
+                    base_hash: plan.new_base.content_hash(),
+                    base: plan.new_base.clone(),
+                    warnings: plan.warnings.clone(),
+                    version: active.as_ref().map_or(0, |l| l.version),
+                };
+                if active.as_ref() != Some(&link) || link.version == 0 {
+                    self.links.put_link(&link).await?;
+                }
+            }
+        }
+        for conflict in &plan.conflicts {
+            self.state
+                .log_conflict(&ConflictRecord {
+                    tenant: tenant.clone(),
+                    contact_id: contact.id.clone(),
+                    provider,
+                    external_id: external_id.clone(),
+                    conflict: conflict.clone(),
+                })
+                .await?;
+        }
+        self.state
+            .record_outcome(tenant, provider, Ok(()), plan.conflicts.len() as u64)
+            .await?;
+        self.state
+            .set_issue(tenant, &contact.id, provider, None)
+            .await?;
+        if report.app_writes + report.crm_writes > 0 {
+            info!(%tenant, contact_id = %contact.id, %provider, app_writes = report.app_writes, crm_writes = report.crm_writes, conflicts = report.conflicts, "synced");
+        }
+        Ok(report)
+    }
+
+    /// Maps a CRM record to its app contact, importing it into the app when it is new.
+    async fn resolve_crm_record(
+        &self,
+        cfg: &TenantConfig,
+        client: &dyn CrmClient,
+        record_id: &str,
+    ) -> Result<Option<String>, SyncError> {
+        let tenant = &cfg.id;
+        let provider = client.provider();
+        if let Some(mut link) = self.links.get_link(tenant, provider, record_id).await? {
+            if link.status == LinkStatus::Deleted {
+                // Restored in the CRM? Revive the link; otherwise nothing to do.
+                self.ensure_not_paused(tenant, provider).await?;
+                let ctx = self.crm_context(tenant, provider).await?;
+                match client.get(&ctx, record_id).await? {
+                    Some(r) if !r.archived => {
+                        link.status = LinkStatus::Pending;
+                        self.links.put_link(&link).await?;
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            return Ok(Some(link.contact_id));
+        }
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, provider).await?;
+        let Some(record) = client.get(&ctx, record_id).await? else {
+            return Ok(None);
+        };
+        if record.archived {
+            return Ok(None);
+        }
+        if let Some(email) = record.fields.email.as_deref()
+            && let Some(existing) = self.contacts.find_by_email(tenant, email).await?
+        {
+            // First sight of a CRM record matching an app contact by email: link them.
+            self.sync_pair_retrying(cfg, client, &existing.id, Some(record))
+                .await?;
+            return Ok(Some(existing.id));
+        }
+        let support = FieldSupport {
+            pronouns: ctx.pronouns_key.is_some(),
+        };
+        let now = Utc::now();
+        let plan = engine::plan(&PlanInput {
+            provider,
+            app: AppSide::Missing,
+            crm: CrmSide::Live(&record.fields),
+            base: None,
+            policy: cfg.conflict_policy,
+            support,
+            now,
+        });
+        let AppAction::Create { fields } = plan.app else {
+            for w in &plan.warnings {
+                warn!(%tenant, %provider, record_id, "{w}");
+            }
+            return Ok(None);
+        };
+        let contact = Contact {
+            tenant: tenant.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            fields,
+            version: 0,
+            created_at: now,
+            last_app_modified: now,
+            deleted: false,
+        };
+        let contact = match self.contacts.insert(&contact).await {
+            Ok(c) => c,
+            // The same email arrived concurrently: retry the job, the next run links it.
+            Err(StoreError::Duplicate(what)) => return Err(StoreError::Conflict(what).into()),
+            Err(e) => return Err(e.into()),
+        };
+        self.links
+            .put_link(&ContactLink {
+                tenant: tenant.clone(),
+                contact_id: contact.id.clone(),
+                provider,
+                external_id: record.id.clone(),
+                last_synced_at: Some(now),
+                status: LinkStatus::Synced,
+                last_error: None,
+                crm_last_modified: record.updated_at,
+                base_hash: plan.new_base.content_hash(),
+                base: plan.new_base,
+                warnings: plan.warnings,
+                version: 0,
+            })
+            .await?;
+        self.state
+            .record_outcome(tenant, provider, Ok(()), 0)
+            .await?;
+        info!(%tenant, %provider, record_id, contact_id = %contact.id, "imported a new CRM record into the app");
+        Ok(Some(contact.id))
+    }
+
+    /// A CRM merge retired `merged_ids` in favour of `survivor`: re-point their links instead of
+    /// treating them as deletes.
+    async fn rekey_merged(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        survivor: &str,
+        merged_ids: &[String],
+    ) -> Result<(), SyncError> {
+        for old in merged_ids.iter().filter(|id| id.as_str() != survivor) {
+            let Some(link) = self.links.get_link(tenant, provider, old).await? else {
+                continue;
+            };
+            if self
+                .links
+                .get_link(tenant, provider, survivor)
+                .await?
+                .is_none()
+            {
+                let mut moved = link.clone();
+                moved.external_id = survivor.to_string();
+                moved.status = LinkStatus::Pending;
+                moved.version = 0;
+                self.links.put_link(&moved).await?;
+                self.links
+                    .delete_link(tenant, provider, old, link.version)
+                    .await?;
+            } else if link.status != LinkStatus::Deleted {
+                let mut tomb = link;
+                tomb.status = LinkStatus::Deleted;
+                tomb.last_error = Some(format!("merged into {survivor}"));
+                self.links.put_link(&tomb).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// First sync of a tenant's unlinked contacts with one CRM, in batches (HubSpot: 100 per
+    /// batch upsert). Returns how many contacts were linked.
+    pub async fn backfill(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<usize, SyncError> {
+        self.tenant(tenant)?;
+        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+            return Ok(0);
+        };
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, provider).await?;
+        let support = FieldSupport {
+            pronouns: ctx.pronouns_key.is_some(),
+        };
+        let linked: std::collections::HashSet<String> = self
+            .links
+            .links_for_tenant(tenant)
+            .await?
+            .into_iter()
+            .filter(|l| l.provider == provider)
+            .map(|l| l.contact_id)
+            .collect();
+        let mut pending = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.contacts.list(tenant, after.as_deref(), 500).await?;
+            pending.extend(
+                page.items
+                    .into_iter()
+                    .filter(|c| !linked.contains(&c.id) && c.fields.email.is_some()),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut done = 0;
+        for chunk in pending.chunks(100) {
+            let inputs: Vec<_> = chunk
+                .iter()
+                .map(|c| {
+                    let mut f = c.fields.clone();
+                    if !support.pronouns {
+                        f.pronouns = None;
+                    }
+                    f
+                })
+                .collect();
+            let results = client.upsert_many(&ctx, &inputs).await?;
+            let now = Utc::now();
+            for ((contact, sent), result) in chunk.iter().zip(&inputs).zip(results) {
+                match result {
+                    Ok(record) => {
+                        let mut base = sent.clone();
+                        base.pronouns = if support.pronouns {
+                            sent.pronouns.clone()
+                        } else {
+                            None
+                        };
+                        let link = ContactLink {
+                            tenant: tenant.clone(),
+                            contact_id: contact.id.clone(),
+                            provider,
+                            external_id: record.id.clone(),
+                            last_synced_at: Some(now),
+                            status: LinkStatus::Synced,
+                            last_error: None,
+                            crm_last_modified: record.updated_at,
+                            base_hash: base.content_hash(),
+                            base,
+                            warnings: if !support.pronouns && contact.fields.pronouns.is_some() {
+                                vec![engine::pronouns_warning(provider)]
+                            } else {
+                                Vec::new()
+                            },
+                            version: 0,
+                        };
+                        match self.links.put_link(&link).await {
+                            Ok(_) => done += 1,
+                            // Linked concurrently by a webhook-driven sync: that one stands.
+                            Err(StoreError::Conflict(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        self.state
+                            .record_outcome(tenant, provider, Ok(()), 0)
+                            .await?;
+                    }
+                    Err(err) => {
+                        self.record_failure(tenant, &contact.id, provider, &err.into())
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,496 @@
+use std::time::Duration;
+
+use super::*;
+use crate::adapters::embedded::EmbeddedStore;
+use crate::crm::memory::MemoryCrm;
+use crate::domain::{ChangeKind, ContactFields, Field, FieldPatch, Origin, Side};
+use crate::ports::JobQueue;
+use crate::worker::{self, JobOutcome};
+
+struct Fixture {
+    store: EmbeddedStore,
+    hubspot: MemoryCrm,
+    pipedrive: MemoryCrm,
+    service: SyncService,
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("acme")
+}
+
+async fn fixture(pronouns_in_pipedrive: bool) -> Fixture {
+    let store = EmbeddedStore::in_memory().unwrap();
+    let hubspot = MemoryCrm::new(Provider::HubSpot);
+    let pipedrive = MemoryCrm::new(Provider::Pipedrive);
+    let mut tenants = Tenants::new();
+    tenants.add(
+        TenantConfig::new("acme"),
+        vec![Arc::new(hubspot.clone()), Arc::new(pipedrive.clone())],
+    );
+    store
+        .set_field_key(&tenant(), Provider::HubSpot, PRONOUNS, Some("pronouns"))
+        .await
+        .unwrap();
+    if pronouns_in_pipedrive {
+        store
+            .set_field_key(&tenant(), Provider::Pipedrive, PRONOUNS, Some("a1b2"))
+            .await
+            .unwrap();
+    }
+    let arc = Arc::new(store.clone());
+    let service = SyncService::new(arc.clone(), arc.clone(), arc, Arc::new(tenants));
+    Fixture {
+        store,
+        hubspot,
+        pipedrive,
+        service,
+    }
+}
+
+async fn create_app_contact(f: &Fixture, id: &str, email: &str, first: &str) -> Contact {
+    let now = Utc::now();
+    f.store
+        .insert(&Contact {
+            tenant: tenant(),
+            id: id.into(),
+            fields: ContactFields {
+                email: Some(email.into()),
+                first_name: Some(first.into()),
+                pronouns: Some("they/them".into()),
+                ..Default::default()
+            },
+            version: 0,
+            created_at: now,
+            last_app_modified: now,
+            deleted: false,
+        })
+        .await
+        .unwrap()
+}
+
+fn app_event(id: &str) -> ChangeEvent {
+    ChangeEvent::new(tenant(), Origin::App, id, ChangeKind::Upsert)
+}
+
+async fn link(f: &Fixture, contact: &str, provider: Provider) -> ContactLink {
+    f.store
+        .links_for_contact(&tenant(), contact)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.provider == provider)
+        .expect("link")
+}
+
+#[tokio::test]
+async fn app_contact_reaches_both_crms_and_replays_write_nothing() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let r = f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!(r.crm_writes, 2);
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(hs.status, LinkStatus::Synced);
+    let rec = f.hubspot.record(&hs.external_id).unwrap();
+    assert_eq!(rec.fields.pronouns.as_deref(), Some("they/them"));
+    assert_eq!(
+        f.pipedrive
+            .record(&pd.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Ann")
+    );
+    assert_eq!(hs.base_hash, hs.base.content_hash());
+
+    // Duplicated and late events are harmless: no further writes anywhere.
+    for _ in 0..3 {
+        let r = f.service.handle(&app_event("c1")).await.unwrap();
+        assert_eq!((r.app_writes, r.crm_writes), (0, 0));
+    }
+    let echo = ChangeEvent::new(
+        tenant(),
+        Origin::HubSpot,
+        hs.external_id.clone(),
+        ChangeKind::Upsert,
+    );
+    let r = f.service.handle(&echo).await.unwrap();
+    assert_eq!((r.app_writes, r.crm_writes), (0, 0));
+    assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), 2);
+}
+
+#[tokio::test]
+async fn crm_edit_flows_to_app_and_the_other_crm_without_echo() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::LastName, Some("Smith".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+
+    let ev = ChangeEvent::new(
+        tenant(),
+        Origin::HubSpot,
+        hs.external_id.clone(),
+        ChangeKind::Upsert,
+    );
+    let r = f.service.handle(&ev).await.unwrap();
+    assert_eq!(r.app_writes, 1);
+    assert_eq!(r.crm_writes, 1, "only Pipedrive is written");
+    let c = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c.fields.last_name.as_deref(), Some("Smith"));
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(
+        f.pipedrive
+            .record(&pd.external_id)
+            .unwrap()
+            .fields
+            .last_name
+            .as_deref(),
+        Some("Smith")
+    );
+    // The echoes of our own writes change nothing.
+    let writes = f.hubspot.writes() + f.pipedrive.writes();
+    for ev in [
+        ev.clone(),
+        ChangeEvent::new(
+            tenant(),
+            Origin::Pipedrive,
+            pd.external_id.clone(),
+            ChangeKind::Upsert,
+        ),
+        app_event("c1"),
+    ] {
+        let r = f.service.handle(&ev).await.unwrap();
+        assert_eq!((r.app_writes, r.crm_writes), (0, 0));
+    }
+    assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), writes);
+}
+
+#[tokio::test]
+async fn missing_pronouns_field_syncs_the_rest_with_a_warning() {
+    let f = fixture(false).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    let rec = f.pipedrive.record(&pd.external_id).unwrap();
+    assert_eq!(rec.fields.first_name.as_deref(), Some("Ann"));
+    assert_eq!(rec.fields.pronouns, None);
+    assert_eq!(pd.status, LinkStatus::Synced);
+    assert_eq!(
+        pd.warnings,
+        vec![engine::pronouns_warning(Provider::Pipedrive)]
+    );
+    // HubSpot has the field: no warning there.
+    assert!(link(&f, "c1", Provider::HubSpot).await.warnings.is_empty());
+    // Re-running does not loop on the missing field.
+    let r = f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!((r.app_writes, r.crm_writes), (0, 0));
+}
+
+#[tokio::test]
+async fn new_crm_record_is_imported_and_pushed_to_the_other_crm() {
+    let f = fixture(true).await;
+    let id = f.pipedrive.user_create(ContactFields {
+        email: Some("bo@x.io".into()),
+        first_name: Some("Bo".into()),
+        ..Default::default()
+    });
+    let ev = ChangeEvent::new(tenant(), Origin::Pipedrive, id.clone(), ChangeKind::Upsert);
+    let r = f.service.handle(&ev).await.unwrap();
+    let contact_id = r.contact_id.unwrap();
+    let c = f.store.get(&tenant(), &contact_id).await.unwrap().unwrap();
+    assert_eq!(c.fields.email.as_deref(), Some("bo@x.io"));
+    let hs = link(&f, &contact_id, Provider::HubSpot).await;
+    assert_eq!(
+        f.hubspot
+            .record(&hs.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Bo")
+    );
+    // The same event again: no duplicate contact.
+    f.service.handle(&ev).await.unwrap();
+    assert_eq!(
+        f.store.list(&tenant(), None, 10).await.unwrap().items.len(),
+        1
+    );
+    assert_eq!(f.hubspot.records().len(), 1);
+}
+
+#[tokio::test]
+async fn existing_crm_record_is_matched_by_email_not_duplicated() {
+    let f = fixture(true).await;
+    let existing = f.hubspot.user_create(ContactFields {
+        email: Some("ann@x.io".into()),
+        last_name: Some("Lee".into()),
+        ..Default::default()
+    });
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!(f.hubspot.records().len(), 1);
+    assert_eq!(
+        link(&f, "c1", Provider::HubSpot).await.external_id,
+        existing
+    );
+    let c = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(
+        c.fields.last_name.as_deref(),
+        Some("Lee"),
+        "CRM-only value flows to the app"
+    );
+    assert_eq!(
+        f.hubspot
+            .record(&existing)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Ann")
+    );
+}
+
+#[tokio::test]
+async fn conflicts_are_resolved_crm_wins_and_logged() {
+    let f = fixture(true).await;
+    let c = create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    let mut app = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(app.version, c.version);
+    app.fields.first_name = Some("Annie".into());
+    f.store.update(&app).await.unwrap();
+
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let c = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c.fields.first_name.as_deref(), Some("Anne"));
+    let log = f.store.conflicts(&tenant(), 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].conflict.app_value.as_deref(), Some("Annie"));
+    assert_eq!(log[0].conflict.crm_value.as_deref(), Some("Anne"));
+    assert_eq!(log[0].conflict.winner, Side::Crm);
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(
+        f.pipedrive
+            .record(&pd.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Anne")
+    );
+    assert_eq!(
+        f.store
+            .stats(&tenant(), Provider::HubSpot)
+            .await
+            .unwrap()
+            .conflicts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn app_delete_archives_in_crms_and_crm_delete_keeps_the_app_contact() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    create_app_contact(&f, "c2", "bo@x.io", "Bo").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    f.service.handle(&app_event("c2")).await.unwrap();
+
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.deleted = true;
+    f.store.update(&c1).await.unwrap();
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(hs.status, LinkStatus::Deleted);
+    assert!(f.hubspot.record(&hs.external_id).unwrap().archived);
+    assert!(
+        f.pipedrive
+            .record(&link(&f, "c1", Provider::Pipedrive).await.external_id)
+            .unwrap()
+            .archived
+    );
+
+    let hs2 = link(&f, "c2", Provider::HubSpot).await;
+    f.hubspot.user_archive(&hs2.external_id);
+    let ev = ChangeEvent::new(
+        tenant(),
+        Origin::HubSpot,
+        hs2.external_id.clone(),
+        ChangeKind::Delete,
+    );
+    f.service.handle(&ev).await.unwrap();
+    assert_eq!(
+        link(&f, "c2", Provider::HubSpot).await.status,
+        LinkStatus::Deleted
+    );
+    let c2 = f.store.get(&tenant(), "c2").await.unwrap().unwrap();
+    assert!(!c2.deleted, "a CRM delete never deletes the app contact");
+    // And nothing is recreated in HubSpot afterwards.
+    f.service.handle(&app_event("c2")).await.unwrap();
+    assert_eq!(f.hubspot.records().len(), 2);
+}
+
+#[tokio::test]
+async fn merge_rekeys_the_link_instead_of_deleting() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let old = link(&f, "c1", Provider::HubSpot).await.external_id;
+    let survivor = f.hubspot.user_create(ContactFields {
+        email: Some("ann@x.io".into()),
+        first_name: Some("Ann".into()),
+        pronouns: Some("they/them".into()),
+        ..Default::default()
+    });
+    f.hubspot.user_archive(&old);
+    // Deletion of the merged-away id first (HubSpot does not order events), then the merge.
+    let del = ChangeEvent::new(tenant(), Origin::HubSpot, old.clone(), ChangeKind::Delete);
+    f.service.handle(&del).await.unwrap();
+    let merge = ChangeEvent::new(
+        tenant(),
+        Origin::HubSpot,
+        survivor.clone(),
+        ChangeKind::Merge {
+            merged_ids: vec![old.clone()],
+        },
+    );
+    f.service.handle(&merge).await.unwrap();
+    let l = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(l.external_id, survivor);
+    assert_eq!(l.status, LinkStatus::Synced);
+    assert!(
+        f.store
+            .get_link(&tenant(), Provider::HubSpot, &old)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!f.store.get(&tenant(), "c1").await.unwrap().unwrap().deleted);
+}
+
+#[tokio::test]
+async fn failures_retry_three_times_then_dead_letter_and_replay_recovers() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.pipedrive.fail_with(Some(CrmError::Unavailable {
+        provider: Provider::Pipedrive,
+        message: "connection refused".into(),
+    }));
+    f.store.enqueue(&[app_event("c1")]).await.unwrap();
+    let q: &dyn JobQueue = &f.store;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let d = q.receive(1).await.unwrap().remove(0);
+        outcomes.push(worker::process(&f.service, q, &d).await.unwrap());
+        // Make the retry due now.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        f.store.replay_due_for_tests();
+    }
+    assert!(matches!(outcomes[0], JobOutcome::Retrying(_)));
+    assert!(matches!(outcomes[2], JobOutcome::DeadLettered(_)));
+    // HubSpot still synced; Pipedrive's failure is visible.
+    assert_eq!(
+        link(&f, "c1", Provider::HubSpot).await.status,
+        LinkStatus::Synced
+    );
+    let issues = f.store.issues(&tenant(), "c1").await.unwrap();
+    assert_eq!(issues.len(), 1);
+    assert!(issues[0].message.contains("connection refused"));
+    let stats = f.store.stats(&tenant(), Provider::Pipedrive).await.unwrap();
+    assert_eq!(stats.errors, 3);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 1);
+
+    f.pipedrive.fail_with(None);
+    assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
+    assert_eq!(worker::run_once(&f.service, q, 10).await.unwrap(), 1);
+    assert_eq!(
+        link(&f, "c1", Provider::Pipedrive).await.status,
+        LinkStatus::Synced
+    );
+    assert!(f.store.issues(&tenant(), "c1").await.unwrap().is_empty());
+    assert_eq!(q.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn spent_quota_defers_without_calling_again() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let until = Utc::now() + chrono::Duration::hours(3);
+    f.hubspot.fail_with(Some(CrmError::QuotaExhausted {
+        provider: Provider::HubSpot,
+        until,
+    }));
+    f.store.enqueue(&[app_event("c1")]).await.unwrap();
+    let q: &dyn JobQueue = &f.store;
+    let d = q.receive(1).await.unwrap().remove(0);
+    assert_eq!(
+        worker::process(&f.service, q, &d).await.unwrap(),
+        JobOutcome::Deferred
+    );
+    let stats = f.store.stats(&tenant(), Provider::HubSpot).await.unwrap();
+    assert_eq!(stats.paused_until, Some(until));
+    // Paused: the next sync does not even call HubSpot, and the job stays pending.
+    f.hubspot.fail_with(None);
+    let err = f
+        .service
+        .sync_contact(&tenant(), "c1", None)
+        .await
+        .unwrap_err();
+    assert!(err.deferred_until().is_some());
+    assert_eq!(f.hubspot.records().len(), 0);
+    assert_eq!(q.depth().await.unwrap(), 1);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn backfill_links_unlinked_contacts_in_batches() {
+    let f = fixture(true).await;
+    for i in 0..250 {
+        create_app_contact(&f, &format!("c{i:03}"), &format!("p{i}@x.io"), "P").await;
+    }
+    assert_eq!(
+        f.service
+            .backfill(&tenant(), Provider::HubSpot)
+            .await
+            .unwrap(),
+        250
+    );
+    assert_eq!(f.hubspot.records().len(), 250);
+    assert_eq!(
+        f.service
+            .backfill(&tenant(), Provider::HubSpot)
+            .await
+            .unwrap(),
+        0
+    );
+    // Linked by backfill: a later sync writes nothing to HubSpot.
+    let before = f.hubspot.writes();
+    f.service
+        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot))
+        .await
+        .unwrap();
+    assert_eq!(f.hubspot.writes(), before);
+}
+
+#[tokio::test]
+async fn unknown_tenant_is_an_error() {
+    let f = fixture(true).await;
+    let ev = ChangeEvent::new(
+        TenantId::new("nobody"),
+        Origin::App,
+        "c1",
+        ChangeKind::Upsert,
+    );
+    assert!(matches!(
+        f.service.handle(&ev).await,
+        Err(SyncError::UnknownTenant(_))
+    ));
+}

@@ -1,0 +1,64 @@
+//! The worker: takes jobs from the queue and runs them through the sync service, with retries,
+//! dead-lettering and quota deferral.
+
+use tracing::{error, info, warn};
+
+use crate::error::SyncError;
+use crate::ports::{Delivery, FailOutcome, JobQueue};
+use crate::service::{SyncReport, SyncService};
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done(SyncReport),
+    Retrying(String),
+    DeadLettered(String),
+    Deferred,
+}
+
+/// Handles one delivery and settles it on the queue.
+pub async fn process(
+    service: &SyncService,
+    queue: &dyn JobQueue,
+    delivery: &Delivery,
+) -> Result<JobOutcome, SyncError> {
+    let event = &delivery.event;
+    match service.handle(event).await {
+        Ok(report) => {
+            queue.ack(delivery).await?;
+            Ok(JobOutcome::Done(report))
+        }
+        Err(err) => {
+            if let Some(until) = err.deferred_until() {
+                info!(tenant = %event.tenant, record = %event.record_id, %until, "quota spent; job deferred");
+                queue.defer(delivery, until).await?;
+                return Ok(JobOutcome::Deferred);
+            }
+            let message = err.to_string();
+            match queue.fail(delivery, &message, err.retry_after()).await? {
+                FailOutcome::WillRetry => {
+                    warn!(tenant = %event.tenant, record = %event.record_id, attempt = delivery.attempt, error = %message, "sync failed; will retry");
+                    Ok(JobOutcome::Retrying(message))
+                }
+                FailOutcome::DeadLettered => {
+                    error!(tenant = %event.tenant, record = %event.record_id, attempt = delivery.attempt, error = %message, "sync failed for good; dead-lettered");
+                    Ok(JobOutcome::DeadLettered(message))
+                }
+            }
+        }
+    }
+}
+
+/// Receives up to `max` due jobs and processes them; returns how many were handled.
+pub async fn run_once(
+    service: &SyncService,
+    queue: &dyn JobQueue,
+    max: usize,
+) -> Result<usize, SyncError> {
+    let deliveries = queue.receive(max).await?;
+    let n = deliveries.len();
+    for d in &deliveries {
+        process(service, queue, d).await?;
+    }
+    Ok(n)
+}
