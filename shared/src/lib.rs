@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod crm;
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod error;
 pub mod ports;
 pub mod service;

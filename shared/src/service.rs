@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::engine::{self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput};
 use crate::error::{CrmError, StoreError, SyncError};
-use crate::ports::{ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
+use crate::ports::{ContactStore, CrmClient, CrmContext, JobQueue, LinkStore, SyncState};
 use crate::tenant::{TenantConfig, Tenants};
 
 /// Name of the pronouns field in the field-key map.
@@ -534,6 +534,85 @@ impl SyncService {
             }
         }
         Ok(())
+    }
+
+    /// Creates the pronouns field in every CRM of the tenant (idempotent) and stores its key.
+    pub async fn setup_pronouns(&self, tenant: &TenantId) -> Result<Vec<(Provider, Result<String, CrmError>)>, SyncError> {
+        self.tenant(tenant)?;
+        let mut out = Vec::new();
+        for client in self.tenants.clients(tenant).to_vec() {
+            let provider = client.provider();
+            let ctx = self.crm_context(tenant, provider).await?;
+            let result = client.ensure_pronouns_field(&ctx).await;
+            if let Ok(key) = &result {
+                self.state
+                    .set_field_key(tenant, provider, PRONOUNS, Some(key))
+                    .await?;
+                info!(%tenant, %provider, key, "pronouns field ready");
+            }
+            out.push((provider, result));
+        }
+        Ok(out)
+    }
+
+    /// Looks the pronouns field up in every CRM (without creating it) and stores what it finds.
+    pub async fn refresh_pronouns_fields(&self, tenant: &TenantId) -> Result<Vec<(Provider, Result<Option<String>, CrmError>)>, SyncError> {
+        self.tenant(tenant)?;
+        let mut out = Vec::new();
+        for client in self.tenants.clients(tenant).to_vec() {
+            let provider = client.provider();
+            let ctx = self.crm_context(tenant, provider).await?;
+            let found = client.find_pronouns_field(&ctx).await;
+            if let Ok(key) = &found {
+                self.state
+                    .set_field_key(tenant, provider, PRONOUNS, key.as_deref())
+                    .await?;
+            }
+            out.push((provider, found));
+        }
+        Ok(out)
+    }
+
+    /// Polls one CRM for records changed since the stored cursor and enqueues them; catches
+    /// what webhooks missed. The cursor advances only after the events are enqueued. Returns
+    /// how many records were enqueued.
+    pub async fn poll(&self, tenant: &TenantId, provider: Provider, queue: &dyn JobQueue, max_pages: usize) -> Result<usize, SyncError> {
+        self.tenant(tenant)?;
+        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+            return Ok(0);
+        };
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, provider).await?;
+        let cursor_name = format!("poll#{provider}");
+        let mut cursor = self.state.cursor(tenant, &cursor_name).await?;
+        let mut enqueued = 0;
+        for _ in 0..max_pages.max(1) {
+            let page = client.changed_since(&ctx, cursor.as_deref()).await?;
+            let events: Vec<ChangeEvent> = page
+                .ids
+                .iter()
+                .map(|id| {
+                    let mut e = ChangeEvent::new(tenant.clone(), provider.into(), id.clone(), ChangeKind::Upsert);
+                    e.provenance = Some("poll".into());
+                    e
+                })
+                .collect();
+            for chunk in events.chunks(100) {
+                queue.enqueue(chunk).await?;
+            }
+            enqueued += events.len();
+            if let Some(next) = &page.next_cursor {
+                self.state.set_cursor(tenant, &cursor_name, next).await?;
+            }
+            if !page.has_more || page.next_cursor.is_none() || page.next_cursor == cursor {
+                break;
+            }
+            cursor = page.next_cursor;
+        }
+        if enqueued > 0 {
+            info!(%tenant, %provider, enqueued, "poll found changed records");
+        }
+        Ok(enqueued)
     }
 
     /// First sync of a tenant's unlinked contacts with one CRM, in batches (HubSpot: 100 per

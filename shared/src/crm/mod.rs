@@ -1,3 +1,5 @@
 //! CRM adapters of the [`CrmClient`](crate::ports::CrmClient) port.
 
+pub mod hubspot;
 pub mod memory;
+pub mod pacer;

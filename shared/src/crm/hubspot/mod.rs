@@ -1,0 +1,645 @@
+//! HubSpot CRM v3 client: the [`CrmClient`] port over HubSpot's contacts, batch, search and
+//! properties APIs, with pacing, 429 handling and OAuth refresh.
+
+pub mod mapping;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::pacer::{QuotaLatch, RollingWindow, next_midnight_utc};
+use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
+use crate::error::CrmError;
+use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+
+pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
+/// Our custom contact property.
+pub const PRONOUNS_PROPERTY: &str = "pronouns";
+/// HubSpot batch endpoints take at most 100 inputs.
+pub const BATCH_LIMIT: usize = 100;
+const SEARCH_PAGE: usize = 200;
+const P: Provider = Provider::HubSpot;
+
+/// How we authenticate.
+#[derive(Clone)]
+pub enum HubSpotAuth {
+    /// A private-app token (static bearer).
+    Token(String),
+    /// OAuth: access tokens are refreshed before they expire.
+    OAuth {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+    },
+}
+
+/// Client settings (per tenant).
+#[derive(Clone)]
+pub struct HubSpotClientConfig {
+    /// `HUBSPOT_API_BASE`, default `https://api.hubapi.com`.
+    pub api_base: String,
+    pub auth: HubSpotAuth,
+    /// Requests per rolling 10 s (the account's burst limit: 100, or 190 on Professional).
+    pub burst_per_10s: u32,
+    /// CRM search requests per second.
+    pub search_per_second: u32,
+    /// Retries of a request answered 429 (ten-secondly) before giving up.
+    pub max_rate_limit_retries: u32,
+}
+
+impl HubSpotClientConfig {
+    pub fn new(api_base: impl Into<String>, auth: HubSpotAuth) -> Self {
+        Self {
+            api_base: api_base.into().trim_end_matches('/').to_string(),
+            auth,
+            burst_per_10s: 100,
+            search_per_second: 5,
+            max_rate_limit_retries: 8,
+        }
+    }
+}
+
+struct CachedToken {
+    access_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Counters of what the client did (benchmarks and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HubSpotClientStats {
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub token_refreshes: u64,
+}
+
+pub struct HubSpotClient {
+    cfg: HubSpotClientConfig,
+    http: reqwest::Client,
+    burst: RollingWindow,
+    search: RollingWindow,
+    quota: QuotaLatch,
+    token: AsyncMutex<Option<CachedToken>>,
+    stats: std::sync::Mutex<HubSpotClientStats>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectJson {
+    id: String,
+    #[serde(default)]
+    properties: serde_json::Map<String, Value>,
+    #[serde(default, rename = "updatedAt")]
+    updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    archived: bool,
+}
+
+impl ObjectJson {
+    fn into_record(self, pronouns_key: Option<&str>) -> CrmRecord {
+        CrmRecord {
+            fields: mapping::from_properties(&self.properties, pronouns_key),
+            id: self.id,
+            updated_at: self.updated_at,
+            archived: self.archived,
+        }
+    }
+}
+
+/// Our cursor over `lastmodifieddate`, paged by object id so the 10,000-result cap of search
+/// never applies (keyset paging instead of `after` offsets).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SearchCursor {
+    /// Inclusive lower bound on `lastmodifieddate` (epoch ms) of the current pass.
+    since: i64,
+    /// Highest object id already returned in the current pass.
+    after_id: u64,
+    /// Highest `lastmodifieddate` seen in the current pass: the next pass starts there.
+    max_seen: i64,
+}
+
+fn parse_time_ms(v: &Value) -> Option<i64> {
+    let s = v.as_str()?;
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.parse::<DateTime<Utc>>().ok().map(|t| t.timestamp_millis()))
+}
+
+fn error_message(body: &Value) -> String {
+    body.get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string())
+}
+
+/// Maps an error response to a [`CrmError`].
+pub fn error_for(status: StatusCode, body: &Value) -> CrmError {
+    let message = error_message(body);
+    match status.as_u16() {
+        401 | 403 => CrmError::Auth {
+            provider: P,
+            message,
+        },
+        409 => match parse_existing_id(&message) {
+            Some(existing_id) => CrmError::AlreadyExists {
+                provider: P,
+                existing_id,
+            },
+            None => CrmError::Rejected {
+                provider: P,
+                status: 409,
+                message,
+            },
+        },
+        s if s >= 500 => CrmError::Unavailable {
+            provider: P,
+            message: format!("{status}: {message}"),
+        },
+        s => CrmError::Rejected {
+            provider: P,
+            status: s,
+            message,
+        },
+    }
+}
+
+/// `Contact already exists. Existing ID: 37765128953` → `37765128953`.
+pub fn parse_existing_id(message: &str) -> Option<String> {
+    let rest = &message[message.find("Existing ID:")? + "Existing ID:".len()..];
+    let id: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Standard,
+    Search,
+}
+
+impl HubSpotClient {
+    pub fn new(cfg: HubSpotClientConfig, http: reqwest::Client) -> Self {
+        Self {
+            burst: RollingWindow::new(cfg.burst_per_10s, Duration::from_secs(10)),
+            search: RollingWindow::new(cfg.search_per_second, Duration::from_secs(1)),
+            quota: QuotaLatch::default(),
+            token: AsyncMutex::new(None),
+            stats: Default::default(),
+            cfg,
+            http,
+        }
+    }
+
+    pub fn stats(&self) -> HubSpotClientStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut HubSpotClientStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The bearer token; OAuth tokens are refreshed a minute before expiry. Concurrent callers
+    /// share one refresh (single flight under the lock).
+    async fn bearer(&self) -> Result<String, CrmError> {
+        let (client_id, client_secret, refresh_token) = match &self.cfg.auth {
+            HubSpotAuth::Token(t) => return Ok(t.clone()),
+            HubSpotAuth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => (client_id, client_secret, refresh_token),
+        };
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref()
+            && t.expires_at - chrono::Duration::seconds(60) > Utc::now()
+        {
+            return Ok(t.access_token.clone());
+        }
+        let url = format!("{}/oauth/v3/token", self.cfg.api_base);
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.as_str()),
+            ("refresh_token", refresh_token.as_str()),
+        ];
+        let resp = self
+            .http
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| CrmError::Unavailable {
+                provider: P,
+                message: format!("token refresh: {e}"),
+            })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(CrmError::RateLimited {
+                provider: P,
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        if !status.is_success() {
+            return Err(CrmError::Auth {
+                provider: P,
+                message: format!("token refresh failed ({status}): {}", error_message(&body)),
+            });
+        }
+        let access_token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| CrmError::Auth {
+                provider: P,
+                message: "token response without access_token".into(),
+            })?
+            .to_string();
+        let expires_in = body["expires_in"].as_i64().unwrap_or(1800);
+        *cached = Some(CachedToken {
+            access_token: access_token.clone(),
+            expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
+        });
+        self.bump(|s| s.token_refreshes += 1);
+        Ok(access_token)
+    }
+
+    fn note_headers(&self, headers: &HeaderMap) {
+        let daily_left = headers
+            .get("x-hubspot-ratelimit-daily-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        if daily_left == Some(0) {
+            self.quota.set(next_midnight_utc(Utc::now()));
+        }
+    }
+
+    /// Sends one request, pacing it and riding out ten-secondly 429s. Returns status and JSON
+    /// body (`Null` when empty).
+    async fn call(&self, lane: Lane, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), CrmError> {
+        let mut attempt = 0;
+        loop {
+            if let Some(until) = self.quota.spent_until() {
+                return Err(CrmError::QuotaExhausted { provider: P, until });
+            }
+            match lane {
+                Lane::Standard => self.burst.acquire().await,
+                Lane::Search => self.search.acquire().await,
+            }
+            let token = self.bearer().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{}", self.cfg.api_base, path))
+                .bearer_auth(token)
+                .query(query);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            self.bump(|s| s.requests += 1);
+            let resp = req.send().await.map_err(|e| CrmError::Unavailable {
+                provider: P,
+                message: e.to_string(),
+            })?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            self.note_headers(&headers);
+            let bytes = resp.bytes().await.map_err(|e| CrmError::Unavailable {
+                provider: P,
+                message: e.to_string(),
+            })?;
+            let json: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                })
+            };
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                return Ok((status, json));
+            }
+            self.bump(|s| s.rate_limited += 1);
+            if json["policyName"].as_str() == Some("DAILY") {
+                let until = next_midnight_utc(Utc::now());
+                self.quota.set(until);
+                return Err(CrmError::QuotaExhausted { provider: P, until });
+            }
+            let wait = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    headers
+                        .get("x-hubspot-ratelimit-interval-milliseconds")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|ms| Duration::from_millis(ms / 4))
+                })
+                .unwrap_or(Duration::from_millis(match lane {
+                    Lane::Standard => 1000,
+                    Lane::Search => 250,
+                }));
+            attempt += 1;
+            if attempt > self.cfg.max_rate_limit_retries {
+                return Err(CrmError::RateLimited {
+                    provider: P,
+                    retry_after: wait,
+                });
+            }
+            let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
+            match lane {
+                Lane::Standard => self.burst.back_off(wait + jitter),
+                Lane::Search => self.search.back_off(wait + jitter),
+            }
+        }
+    }
+
+    fn object_path(id: &str) -> String {
+        format!(
+            "/crm/v3/objects/contacts/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        )
+    }
+
+    async fn get_by(&self, ctx: &CrmContext, id: &str, id_property: Option<&str>) -> Result<Option<CrmRecord>, CrmError> {
+        let key = ctx.pronouns_key.as_deref();
+        let mut query = vec![("properties", mapping::read_properties(key).join(","))];
+        if let Some(p) = id_property {
+            query.push(("idProperty", p.to_string()));
+        }
+        let (status, body) = self
+            .call(Lane::Standard, Method::GET, &Self::object_path(id), &query, None)
+            .await?;
+        match status {
+            StatusCode::OK => {
+                let obj: ObjectJson = serde_json::from_value(body).map_err(|e| CrmError::Rejected {
+                    provider: P,
+                    status: 200,
+                    message: format!("unexpected contact shape: {e}"),
+                })?;
+                Ok(Some(obj.into_record(key)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
+    fn parse_object(body: Value, key: Option<&str>) -> Result<CrmRecord, CrmError> {
+        serde_json::from_value::<ObjectJson>(body)
+            .map(|o| o.into_record(key))
+            .map_err(|e| CrmError::Rejected {
+                provider: P,
+                status: 200,
+                message: format!("unexpected contact shape: {e}"),
+            })
+    }
+
+    async fn upsert_chunk(&self, ctx: &CrmContext, chunk: &[ContactFields]) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        let key = ctx.pronouns_key.as_deref();
+        let inputs: Vec<Value> = chunk
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.email.clone().unwrap_or_default(),
+                    "idProperty": "email",
+                    "properties": mapping::to_properties(f, key),
+                })
+            })
+            .collect();
+        let (status, body) = self
+            .call(
+                Lane::Standard,
+                Method::POST,
+                "/crm/v3/objects/contacts/batch/upsert",
+                &[],
+                Some(&json!({ "inputs": inputs })),
+            )
+            .await?;
+        if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS || status == StatusCode::CREATED) {
+            return Err(error_for(status, &body));
+        }
+        let mut by_email: HashMap<String, CrmRecord> = HashMap::new();
+        for item in body["results"].as_array().into_iter().flatten() {
+            let record = Self::parse_object(item.clone(), key)?;
+            if let Some(email) = record.fields.email.clone() {
+                by_email.insert(email, record);
+            }
+        }
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for err in body["errors"].as_array().into_iter().flatten() {
+            let message = error_message(err);
+            for id in err["context"]["ids"].as_array().into_iter().flatten() {
+                if let Some(id) = id.as_str() {
+                    failed.insert(id.to_lowercase(), message.clone());
+                }
+            }
+        }
+        Ok(chunk
+            .iter()
+            .map(|f| {
+                let email = f.email.clone().unwrap_or_default();
+                by_email.remove(&email).ok_or_else(|| CrmError::Rejected {
+                    provider: P,
+                    status: 207,
+                    message: failed
+                        .get(&email)
+                        .cloned()
+                        .unwrap_or_else(|| format!("batch upsert returned no result for {email}")),
+                })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl CrmClient for HubSpotClient {
+    fn provider(&self) -> Provider {
+        P
+    }
+
+    async fn get(&self, ctx: &CrmContext, id: &str) -> Result<Option<CrmRecord>, CrmError> {
+        self.get_by(ctx, id, None).await
+    }
+
+    /// Reads by the unique `email` property (consistent, unlike search, which lags writes).
+    async fn find_by_email(&self, ctx: &CrmContext, email: &str) -> Result<Option<CrmRecord>, CrmError> {
+        self.get_by(ctx, email, Some("email")).await
+    }
+
+    async fn create(&self, ctx: &CrmContext, fields: &ContactFields) -> Result<CrmRecord, CrmError> {
+        let key = ctx.pronouns_key.as_deref();
+        let body = json!({ "properties": mapping::to_properties(fields, key), "associations": [] });
+        let (status, body) = self
+            .call(Lane::Standard, Method::POST, "/crm/v3/objects/contacts", &[], Some(&body))
+            .await?;
+        match status {
+            StatusCode::CREATED | StatusCode::OK => Self::parse_object(body, key),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
+    async fn update(&self, ctx: &CrmContext, id: &str, patch: &FieldPatch) -> Result<CrmRecord, CrmError> {
+        let key = ctx.pronouns_key.as_deref();
+        let body = json!({ "properties": mapping::patch_properties(patch, key) });
+        let (status, body) = self
+            .call(Lane::Standard, Method::PATCH, &Self::object_path(id), &[], Some(&body))
+            .await?;
+        match status {
+            StatusCode::OK => Self::parse_object(body, key),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
+    async fn archive(&self, _ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        let (status, body) = self
+            .call(Lane::Standard, Method::DELETE, &Self::object_path(id), &[], None)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
+    /// Batch upsert keyed by email, 100 inputs per call.
+    async fn upsert_many(&self, ctx: &CrmContext, records: &[ContactFields]) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in records.chunks(BATCH_LIMIT) {
+            out.extend(self.upsert_chunk(ctx, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn changed_since(&self, _ctx: &CrmContext, cursor: Option<&str>) -> Result<ChangedRecords, CrmError> {
+        let mut c: SearchCursor = cursor
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let body = json!({
+            "filterGroups": [{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": c.since.to_string()},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": c.after_id.to_string()},
+            ]}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id", "lastmodifieddate"],
+            "limit": SEARCH_PAGE,
+        });
+        let (status, body) = self
+            .call(Lane::Search, Method::POST, "/crm/v3/objects/contacts/search", &[], Some(&body))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(error_for(status, &body));
+        }
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        let mut ids = Vec::with_capacity(results.len());
+        for r in &results {
+            let Some(id) = r["id"].as_str() else { continue };
+            if let Ok(n) = id.parse::<u64>() {
+                c.after_id = c.after_id.max(n);
+            }
+            if let Some(t) = parse_time_ms(&r["properties"]["lastmodifieddate"]) {
+                c.max_seen = c.max_seen.max(t);
+            }
+            ids.push(id.to_string());
+        }
+        let has_more = results.len() >= SEARCH_PAGE;
+        if !has_more {
+            // Pass complete: the next one starts at the newest change seen (inclusive).
+            c = SearchCursor {
+                since: c.max_seen.max(c.since),
+                after_id: 0,
+                max_seen: c.max_seen.max(c.since),
+            };
+        }
+        Ok(ChangedRecords {
+            ids,
+            next_cursor: Some(serde_json::to_string(&c).expect("cursor serialises")),
+            has_more,
+        })
+    }
+
+    async fn ensure_pronouns_field(&self, ctx: &CrmContext) -> Result<String, CrmError> {
+        if let Some(k) = self.find_pronouns_field(ctx).await? {
+            return Ok(k);
+        }
+        let body = json!({
+            "name": PRONOUNS_PROPERTY,
+            "label": "Pronouns",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+            "description": "The contact's pronouns (kept in sync by contact-sync)",
+            "formField": false,
+        });
+        let (status, body) = self
+            .call(Lane::Standard, Method::POST, "/crm/v3/properties/contacts", &[], Some(&body))
+            .await?;
+        match status {
+            StatusCode::CREATED | StatusCode::OK | StatusCode::CONFLICT => Ok(PRONOUNS_PROPERTY.into()),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
+    async fn find_pronouns_field(&self, _ctx: &CrmContext) -> Result<Option<String>, CrmError> {
+        let (status, body) = self
+            .call(
+                Lane::Standard,
+                Method::GET,
+                &format!("/crm/v3/properties/contacts/{PRONOUNS_PROPERTY}"),
+                &[],
+                None,
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Ok(Some(PRONOUNS_PROPERTY.into())),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(error_for(s, &body)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_id_is_parsed_from_the_409_message() {
+        assert_eq!(
+            parse_existing_id("Contact already exists. Existing ID: 37765128953").as_deref(),
+            Some("37765128953")
+        );
+        assert_eq!(parse_existing_id("Contact already exists."), None);
+        let e = error_for(
+            StatusCode::CONFLICT,
+            &json!({"status":"error","message":"Contact already exists. Existing ID: 42","category":"CONFLICT"}),
+        );
+        assert_eq!(
+            e,
+            CrmError::AlreadyExists {
+                provider: P,
+                existing_id: "42".into()
+            }
+        );
+    }
+
+    #[test]
+    fn error_mapping() {
+        assert!(matches!(error_for(StatusCode::UNAUTHORIZED, &Value::Null), CrmError::Auth { .. }));
+        assert!(error_for(StatusCode::SERVICE_UNAVAILABLE, &Value::Null).is_transient());
+        let e = error_for(StatusCode::BAD_REQUEST, &json!({"message": "Property values were not valid"}));
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("Property values were not valid"));
+    }
+
+    #[test]
+    fn search_times_parse_from_ms_or_iso() {
+        assert_eq!(parse_time_ms(&json!("1767225600000")), Some(1_767_225_600_000));
+        assert_eq!(parse_time_ms(&json!("2026-01-01T00:00:00Z")), Some(1_767_225_600_000));
+        assert_eq!(parse_time_ms(&json!(null)), None);
+    }
+}

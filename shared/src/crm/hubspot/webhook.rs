@@ -1,0 +1,253 @@
+//! HubSpot webhook payloads → ChangeEvents. Pure: signature checks and I/O live in `http`.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{ChangeEvent, ChangeKind, Origin, TenantId};
+
+/// HubSpot sends at most 100 events per request.
+pub const MAX_EVENTS: usize = 100;
+
+/// An id HubSpot may send as a JSON number or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Num(u64),
+    Str(String),
+}
+
+impl Id {
+    pub fn as_string(&self) -> String {
+        match self {
+            Id::Num(n) => n.to_string(),
+            Id::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// One notification. Only `objectId`, `portalId`, `occurredAt` and the type are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubSpotEvent {
+    pub object_id: Id,
+    pub portal_id: u64,
+    pub occurred_at: i64,
+    #[serde(alias = "eventType")]
+    pub subscription_type: String,
+    #[serde(default)]
+    pub event_id: Option<Value>,
+    #[serde(default)]
+    pub subscription_id: Option<Value>,
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    #[serde(default)]
+    pub attempt_number: Option<u32>,
+    #[serde(default)]
+    pub change_source: Option<String>,
+    #[serde(default)]
+    pub source_id: Option<String>,
+    #[serde(default)]
+    pub property_name: Option<String>,
+    #[serde(default)]
+    pub property_value: Option<String>,
+    #[serde(default)]
+    pub primary_object_id: Option<Id>,
+    #[serde(default)]
+    pub merged_object_ids: Vec<Id>,
+    #[serde(default)]
+    pub new_object_id: Option<Id>,
+}
+
+impl HubSpotEvent {
+    /// Our own write (echo): `changeSource` INTEGRATION with our app id as `sourceId`.
+    pub fn is_own_write(&self, our_app_id: Option<u64>) -> bool {
+        let Some(app) = our_app_id else { return false };
+        self.change_source.as_deref() == Some("INTEGRATION")
+            && self.source_id.as_deref() == Some(app.to_string().as_str())
+    }
+
+    /// HubSpot's `eventId` is not unique: dedupe on the documented composite key.
+    pub fn dedupe_key(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.portal_id.to_string(),
+            self.subscription_id.as_ref().map(Value::to_string).unwrap_or_default(),
+            self.object_id.as_string(),
+            self.event_id.as_ref().map(Value::to_string).unwrap_or_default(),
+            self.occurred_at.to_string(),
+            self.subscription_type.clone(),
+            self.property_name.clone().unwrap_or_default(),
+            self.property_value.clone().unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("hubspot#{}", hex::encode(h.finalize()))
+    }
+
+    fn occurred(&self) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(self.occurred_at)
+            .single()
+            .unwrap_or_else(Utc::now)
+    }
+
+    /// The trigger this event stands for; `None` for types we do not sync (associations…).
+    pub fn to_change(&self, tenant: &TenantId) -> Option<ChangeEvent> {
+        let ty = self.subscription_type.as_str();
+        let (record, kind) = match ty {
+            "contact.creation" | "contact.propertyChange" | "contact.restore" => {
+                (self.object_id.as_string(), ChangeKind::Upsert)
+            }
+            "contact.deletion" | "contact.privacyDeletion" => {
+                (self.object_id.as_string(), ChangeKind::Delete)
+            }
+            "contact.merge" => {
+                // Survivor: newObjectId → primaryObjectId → objectId.
+                let survivor = self
+                    .new_object_id
+                    .as_ref()
+                    .or(self.primary_object_id.as_ref())
+                    .unwrap_or(&self.object_id)
+                    .as_string();
+                let mut merged: Vec<String> = self
+                    .merged_object_ids
+                    .iter()
+                    .map(Id::as_string)
+                    .collect();
+                if let Some(p) = &self.primary_object_id {
+                    merged.push(p.as_string());
+                }
+                merged.push(self.object_id.as_string());
+                merged.retain(|id| *id != survivor);
+                merged.sort();
+                merged.dedup();
+                (survivor, ChangeKind::Merge { merged_ids: merged })
+            }
+            _ => return None,
+        };
+        Some(ChangeEvent {
+            tenant: tenant.clone(),
+            origin: Origin::HubSpot,
+            record_id: record,
+            kind,
+            occurred_at: self.occurred(),
+            provenance: Some(format!(
+                "{}:{}",
+                self.change_source.as_deref().unwrap_or("?"),
+                self.source_id.as_deref().unwrap_or("?")
+            )),
+            event_id: self.event_id.as_ref().map(Value::to_string),
+        })
+    }
+}
+
+/// Coalesces a batch to one trigger per record: merges first, then deletes, then upserts (the
+/// worker re-reads the record anyway, so one trigger per record is enough).
+pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
+    fn rank(k: &ChangeKind) -> u8 {
+        match k {
+            ChangeKind::Merge { .. } => 0,
+            ChangeKind::Delete => 1,
+            ChangeKind::Upsert => 2,
+        }
+    }
+    changes.sort_by(|a, b| {
+        (a.record_id.as_str(), rank(&a.kind), std::cmp::Reverse(a.occurred_at)).cmp(&(
+            b.record_id.as_str(),
+            rank(&b.kind),
+            std::cmp::Reverse(b.occurred_at),
+        ))
+    });
+    let mut out: Vec<ChangeEvent> = Vec::new();
+    for c in changes {
+        match out.last() {
+            Some(last) if last.record_id == c.record_id && !matches!(c.kind, ChangeKind::Merge { .. }) => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"[
+      {"eventId": 4103827551, "subscriptionId": 2461201, "portalId": 48213377, "appId": 3120988,
+       "occurredAt": 1767225600123, "subscriptionType": "contact.creation", "attemptNumber": 0,
+       "objectId": 120004567801, "changeFlag": "CREATED", "changeSource": "CRM_UI", "sourceId": "userId:7765123"},
+      {"eventId": 4103827552, "subscriptionId": 2461205, "portalId": 48213377, "appId": 3120988,
+       "occurredAt": 1767225601450, "subscriptionType": "contact.propertyChange", "attemptNumber": 0,
+       "objectId": 120004567801, "propertyName": "email", "propertyValue": "jane.doe@example.com",
+       "changeSource": "CRM_UI", "sourceId": "userId:7765123"},
+      {"eventId": 4103827553, "subscriptionId": 2461205, "portalId": 48213377, "appId": 3120988,
+       "occurredAt": 1767225602000, "subscriptionType": "contact.propertyChange", "attemptNumber": 2,
+       "objectId": 120004560002, "propertyName": "firstname", "propertyValue": "Sam",
+       "changeSource": "INTEGRATION", "sourceId": "3120988"},
+      {"eventId": 4103827554, "subscriptionId": 2461207, "portalId": 48213377, "appId": 3120988,
+       "occurredAt": 1767225603000, "subscriptionType": "contact.merge", "attemptNumber": 0,
+       "objectId": 120004567801, "primaryObjectId": 120004567801, "mergedObjectIds": [120004500001],
+       "newObjectId": 120004567899, "numberOfPropertiesMoved": 12, "changeSource": "CRM_UI",
+       "sourceId": "userId:7765123"},
+      {"eventId": 4103827555, "subscriptionId": 2461202, "portalId": 48213377, "appId": 3120988,
+       "occurredAt": 1767225604000, "subscriptionType": "contact.deletion", "attemptNumber": 0,
+       "objectId": 120004599999, "changeFlag": "DELETED", "changeSource": "CRM_UI", "sourceId": "userId:7765123"},
+      {"eventId": 4103827557, "portalId": 48213377, "occurredAt": 1767225606000,
+       "eventType": "contact.associationChange", "objectId": 1}
+    ]"#;
+
+    #[test]
+    fn parses_the_documented_shapes_and_maps_kinds() {
+        let events: Vec<HubSpotEvent> = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(events.len(), 6);
+        let t = TenantId::new("t");
+        let changes: Vec<_> = events.iter().filter_map(|e| e.to_change(&t)).collect();
+        assert_eq!(changes.len(), 5, "association events are ignored");
+        assert_eq!(changes[0].kind, ChangeKind::Upsert);
+        assert_eq!(changes[0].record_id, "120004567801");
+        let merge = &changes[3];
+        assert_eq!(merge.record_id, "120004567899");
+        assert_eq!(
+            merge.kind,
+            ChangeKind::Merge {
+                merged_ids: vec!["120004500001".into(), "120004567801".into()]
+            }
+        );
+        assert_eq!(changes[4].kind, ChangeKind::Delete);
+    }
+
+    #[test]
+    fn own_writes_are_recognised() {
+        let events: Vec<HubSpotEvent> = serde_json::from_str(SAMPLE).unwrap();
+        assert!(!events[0].is_own_write(Some(3120988)));
+        assert!(events[2].is_own_write(Some(3120988)));
+        assert!(!events[2].is_own_write(Some(1)));
+        assert!(!events[2].is_own_write(None));
+    }
+
+    #[test]
+    fn dedupe_key_covers_the_composite() {
+        let events: Vec<HubSpotEvent> = serde_json::from_str(SAMPLE).unwrap();
+        let keys: std::collections::HashSet<_> = events.iter().map(HubSpotEvent::dedupe_key).collect();
+        assert_eq!(keys.len(), events.len());
+        assert_eq!(events[0].dedupe_key(), events[0].clone().dedupe_key());
+    }
+
+    #[test]
+    fn coalesces_one_trigger_per_record() {
+        let events: Vec<HubSpotEvent> = serde_json::from_str(SAMPLE).unwrap();
+        let t = TenantId::new("t");
+        let changes: Vec<_> = events.iter().filter_map(|e| e.to_change(&t)).collect();
+        let out = coalesce(changes);
+        let ids: Vec<_> = out.iter().map(|c| c.record_id.as_str()).collect();
+        assert_eq!(ids, ["120004560002", "120004567801", "120004567899", "120004599999"]);
+    }
+
+    #[test]
+    fn missing_required_fields_are_rejected() {
+        assert!(serde_json::from_str::<Vec<HubSpotEvent>>(r#"[{"portalId":1}]"#).is_err());
+        assert!(serde_json::from_str::<Vec<HubSpotEvent>>(r#"{"objectId":1}"#).is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! `/contacts`: the app's contacts with their per-contact sync status.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::errors::{ApiError, parse_json};
+use super::{AppState, Tenant};
+use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, LinkStatus, Origin, Provider, TenantId};
+use crate::ports::ContactIssue;
+
+/// A contact's overall sync badge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Badge {
+    /// Not in any CRM (none configured, or not synced yet).
+    LocalOnly,
+    /// In some CRMs but not all yet.
+    Partial,
+    Synced,
+    Error,
+}
+
+/// One CRM's view of a contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrmLinkView {
+    /// synced / pending / error / deleted / not_linked
+    pub status: String,
+    pub external_id: Option<String>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub badge: Badge,
+    pub crms: BTreeMap<Provider, CrmLinkView>,
+}
+
+/// The badge and per-CRM status of a contact. Pure.
+pub fn sync_view(providers: &[Provider], links: &[ContactLink], issues: &[ContactIssue]) -> SyncView {
+    let mut crms = BTreeMap::new();
+    for &p in providers {
+        let link = links
+            .iter()
+            .filter(|l| l.provider == p)
+            .max_by_key(|l| (l.status != LinkStatus::Deleted, l.last_synced_at));
+        let issue = issues.iter().find(|i| i.provider == p);
+        let view = match (link, issue) {
+            (Some(l), _) => CrmLinkView {
+                status: l.status.as_str().to_string(),
+                external_id: Some(l.external_id.clone()),
+                last_synced_at: l.last_synced_at,
+                last_error: l.last_error.clone(),
+                warnings: l.warnings.clone(),
+            },
+            (None, Some(i)) => CrmLinkView {
+                status: "error".into(),
+                external_id: None,
+                last_synced_at: None,
+                last_error: Some(i.message.clone()),
+                warnings: Vec::new(),
+            },
+            (None, None) => CrmLinkView {
+                status: "not_linked".into(),
+                external_id: None,
+                last_synced_at: None,
+                last_error: None,
+                warnings: Vec::new(),
+            },
+        };
+        crms.insert(p, view);
+    }
+    let statuses: Vec<&str> = crms.values().map(|v| v.status.as_str()).collect();
+    let badge = if statuses.contains(&"error") {
+        Badge::Error
+    } else if statuses.is_empty() || statuses.iter().all(|s| *s == "not_linked") {
+        Badge::LocalOnly
+    } else if statuses.iter().all(|s| *s == "synced" || *s == "deleted") {
+        Badge::Synced
+    } else {
+        Badge::Partial
+    };
+    SyncView { badge, crms }
+}
+
+/// A contact as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: ContactFields,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sync: SyncView,
+}
+
+/// Body of POST /contacts and PUT /contacts/{id}.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub job_title: Option<String>,
+    pub pronouns: Option<String>,
+    /// With PUT: the version the client read; a stale version gets 409.
+    pub version: Option<u64>,
+}
+
+const MAX_FIELD_LEN: usize = 256;
+
+impl ContactInput {
+    fn into_fields(self) -> Result<(ContactFields, Option<u64>), ApiError> {
+        let fields = ContactFields {
+            email: self.email,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            phone: self.phone,
+            job_title: self.job_title,
+            pronouns: self.pronouns,
+        }
+        .normalized();
+        let Some(email) = fields.email.as_deref() else {
+            return Err(ApiError::bad_request("email is required"));
+        };
+        if !valid_email(email) {
+            return Err(ApiError::bad_request(format!("email {email:?} is not a valid address")));
+        }
+        for f in crate::domain::Field::ALL {
+            if fields.get(f).is_some_and(|v| v.chars().count() > MAX_FIELD_LEN) {
+                return Err(ApiError::bad_request(format!(
+                    "{} is longer than {MAX_FIELD_LEN} characters",
+                    f.as_str()
+                )));
+            }
+        }
+        Ok((fields, self.version))
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(char::is_whitespace)
+        && !domain.contains('@')
+}
+
+pub(crate) async fn view(state: &AppState, tenant: &TenantId, contact: Contact) -> Result<ContactView, ApiError> {
+    let links = state.service.links.links_for_contact(tenant, &contact.id).await?;
+    let issues = state.service.state.issues(tenant, &contact.id).await?;
+    let providers = state.service.tenants.providers(tenant);
+    Ok(ContactView {
+        sync: sync_view(&providers, &links, &issues),
+        id: contact.id,
+        fields: contact.fields,
+        version: contact.version,
+        created_at: contact.created_at,
+        updated_at: contact.last_app_modified,
+    })
+}
+
+async fn load(state: &AppState, tenant: &TenantId, id: &str) -> Result<Contact, ApiError> {
+    match state.service.contacts.get(tenant, id).await? {
+        Some(c) if !c.deleted => Ok(c),
+        _ => Err(ApiError::not_found(format!("no contact {id}"))),
+    }
+}
+
+async fn enqueue(state: &AppState, tenant: &TenantId, id: &str, kind: ChangeKind) -> Result<(), ApiError> {
+    let event = ChangeEvent::new(tenant.clone(), Origin::App, id, kind);
+    state.queue.enqueue(&[event]).await?;
+    Ok(())
+}
+
+pub async fn create(State(state): State<AppState>, Tenant(tenant): Tenant, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<ContactView>), ApiError> {
+    let input: ContactInput = parse_json(&body?)?;
+    let (fields, _) = input.into_fields()?;
+    let now = Utc::now();
+    let contact = Contact {
+        tenant: tenant.clone(),
+        id: uuid::Uuid::new_v4().to_string(),
+        fields,
+        version: 0,
+        created_at: now,
+        last_app_modified: now,
+        deleted: false,
+    };
+    let stored = state.service.contacts.insert(&contact).await?;
+    enqueue(&state, &tenant, &stored.id, ChangeKind::Upsert).await?;
+    tracing::info!(%tenant, contact_id = %stored.id, "contact created");
+    Ok((StatusCode::CREATED, Json(view(&state, &tenant, stored).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContactPage {
+    pub items: Vec<ContactView>,
+    pub next: Option<String>,
+}
+
+pub async fn list(State(state): State<AppState>, Tenant(tenant): Tenant, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<ContactPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let page = state.service.contacts.list(&tenant, q.after.as_deref(), limit).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for c in page.items {
+        items.push(view(&state, &tenant, c).await?);
+    }
+    Ok(Json(ContactPage {
+        items,
+        next: page.next,
+    }))
+}
+
+pub async fn read(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Json<ContactView>, ApiError> {
+    let contact = load(&state, &tenant, &id).await?;
+    Ok(Json(view(&state, &tenant, contact).await?))
+}
+
+pub async fn replace(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<ContactView>, ApiError> {
+    let mut contact = load(&state, &tenant, &id).await?;
+    let input: ContactInput = parse_json(&body?)?;
+    let (fields, version) = input.into_fields()?;
+    if let Some(v) = version
+        && v != contact.version
+    {
+        return Err(ApiError::conflict(format!(
+            "contact {id} is at version {}, not {v}; read it again",
+            contact.version
+        )));
+    }
+    if contact.fields == fields {
+        return Ok(Json(view(&state, &tenant, contact).await?));
+    }
+    contact.fields = fields;
+    contact.last_app_modified = Utc::now();
+    let stored = state.service.contacts.update(&contact).await?;
+    enqueue(&state, &tenant, &id, ChangeKind::Upsert).await?;
+    Ok(Json(view(&state, &tenant, stored).await?))
+}
+
+pub async fn delete(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let mut contact = load(&state, &tenant, &id).await?;
+    contact.deleted = true;
+    contact.last_app_modified = Utc::now();
+    state.service.contacts.update(&contact).await?;
+    enqueue(&state, &tenant, &id, ChangeKind::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(p: Provider, status: LinkStatus) -> ContactLink {
+        ContactLink {
+            tenant: TenantId::new("t"),
+            contact_id: "c".into(),
+            provider: p,
+            external_id: "1".into(),
+            last_synced_at: None,
+            status,
+            last_error: None,
+            crm_last_modified: None,
+            base: ContactFields::default(),
+            base_hash: String::new(),
+            warnings: vec![],
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn badges() {
+        let both = [Provider::HubSpot, Provider::Pipedrive];
+        assert_eq!(sync_view(&[], &[], &[]).badge, Badge::LocalOnly);
+        assert_eq!(sync_view(&both, &[], &[]).badge, Badge::LocalOnly);
+        let hs = link(Provider::HubSpot, LinkStatus::Synced);
+        assert_eq!(sync_view(&both, std::slice::from_ref(&hs), &[]).badge, Badge::Partial);
+        let pd = link(Provider::Pipedrive, LinkStatus::Synced);
+        assert_eq!(sync_view(&both, &[hs.clone(), pd], &[]).badge, Badge::Synced);
+        let pd_err = link(Provider::Pipedrive, LinkStatus::Error);
+        assert_eq!(sync_view(&both, &[hs.clone(), pd_err], &[]).badge, Badge::Error);
+        let issue = ContactIssue {
+            contact_id: "c".into(),
+            provider: Provider::Pipedrive,
+            message: "down".into(),
+            at: Utc::now(),
+        };
+        let v = sync_view(&both, &[hs], &[issue]);
+        assert_eq!(v.badge, Badge::Error);
+        assert_eq!(v.crms[&Provider::Pipedrive].last_error.as_deref(), Some("down"));
+    }
+
+    #[test]
+    fn email_validation() {
+        assert!(valid_email("a@b.io"));
+        for bad in ["", "a", "a@b", "@b.io", "a@.io", "a b@c.io", "a@b@c.io"] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

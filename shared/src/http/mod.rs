@@ -1,0 +1,101 @@
+//! The HTTP routes, shared by the Lambda functions (through lambda_http) and the local runner.
+
+mod contacts;
+mod errors;
+mod setup;
+mod status;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+
+use crate::domain::TenantId;
+use crate::ports::JobQueue;
+use crate::service::SyncService;
+
+pub use errors::ApiError;
+
+/// Largest request body accepted (webhook batches included).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Deployment-level HTTP settings.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSettings {
+    /// Local single-tenant mode: requests without an API key act for this tenant. `None` in
+    /// deployments, where every app API call needs a tenant's key.
+    pub open_tenant: Option<TenantId>,
+    /// Public base URL the CRMs call (e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`);
+    /// HubSpot v3 signatures cover the full URL.
+    pub public_base_url: Option<String>,
+}
+
+/// Everything the handlers need, built once at start-up.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: SyncService,
+    pub queue: Arc<dyn JobQueue>,
+    pub settings: Arc<HttpSettings>,
+}
+
+/// The tenant a request acts for, from its bearer API key.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantId);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match header {
+            Some(value) => {
+                let key = value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+                    .ok_or_else(|| ApiError::unauthorized("use an Authorization: Bearer <API key> header"))?;
+                state
+                    .service
+                    .tenants
+                    .by_api_key(key.trim())
+                    .map(|t| Tenant(t.id.clone()))
+                    .ok_or_else(|| ApiError::unauthorized("unknown API key"))
+            }
+            None => state
+                .settings
+                .open_tenant
+                .clone()
+                .map(Tenant)
+                .ok_or_else(|| ApiError::unauthorized("missing API key")),
+        }
+    }
+}
+
+/// The app-facing API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/contacts", get(contacts::list).post(contacts::create))
+        .route(
+            "/contacts/{id}",
+            get(contacts::read)
+                .put(contacts::replace)
+                .delete(contacts::delete),
+        )
+        .route("/sync/status", get(status::sync_status))
+        .route("/health", get(health))
+        .route("/setup/pronouns-fields", post(setup::create_fields))
+        .route("/setup/pronouns-status", get(setup::status))
+        .route("/webhooks/hubspot", post(webhooks::hubspot))
+        .fallback(errors::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}

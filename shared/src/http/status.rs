@@ -1,0 +1,67 @@
+//! `GET /sync/status`: per-CRM health of a tenant.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::errors::ApiError;
+use super::{AppState, Tenant};
+use crate::domain::{LinkStatus, Provider, TenantId};
+use crate::service::PRONOUNS;
+
+#[derive(Debug, Serialize)]
+pub struct CrmStatus {
+    pub provider: Provider,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub synced_contacts: usize,
+    pub pending: usize,
+    pub errors: usize,
+    pub total_errors: u64,
+    pub conflicts: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// "ok", or "paused" while the CRM's daily quota is spent.
+    pub quota: String,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pronouns_field: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncStatus {
+    pub tenant: TenantId,
+    pub queue_depth: usize,
+    pub dlq_depth: usize,
+    pub crms: Vec<CrmStatus>,
+}
+
+pub async fn sync_status(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<SyncStatus>, ApiError> {
+    let svc = &state.service;
+    let links = svc.links.links_for_tenant(&tenant).await?;
+    let mut crms = Vec::new();
+    for provider in svc.tenants.providers(&tenant) {
+        let stats = svc.state.stats(&tenant, provider).await?;
+        let count = |s: LinkStatus| links.iter().filter(|l| l.provider == provider && l.status == s).count();
+        let paused = stats.paused_until.filter(|u| *u > Utc::now());
+        crms.push(CrmStatus {
+            provider,
+            last_sync_at: stats.last_sync_at,
+            synced_contacts: count(LinkStatus::Synced),
+            pending: count(LinkStatus::Pending),
+            errors: count(LinkStatus::Error),
+            total_errors: stats.errors,
+            conflicts: stats.conflicts,
+            last_error: stats.last_error,
+            last_error_at: stats.last_error_at,
+            quota: if paused.is_some() { "paused" } else { "ok" }.into(),
+            paused_until: paused,
+            pronouns_field: svc.state.field_key(&tenant, provider, PRONOUNS).await?.is_some(),
+        });
+    }
+    Ok(Json(SyncStatus {
+        queue_depth: state.queue.depth().await?,
+        dlq_depth: state.queue.dlq_depth(&tenant).await?,
+        tenant,
+        crms,
+    }))
+}

@@ -1,0 +1,110 @@
+//! Webhook routes: verify, map to ChangeEvents, drop our own writes and duplicates, enqueue,
+//! answer fast. Nothing is enqueued for a request that fails any check.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::errors::ApiError;
+use crate::crm::hubspot::webhook::{HubSpotEvent, MAX_EVENTS, coalesce};
+use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
+
+/// How long a webhook event is remembered for dedupe.
+const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The full URL the caller used, as the CRM signed it: the configured public base URL, else the
+/// Host header (scheme from `X-Forwarded-Proto`, default http).
+pub fn public_url(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    match &state.settings.public_base_url {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+        None => {
+            let scheme = header(headers, "x-forwarded-proto").unwrap_or("http");
+            let host = header(headers, "host").unwrap_or("localhost");
+            format!("{scheme}://{host}{path}")
+        }
+    }
+}
+
+fn signature_error(e: SignatureError) -> ApiError {
+    ApiError::unauthorized(format!("webhook signature rejected: {e}"))
+}
+
+/// `POST /webhooks/hubspot`
+pub async fn hubspot(State(state): State<AppState>, method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "{} events in one request; HubSpot sends at most {MAX_EVENTS}",
+            events.len()
+        )));
+    }
+    let Some(portal) = events.first().map(|e| e.portal_id) else {
+        return Ok(Json(json!({"accepted": 0, "dropped": 0})));
+    };
+    if events.iter().any(|e| e.portal_id != portal) {
+        return Err(ApiError::bad_request("events of several portals in one request"));
+    }
+    let tenant = state
+        .service
+        .tenants
+        .by_hubspot_portal(portal)
+        .ok_or_else(|| ApiError::not_found(format!("no tenant for HubSpot portal {portal}")))?;
+    let hs = tenant.hubspot.as_ref().expect("found by its HubSpot settings");
+    let secret = hs
+        .client_secret
+        .as_deref()
+        .ok_or_else(|| ApiError::unauthorized("no HubSpot client secret configured for this portal"))?;
+    let sig = HubSpotSignatureHeaders {
+        signature: header(&headers, "x-hubspot-signature"),
+        version: header(&headers, "x-hubspot-signature-version"),
+        signature_v3: header(&headers, "x-hubspot-signature-v3"),
+        timestamp: header(&headers, "x-hubspot-request-timestamp"),
+    };
+    let url = public_url(&state, &headers, &uri);
+    verify_hubspot(secret, &sig, method.as_str(), &url, &body, Utc::now().timestamp_millis())
+        .map_err(signature_error)?;
+
+    let tenant_id = tenant.id.clone();
+    let mut changes = Vec::new();
+    let mut dropped = 0usize;
+    for e in &events {
+        if e.is_own_write(hs.app_id) {
+            dropped += 1;
+            continue;
+        }
+        if !state
+            .service
+            .state
+            .first_sighting(&tenant_id, &e.dedupe_key(), DEDUPE_TTL)
+            .await?
+        {
+            dropped += 1;
+            continue;
+        }
+        match e.to_change(&tenant_id) {
+            Some(c) => changes.push(c),
+            None => dropped += 1,
+        }
+    }
+    let changes = coalesce(changes);
+    state.queue.enqueue(&changes).await?;
+    tracing::info!(tenant = %tenant_id, received = events.len(), enqueued = changes.len(), dropped, "HubSpot webhook");
+    Ok(Json(json!({"accepted": changes.len(), "dropped": dropped})))
+}
