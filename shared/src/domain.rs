@@ -333,6 +333,9 @@ pub enum ChangeKind {
     Merge {
         merged_ids: Vec<String>,
     },
+    /// Sync Now: reconcile the whole tenant (backfill unlinked contacts, poll every CRM, retry
+    /// failed links). `record_id` is `*`.
+    Reconcile,
 }
 
 /// A trigger: "record X at origin O changed". Never carries the data itself.

@@ -221,10 +221,17 @@ pub struct CrmContext {
     pub pronouns_key: Option<String>,
 }
 
+/// A record reported changed by a poll, with its modification time when the CRM gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangedRecord {
+    pub id: String,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// Records changed since a cursor, and the next cursor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangedRecords {
-    pub ids: Vec<String>,
+    pub records: Vec<ChangedRecord>,
     pub next_cursor: Option<String>,
     /// True when more pages are ready now.
     pub has_more: bool,

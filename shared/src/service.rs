@@ -20,6 +20,20 @@ pub const PRONOUNS: &str = "pronouns";
 /// How often a lost optimistic-concurrency race is retried before the job fails.
 const CONFLICT_RETRIES: usize = 5;
 
+/// Progress of a Sync Now run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncNowProgress {
+    pub running: bool,
+    pub phase: String,
+    pub started_at: Option<chrono::DateTime<Utc>>,
+    pub finished_at: Option<chrono::DateTime<Utc>>,
+    /// Contacts linked by batch backfill.
+    pub backfilled: usize,
+    /// Sync jobs queued (changed CRM records, failed contacts).
+    pub enqueued: usize,
+    pub errors: Vec<String>,
+}
+
 /// What one handled event did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -536,8 +550,92 @@ impl SyncService {
         Ok(())
     }
 
+    /// Sync Now: backfills unlinked contacts into every CRM, polls every CRM for changes and
+    /// re-queues contacts whose last sync failed. Progress is readable (`sync_now_progress`)
+    /// while it runs.
+    pub async fn reconcile(
+        &self,
+        tenant: &TenantId,
+        queue: &dyn JobQueue,
+    ) -> Result<SyncNowProgress, SyncError> {
+        self.tenant(tenant)?;
+        let mut progress = SyncNowProgress {
+            running: true,
+            started_at: Some(Utc::now()),
+            ..Default::default()
+        };
+        self.save_progress(tenant, &progress).await?;
+        for provider in self.tenants.providers(tenant) {
+            progress.phase = format!("backfill {provider}");
+            self.save_progress(tenant, &progress).await?;
+            match self.backfill(tenant, provider).await {
+                Ok(n) => progress.backfilled += n,
+                Err(e) => progress.errors.push(format!("{provider} backfill: {e}")),
+            }
+            progress.phase = format!("poll {provider}");
+            self.save_progress(tenant, &progress).await?;
+            match self.poll(tenant, provider, queue, 50).await {
+                Ok(n) => progress.enqueued += n,
+                Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
+            }
+        }
+        progress.phase = "retry failed".into();
+        let mut retry: Vec<String> = self
+            .links
+            .links_for_tenant(tenant)
+            .await?
+            .into_iter()
+            .filter(|l| matches!(l.status, LinkStatus::Error | LinkStatus::Pending))
+            .map(|l| l.contact_id)
+            .collect();
+        retry.sort();
+        retry.dedup();
+        let events: Vec<ChangeEvent> = retry
+            .iter()
+            .map(|id| {
+                ChangeEvent::new(
+                    tenant.clone(),
+                    crate::domain::Origin::App,
+                    id.clone(),
+                    ChangeKind::Upsert,
+                )
+            })
+            .collect();
+        for chunk in events.chunks(100) {
+            queue.enqueue(chunk).await?;
+        }
+        progress.enqueued += events.len();
+        progress.running = false;
+        progress.phase = "done".into();
+        progress.finished_at = Some(Utc::now());
+        self.save_progress(tenant, &progress).await?;
+        info!(%tenant, backfilled = progress.backfilled, enqueued = progress.enqueued, errors = progress.errors.len(), "sync now finished");
+        Ok(progress)
+    }
+
+    async fn save_progress(&self, tenant: &TenantId, p: &SyncNowProgress) -> Result<(), SyncError> {
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.state.set_cursor(tenant, "sync_now", &json).await?;
+        Ok(())
+    }
+
+    /// The last (or running) Sync Now's progress.
+    pub async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, SyncError> {
+        Ok(self
+            .state
+            .cursor(tenant, "sync_now")
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
     /// Creates the pronouns field in every CRM of the tenant (idempotent) and stores its key.
-    pub async fn setup_pronouns(&self, tenant: &TenantId) -> Result<Vec<(Provider, Result<String, CrmError>)>, SyncError> {
+    pub async fn setup_pronouns(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Provider, Result<String, CrmError>)>, SyncError> {
         self.tenant(tenant)?;
         let mut out = Vec::new();
         for client in self.tenants.clients(tenant).to_vec() {
@@ -556,7 +654,10 @@ impl SyncService {
     }
 
     /// Looks the pronouns field up in every CRM (without creating it) and stores what it finds.
-    pub async fn refresh_pronouns_fields(&self, tenant: &TenantId) -> Result<Vec<(Provider, Result<Option<String>, CrmError>)>, SyncError> {
+    pub async fn refresh_pronouns_fields(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Provider, Result<Option<String>, CrmError>)>, SyncError> {
         self.tenant(tenant)?;
         let mut out = Vec::new();
         for client in self.tenants.clients(tenant).to_vec() {
@@ -576,7 +677,13 @@ impl SyncService {
     /// Polls one CRM for records changed since the stored cursor and enqueues them; catches
     /// what webhooks missed. The cursor advances only after the events are enqueued. Returns
     /// how many records were enqueued.
-    pub async fn poll(&self, tenant: &TenantId, provider: Provider, queue: &dyn JobQueue, max_pages: usize) -> Result<usize, SyncError> {
+    pub async fn poll(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        queue: &dyn JobQueue,
+        max_pages: usize,
+    ) -> Result<usize, SyncError> {
         self.tenant(tenant)?;
         let Some(client) = self.tenants.client(tenant, provider).cloned() else {
             return Ok(0);
@@ -588,15 +695,26 @@ impl SyncService {
         let mut enqueued = 0;
         for _ in 0..max_pages.max(1) {
             let page = client.changed_since(&ctx, cursor.as_deref()).await?;
-            let events: Vec<ChangeEvent> = page
-                .ids
-                .iter()
-                .map(|id| {
-                    let mut e = ChangeEvent::new(tenant.clone(), provider.into(), id.clone(), ChangeKind::Upsert);
-                    e.provenance = Some("poll".into());
-                    e
-                })
-                .collect();
+            let mut events = Vec::new();
+            for rec in &page.records {
+                // Already synced at this version (e.g. our own write): skip the trigger.
+                if let (Some(updated), Some(link)) = (
+                    rec.updated_at,
+                    self.links.get_link(tenant, provider, &rec.id).await?,
+                ) && link.status == LinkStatus::Synced
+                    && link.crm_last_modified.is_some_and(|seen| seen >= updated)
+                {
+                    continue;
+                }
+                let mut e = ChangeEvent::new(
+                    tenant.clone(),
+                    provider.into(),
+                    rec.id.clone(),
+                    ChangeKind::Upsert,
+                );
+                e.provenance = Some("poll".into());
+                events.push(e);
+            }
             for chunk in events.chunks(100) {
                 queue.enqueue(chunk).await?;
             }

@@ -23,7 +23,15 @@ pub async fn process(
     delivery: &Delivery,
 ) -> Result<JobOutcome, SyncError> {
     let event = &delivery.event;
-    match service.handle(event).await {
+    let result = if event.kind == crate::domain::ChangeKind::Reconcile {
+        service
+            .reconcile(&event.tenant, queue)
+            .await
+            .map(|_| SyncReport::default())
+    } else {
+        service.handle(event).await
+    };
+    match result {
         Ok(report) => {
             queue.ack(delivery).await?;
             Ok(JobOutcome::Done(report))

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = config::LocalConfig::from_env().context("reading configuration")?;
     let running = runner::start(config).await?;
-    tracing::info!(url = %running.url, "contact-sync-local is up");
+    tracing::info!(url = %running.url, simulator = ?running.sim_url, "contact-sync-local is up");
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await;

@@ -1,4 +1,5 @@
-//! Assembles the local service: embedded store, tenants, HTTP server, worker and schedule.
+//! Assembles the local service: embedded store, tenants and CRM clients (or the in-process
+//! simulators), HTTP server, worker and schedule.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,19 +7,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::adapters::embedded::EmbeddedStore;
+use shared::crm::hubspot::{HubSpotAuth, HubSpotClient, HubSpotClientConfig};
 use shared::http::{AppState, HttpSettings};
+use shared::ports::CrmClient;
 use shared::service::SyncService;
-use shared::tenant::{TenantConfig, Tenants};
+use shared::tenant::{HubSpotTenant, TenantConfig, Tenants};
 use shared::worker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::LocalConfig;
+use crate::config::{HubSpotSettings, LocalConfig};
 
 pub struct Running {
     pub url: String,
+    /// Root URL of the in-process CRM simulator, when one runs.
+    pub sim_url: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    _sim: Option<crm_sim::SimServer>,
 }
 
 impl Running {
@@ -30,14 +36,107 @@ impl Running {
     }
 }
 
+/// HubSpot settings that point at the in-process simulator.
+fn simulated_hubspot(
+    sim: &crm_sim::SimServer,
+    defaults: &crm_sim::hubspot::HubSpotConfig,
+) -> HubSpotSettings {
+    HubSpotSettings {
+        api_base: sim.base_url(),
+        access_token: defaults.access_tokens.first().cloned(),
+        client_id: None,
+        refresh_token: None,
+        client_secret: Some(defaults.client_secret.clone()),
+        app_id: Some(defaults.app_id),
+        portal_id: defaults.portal_id,
+        burst_limit: defaults.burst_limit.unwrap_or(100),
+    }
+}
+
+fn hubspot_client(s: &HubSpotSettings, http: &reqwest::Client) -> anyhow::Result<HubSpotClient> {
+    let auth = match (&s.access_token, &s.refresh_token) {
+        (Some(t), _) => HubSpotAuth::Token(t.clone()),
+        (None, Some(r)) => HubSpotAuth::OAuth {
+            client_id: s
+                .client_id
+                .clone()
+                .context("HUBSPOT_CLIENT_ID is required with HUBSPOT_REFRESH_TOKEN")?,
+            client_secret: s
+                .client_secret
+                .clone()
+                .context("HUBSPOT_CLIENT_SECRET is required with HUBSPOT_REFRESH_TOKEN")?,
+            refresh_token: r.clone(),
+        },
+        (None, None) => {
+            anyhow::bail!("HubSpot needs HUBSPOT_ACCESS_TOKEN or HUBSPOT_REFRESH_TOKEN")
+        }
+    };
+    let mut cfg = HubSpotClientConfig::new(s.api_base.clone(), auth);
+    cfg.burst_per_10s = s.burst_limit;
+    Ok(HubSpotClient::new(cfg, http.clone()))
+}
+
 pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     let store = EmbeddedStore::open_dir(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+
+    let addr: SocketAddr = format!("{}:{}", config.host, config.port)
+        .parse()
+        .context("HOST/PORT do not form a socket address")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let url = format!("http://{local}");
+    let public_base = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| url.clone());
+
+    // CRMs without settings are served by the in-process simulator (unless CRM_SIMULATOR=off).
+    let mut sim = None;
+    let mut hubspot = config.hubspot.clone();
+    if config.simulator && hubspot.is_none() {
+        let mut sim_cfg = crm_sim::SimConfig::default();
+        sim_cfg.hubspot.webhook_url = Some(format!("{public_base}/webhooks/hubspot"));
+        if let Some(limit) = config.sim_hubspot_burst_limit {
+            sim_cfg.hubspot.burst_limit = Some(limit);
+        }
+        let sim_port = config.sim_port.unwrap_or(if local.port() == 0 {
+            0
+        } else {
+            local.port().wrapping_add(1)
+        });
+        let sim_addr: SocketAddr = format!("{}:{sim_port}", config.host).parse()?;
+        let server = crm_sim::start(sim_cfg.clone(), sim_addr)
+            .await
+            .with_context(|| format!("starting the CRM simulator on {sim_addr}"))?;
+        tracing::info!(url = %server.base_url(), "CRM simulator started (HubSpot)");
+        hubspot = Some(simulated_hubspot(&server, &sim_cfg.hubspot));
+        sim = Some(server);
+    }
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .user_agent("contact-sync/0.1")
+        .build()?;
     let mut tenant = TenantConfig::new(config.tenant_id.clone());
     tenant.api_key = config.api_key.clone();
+    let mut clients: Vec<Arc<dyn CrmClient>> = Vec::new();
+    if let Some(hs) = &hubspot {
+        clients.push(Arc::new(hubspot_client(hs, &http)?));
+        tenant.hubspot = Some(HubSpotTenant {
+            portal_id: hs.portal_id,
+            app_id: hs.app_id,
+            access_token: None,
+            refresh_token: None,
+            client_id: None,
+            client_secret: hs.client_secret.clone(),
+        });
+    }
     let tenant_id = tenant.id.clone();
     let mut tenants = Tenants::new();
-    tenants.add(tenant, Vec::new());
+    tenants.add(tenant, clients);
 
     let shared_store = Arc::new(store.clone());
     let service = SyncService::new(
@@ -46,9 +145,21 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         shared_store.clone(),
         Arc::new(tenants),
     );
+    // Learn which CRMs already have the pronouns field.
+    match service.refresh_pronouns_fields(&tenant_id).await {
+        Ok(found) => {
+            for (provider, r) in found {
+                if let Err(e) = r {
+                    tracing::warn!(%provider, error = %e, "could not check the pronouns field");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not check the pronouns fields"),
+    }
+
     let settings = HttpSettings {
         open_tenant: config.api_key.is_none().then(|| tenant_id.clone()),
-        public_base_url: None,
+        public_base_url: Some(public_base),
     };
     let state = AppState {
         service: service.clone(),
@@ -57,20 +168,16 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let addr: SocketAddr = format!("{}:{}", config.host, config.port)
-        .parse()
-        .context("HOST/PORT do not form a socket address")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
     let app = shared::http::router(state);
     let mut rx = stop_rx.clone();
     let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
@@ -78,9 +185,11 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     let worker_task = tokio::spawn(worker_loop(service.clone(), store.clone(), stop_rx.clone()));
     let schedule_task = tokio::spawn(poll_schedule(service, store, config.poll_interval, stop_rx));
     Ok(Running {
-        url: format!("http://{local}"),
+        url,
+        sim_url: sim.as_ref().map(crm_sim::SimServer::base_url),
         stop: stop_tx,
         tasks: vec![server, worker_task, schedule_task],
+        _sim: sim,
     })
 }
 
@@ -105,7 +214,12 @@ async fn worker_loop(service: SyncService, store: EmbeddedStore, mut stop: watch
 }
 
 /// The local stand-in for the EventBridge schedule: polls every CRM of every tenant.
-async fn poll_schedule(service: SyncService, store: EmbeddedStore, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn poll_schedule(
+    service: SyncService,
+    store: EmbeddedStore,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 async fn contact_survives_a_restart() {
     let dir = temp_dir("restart");
     let http = reqwest::Client::new();
-    let p = LocalProcess::start(&dir, &[]).await;
+    let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let r = http
         .post(format!("{}/contacts", p.url))
         .json(&json!({"email": "Ada@Example.com", "first_name": "Ada", "pronouns": "she/her"}))
@@ -34,8 +34,12 @@ async fn contact_survives_a_restart() {
     assert_eq!(got["first_name"], "Ada");
     p.stop();
 
-    let p = LocalProcess::start(&dir, &[]).await;
-    let r = http.get(format!("{}/contacts/{id}", p.url)).send().await.unwrap();
+    let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
+    let r = http
+        .get(format!("{}/contacts/{id}", p.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let got: Value = r.json().await.unwrap();
     assert_eq!(got["pronouns"], "she/her");
@@ -57,7 +61,12 @@ async fn expect_error(r: reqwest::Response, status: StatusCode) -> Value {
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -65,7 +74,7 @@ async fn expect_error(r: reqwest::Response, status: StatusCode) -> Value {
 async fn bad_input_gets_clear_json_errors() {
     let dir = temp_dir("badinput");
     let http = reqwest::Client::new();
-    let p = LocalProcess::start(&dir, &[]).await;
+    let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let url = |path: &str| format!("{}{path}", p.url);
 
     let malformed = http
@@ -84,7 +93,12 @@ async fn bad_input_gets_clear_json_errors() {
         .unwrap();
     let body = expect_error(missing_email, StatusCode::BAD_REQUEST).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("email"));
-    let bad_email = http.post(url("/contacts")).json(&json!({"email": "nope"})).send().await.unwrap();
+    let bad_email = http
+        .post(url("/contacts"))
+        .json(&json!({"email": "nope"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(bad_email, StatusCode::BAD_REQUEST).await;
     let unknown_field = http
         .post(url("/contacts"))
@@ -93,7 +107,12 @@ async fn bad_input_gets_clear_json_errors() {
         .await
         .unwrap();
     expect_error(unknown_field, StatusCode::BAD_REQUEST).await;
-    let wrong_type = http.post(url("/contacts")).json(&json!([1, 2])).send().await.unwrap();
+    let wrong_type = http
+        .post(url("/contacts"))
+        .json(&json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
     expect_error(wrong_type, StatusCode::BAD_REQUEST).await;
     let empty = http.post(url("/contacts")).send().await.unwrap();
     expect_error(empty, StatusCode::BAD_REQUEST).await;
@@ -103,16 +122,28 @@ async fn bad_input_gets_clear_json_errors() {
     let too_big = reqwest::Client::new()
         .post(url("/contacts"))
         .header("content-type", "application/json")
-        .body(format!("{{\"email\":\"a@b.io\",\"first_name\":\"{huge}\"}}"))
+        .body(format!(
+            "{{\"email\":\"a@b.io\",\"first_name\":\"{huge}\"}}"
+        ))
         .send()
         .await
         .unwrap();
     expect_error(too_big, StatusCode::PAYLOAD_TOO_LARGE).await;
 
     for r in [
-        http.get(url("/contacts/does-not-exist")).send().await.unwrap(),
-        http.put(url("/contacts/does-not-exist")).json(&json!({"email": "a@b.io"})).send().await.unwrap(),
-        http.delete(url("/contacts/does-not-exist")).send().await.unwrap(),
+        http.get(url("/contacts/does-not-exist"))
+            .send()
+            .await
+            .unwrap(),
+        http.put(url("/contacts/does-not-exist"))
+            .json(&json!({"email": "a@b.io"}))
+            .send()
+            .await
+            .unwrap(),
+        http.delete(url("/contacts/does-not-exist"))
+            .send()
+            .await
+            .unwrap(),
         http.get(url("/no/such/route")).send().await.unwrap(),
     ] {
         expect_error(r, StatusCode::NOT_FOUND).await;
@@ -130,7 +161,12 @@ async fn bad_input_gets_clear_json_errors() {
         .json()
         .await
         .unwrap();
-    let dup = http.post(url("/contacts")).json(&json!({"email": "DUP@b.io"})).send().await.unwrap();
+    let dup = http
+        .post(url("/contacts"))
+        .json(&json!({"email": "DUP@b.io"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(dup, StatusCode::CONFLICT).await;
     let id = first["id"].as_str().unwrap();
     let stale = http
@@ -152,7 +188,7 @@ async fn bad_input_gets_clear_json_errors() {
 async fn update_and_delete_round_trip() {
     let dir = temp_dir("crud");
     let http = reqwest::Client::new();
-    let p = LocalProcess::start(&dir, &[]).await;
+    let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let c: Value = http
         .post(format!("{}/contacts", p.url))
         .json(&json!({"email": "bo@b.io", "first_name": "Bo"}))
@@ -172,10 +208,21 @@ async fn update_and_delete_round_trip() {
     assert_eq!(r.status(), StatusCode::OK);
     let u: Value = r.json().await.unwrap();
     assert_eq!(u["first_name"], "Bob");
-    assert_eq!(u["version"].as_u64(), Some(c["version"].as_u64().unwrap() + 1));
-    let r = http.delete(format!("{}/contacts/{id}", p.url)).send().await.unwrap();
+    assert_eq!(
+        u["version"].as_u64(),
+        Some(c["version"].as_u64().unwrap() + 1)
+    );
+    let r = http
+        .delete(format!("{}/contacts/{id}", p.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = http.get(format!("{}/contacts/{id}", p.url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/contacts/{id}", p.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     p.stop();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -185,8 +232,12 @@ async fn update_and_delete_round_trip() {
 async fn api_key_is_required_when_configured() {
     let dir = temp_dir("apikey");
     let http = reqwest::Client::new();
-    let p = LocalProcess::start(&dir, &[("API_KEY", "k-123")]).await;
-    let r = http.get(format!("{}/contacts", p.url)).send().await.unwrap();
+    let p = LocalProcess::start(&dir, &[("API_KEY", "k-123"), ("CRM_SIMULATOR", "off")]).await;
+    let r = http
+        .get(format!("{}/contacts", p.url))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, StatusCode::UNAUTHORIZED).await;
     let r = http
         .get(format!("{}/contacts", p.url))

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
 
 #[derive(Default)]
 struct Inner {
@@ -201,14 +201,17 @@ impl CrmClient for MemoryCrm {
         self.check()?;
         let since = cursor.and_then(|c| c.parse::<chrono::DateTime<Utc>>().ok());
         let inner = self.lock();
-        let ids = inner
+        let records = inner
             .records
             .values()
             .filter(|r| match (since, r.updated_at) {
                 (Some(s), Some(u)) => u >= s,
                 _ => true,
             })
-            .map(|r| r.id.clone())
+            .map(|r| ChangedRecord {
+                id: r.id.clone(),
+                updated_at: r.updated_at,
+            })
             .collect();
         let next = inner
             .records
@@ -217,7 +220,7 @@ impl CrmClient for MemoryCrm {
             .max()
             .map(|t| t.to_rfc3339());
         Ok(ChangedRecords {
-            ids,
+            records,
             next_cursor: next.or_else(|| cursor.map(str::to_owned)),
             has_more: false,
         })

@@ -137,6 +137,9 @@ mod tests {
     #[test]
     fn midnight() {
         let t = "2026-11-27T13:45:00Z".parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(next_midnight_utc(t).to_rfc3339(), "2026-11-28T00:00:00+00:00");
+        assert_eq!(
+            next_midnight_utc(t).to_rfc3339(),
+            "2026-11-28T00:00:00+00:00"
+        );
     }
 }

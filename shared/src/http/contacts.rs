@@ -4,15 +4,18 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::errors::{ApiError, parse_json};
 use super::{AppState, Tenant};
-use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, LinkStatus, Origin, Provider, TenantId};
+use crate::domain::{
+    ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, LinkStatus, Origin, Provider,
+    TenantId,
+};
 use crate::ports::ContactIssue;
 
 /// A contact's overall sync badge.
@@ -45,7 +48,11 @@ pub struct SyncView {
 }
 
 /// The badge and per-CRM status of a contact. Pure.
-pub fn sync_view(providers: &[Provider], links: &[ContactLink], issues: &[ContactIssue]) -> SyncView {
+pub fn sync_view(
+    providers: &[Provider],
+    links: &[ContactLink],
+    issues: &[ContactIssue],
+) -> SyncView {
     let mut crms = BTreeMap::new();
     for &p in providers {
         let link = links
@@ -134,10 +141,15 @@ impl ContactInput {
             return Err(ApiError::bad_request("email is required"));
         };
         if !valid_email(email) {
-            return Err(ApiError::bad_request(format!("email {email:?} is not a valid address")));
+            return Err(ApiError::bad_request(format!(
+                "email {email:?} is not a valid address"
+            )));
         }
         for f in crate::domain::Field::ALL {
-            if fields.get(f).is_some_and(|v| v.chars().count() > MAX_FIELD_LEN) {
+            if fields
+                .get(f)
+                .is_some_and(|v| v.chars().count() > MAX_FIELD_LEN)
+            {
                 return Err(ApiError::bad_request(format!(
                     "{} is longer than {MAX_FIELD_LEN} characters",
                     f.as_str()
@@ -160,8 +172,16 @@ fn valid_email(email: &str) -> bool {
         && !domain.contains('@')
 }
 
-pub(crate) async fn view(state: &AppState, tenant: &TenantId, contact: Contact) -> Result<ContactView, ApiError> {
-    let links = state.service.links.links_for_contact(tenant, &contact.id).await?;
+pub(crate) async fn view(
+    state: &AppState,
+    tenant: &TenantId,
+    contact: Contact,
+) -> Result<ContactView, ApiError> {
+    let links = state
+        .service
+        .links
+        .links_for_contact(tenant, &contact.id)
+        .await?;
     let issues = state.service.state.issues(tenant, &contact.id).await?;
     let providers = state.service.tenants.providers(tenant);
     Ok(ContactView {
@@ -181,13 +201,22 @@ async fn load(state: &AppState, tenant: &TenantId, id: &str) -> Result<Contact, 
     }
 }
 
-async fn enqueue(state: &AppState, tenant: &TenantId, id: &str, kind: ChangeKind) -> Result<(), ApiError> {
+async fn enqueue(
+    state: &AppState,
+    tenant: &TenantId,
+    id: &str,
+    kind: ChangeKind,
+) -> Result<(), ApiError> {
     let event = ChangeEvent::new(tenant.clone(), Origin::App, id, kind);
     state.queue.enqueue(&[event]).await?;
     Ok(())
 }
 
-pub async fn create(State(state): State<AppState>, Tenant(tenant): Tenant, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<ContactView>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ContactView>), ApiError> {
     let input: ContactInput = parse_json(&body?)?;
     let (fields, _) = input.into_fields()?;
     let now = Utc::now();
@@ -203,7 +232,10 @@ pub async fn create(State(state): State<AppState>, Tenant(tenant): Tenant, body:
     let stored = state.service.contacts.insert(&contact).await?;
     enqueue(&state, &tenant, &stored.id, ChangeKind::Upsert).await?;
     tracing::info!(%tenant, contact_id = %stored.id, "contact created");
-    Ok((StatusCode::CREATED, Json(view(&state, &tenant, stored).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &tenant, stored).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,13 +250,21 @@ pub struct ContactPage {
     pub next: Option<String>,
 }
 
-pub async fn list(State(state): State<AppState>, Tenant(tenant): Tenant, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<ContactPage>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ContactPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let page = state.service.contacts.list(&tenant, q.after.as_deref(), limit).await?;
+    let page = state
+        .service
+        .contacts
+        .list(&tenant, q.after.as_deref(), limit)
+        .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for c in page.items {
         items.push(view(&state, &tenant, c).await?);
@@ -235,12 +275,21 @@ pub async fn list(State(state): State<AppState>, Tenant(tenant): Tenant, query: 
     }))
 }
 
-pub async fn read(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Json<ContactView>, ApiError> {
+pub async fn read(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ContactView>, ApiError> {
     let contact = load(&state, &tenant, &id).await?;
     Ok(Json(view(&state, &tenant, contact).await?))
 }
 
-pub async fn replace(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<ContactView>, ApiError> {
+pub async fn replace(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ContactView>, ApiError> {
     let mut contact = load(&state, &tenant, &id).await?;
     let input: ContactInput = parse_json(&body?)?;
     let (fields, version) = input.into_fields()?;
@@ -262,7 +311,11 @@ pub async fn replace(State(state): State<AppState>, Tenant(tenant): Tenant, Path
     Ok(Json(view(&state, &tenant, stored).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let mut contact = load(&state, &tenant, &id).await?;
     contact.deleted = true;
     contact.last_app_modified = Utc::now();
@@ -298,11 +351,20 @@ mod tests {
         assert_eq!(sync_view(&[], &[], &[]).badge, Badge::LocalOnly);
         assert_eq!(sync_view(&both, &[], &[]).badge, Badge::LocalOnly);
         let hs = link(Provider::HubSpot, LinkStatus::Synced);
-        assert_eq!(sync_view(&both, std::slice::from_ref(&hs), &[]).badge, Badge::Partial);
+        assert_eq!(
+            sync_view(&both, std::slice::from_ref(&hs), &[]).badge,
+            Badge::Partial
+        );
         let pd = link(Provider::Pipedrive, LinkStatus::Synced);
-        assert_eq!(sync_view(&both, &[hs.clone(), pd], &[]).badge, Badge::Synced);
+        assert_eq!(
+            sync_view(&both, &[hs.clone(), pd], &[]).badge,
+            Badge::Synced
+        );
         let pd_err = link(Provider::Pipedrive, LinkStatus::Error);
-        assert_eq!(sync_view(&both, &[hs.clone(), pd_err], &[]).badge, Badge::Error);
+        assert_eq!(
+            sync_view(&both, &[hs.clone(), pd_err], &[]).badge,
+            Badge::Error
+        );
         let issue = ContactIssue {
             contact_id: "c".into(),
             provider: Provider::Pipedrive,
@@ -311,7 +373,10 @@ mod tests {
         };
         let v = sync_view(&both, &[hs], &[issue]);
         assert_eq!(v.badge, Badge::Error);
-        assert_eq!(v.crms[&Provider::Pipedrive].last_error.as_deref(), Some("down"));
+        assert_eq!(
+            v.crms[&Provider::Pipedrive].last_error.as_deref(),
+            Some("down")
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl From<StoreError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::error!(error = %e, "queue failure");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "the sync queue is unavailable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            "the sync queue is unavailable",
+        )
     }
 }
 
@@ -97,9 +101,12 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 /// Parses a JSON body, turning every problem into a 400 with a readable message.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("request body is empty; JSON expected"));
+        return Err(ApiError::bad_request(
+            "request body is empty; JSON expected",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 pub async fn not_found() -> ApiError {

@@ -48,7 +48,10 @@ pub struct Tenant(pub TenantId);
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -58,7 +61,9 @@ impl FromRequestParts<AppState> for Tenant {
                 let key = value
                     .strip_prefix("Bearer ")
                     .or_else(|| value.strip_prefix("bearer "))
-                    .ok_or_else(|| ApiError::unauthorized("use an Authorization: Bearer <API key> header"))?;
+                    .ok_or_else(|| {
+                        ApiError::unauthorized("use an Authorization: Bearer <API key> header")
+                    })?;
                 state
                     .service
                     .tenants
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(contacts::delete),
         )
         .route("/sync/status", get(status::sync_status))
+        .route("/sync", post(status::sync_now))
         .route("/health", get(health))
         .route("/setup/pronouns-fields", post(setup::create_fields))
         .route("/setup/pronouns-status", get(setup::status))

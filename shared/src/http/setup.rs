@@ -9,7 +9,10 @@ use super::{AppState, Tenant};
 use crate::service::PRONOUNS;
 
 /// `POST /setup/pronouns-fields`: creates the pronouns field where it is missing (idempotent).
-pub async fn create_fields(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>, ApiError> {
+pub async fn create_fields(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Value>, ApiError> {
     let results = state.service.setup_pronouns(&tenant).await?;
     let crms: Vec<Value> = results
         .into_iter()
@@ -23,10 +26,17 @@ pub async fn create_fields(State(state): State<AppState>, Tenant(tenant): Tenant
 }
 
 /// `GET /setup/pronouns-status`: per CRM, whether the field is set up.
-pub async fn status(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Value>, ApiError> {
     let mut crms = Vec::new();
     for provider in state.service.tenants.providers(&tenant) {
-        let key = state.service.state.field_key(&tenant, provider, PRONOUNS).await?;
+        let key = state
+            .service
+            .state
+            .field_key(&tenant, provider, PRONOUNS)
+            .await?;
         crms.push(json!({"provider": provider, "ready": key.is_some(), "field_key": key}));
     }
     let all_ready = crms.iter().all(|c| c["ready"] == true);

@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::errors::ApiError;
 use super::{AppState, Tenant};
+use crate::domain::{ChangeEvent, ChangeKind, Origin};
 use crate::domain::{LinkStatus, Provider, TenantId};
-use crate::service::PRONOUNS;
+use crate::service::{PRONOUNS, SyncNowProgress};
 
 #[derive(Debug, Serialize)]
 pub struct CrmStatus {
@@ -33,15 +34,40 @@ pub struct SyncStatus {
     pub queue_depth: usize,
     pub dlq_depth: usize,
     pub crms: Vec<CrmStatus>,
+    /// The last (or running) Sync Now.
+    pub sync_now: Option<SyncNowProgress>,
 }
 
-pub async fn sync_status(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<SyncStatus>, ApiError> {
+/// `POST /sync`: Sync Now. Queues a reconcile of the whole tenant; progress shows in
+/// `GET /sync/status` under `sync_now`.
+pub async fn sync_now(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    let event = ChangeEvent::new(tenant.clone(), Origin::App, "*", ChangeKind::Reconcile);
+    state.queue.enqueue(&[event]).await?;
+    tracing::info!(%tenant, "sync now queued");
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "queued"})),
+    ))
+}
+
+pub async fn sync_status(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<SyncStatus>, ApiError> {
     let svc = &state.service;
     let links = svc.links.links_for_tenant(&tenant).await?;
     let mut crms = Vec::new();
     for provider in svc.tenants.providers(&tenant) {
         let stats = svc.state.stats(&tenant, provider).await?;
-        let count = |s: LinkStatus| links.iter().filter(|l| l.provider == provider && l.status == s).count();
+        let count = |s: LinkStatus| {
+            links
+                .iter()
+                .filter(|l| l.provider == provider && l.status == s)
+                .count()
+        };
         let paused = stats.paused_until.filter(|u| *u > Utc::now());
         crms.push(CrmStatus {
             provider,
@@ -55,12 +81,17 @@ pub async fn sync_status(State(state): State<AppState>, Tenant(tenant): Tenant) 
             last_error_at: stats.last_error_at,
             quota: if paused.is_some() { "paused" } else { "ok" }.into(),
             paused_until: paused,
-            pronouns_field: svc.state.field_key(&tenant, provider, PRONOUNS).await?.is_some(),
+            pronouns_field: svc
+                .state
+                .field_key(&tenant, provider, PRONOUNS)
+                .await?
+                .is_some(),
         });
     }
     Ok(Json(SyncStatus {
         queue_depth: state.queue.depth().await?,
         dlq_depth: state.queue.dlq_depth(&tenant).await?,
+        sync_now: svc.sync_now_progress(&tenant).await?,
         tenant,
         crms,
     }))

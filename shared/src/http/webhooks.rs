@@ -45,7 +45,13 @@ fn signature_error(e: SignatureError) -> ApiError {
 }
 
 /// `POST /webhooks/hubspot`
-pub async fn hubspot(State(state): State<AppState>, method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn hubspot(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
@@ -59,18 +65,22 @@ pub async fn hubspot(State(state): State<AppState>, method: Method, OriginalUri(
         return Ok(Json(json!({"accepted": 0, "dropped": 0})));
     };
     if events.iter().any(|e| e.portal_id != portal) {
-        return Err(ApiError::bad_request("events of several portals in one request"));
+        return Err(ApiError::bad_request(
+            "events of several portals in one request",
+        ));
     }
     let tenant = state
         .service
         .tenants
         .by_hubspot_portal(portal)
         .ok_or_else(|| ApiError::not_found(format!("no tenant for HubSpot portal {portal}")))?;
-    let hs = tenant.hubspot.as_ref().expect("found by its HubSpot settings");
-    let secret = hs
-        .client_secret
-        .as_deref()
-        .ok_or_else(|| ApiError::unauthorized("no HubSpot client secret configured for this portal"))?;
+    let hs = tenant
+        .hubspot
+        .as_ref()
+        .expect("found by its HubSpot settings");
+    let secret = hs.client_secret.as_deref().ok_or_else(|| {
+        ApiError::unauthorized("no HubSpot client secret configured for this portal")
+    })?;
     let sig = HubSpotSignatureHeaders {
         signature: header(&headers, "x-hubspot-signature"),
         version: header(&headers, "x-hubspot-signature-version"),
@@ -78,8 +88,15 @@ pub async fn hubspot(State(state): State<AppState>, method: Method, OriginalUri(
         timestamp: header(&headers, "x-hubspot-request-timestamp"),
     };
     let url = public_url(&state, &headers, &uri);
-    verify_hubspot(secret, &sig, method.as_str(), &url, &body, Utc::now().timestamp_millis())
-        .map_err(signature_error)?;
+    verify_hubspot(
+        secret,
+        &sig,
+        method.as_str(),
+        &url,
+        &body,
+        Utc::now().timestamp_millis(),
+    )
+    .map_err(signature_error)?;
 
     let tenant_id = tenant.id.clone();
     let mut changes = Vec::new();

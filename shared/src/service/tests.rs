@@ -503,14 +503,28 @@ async fn poll_enqueues_changes_webhooks_missed_and_advances_the_cursor() {
         ..Default::default()
     });
     let q: &dyn JobQueue = &f.store;
-    assert_eq!(f.service.poll(&tenant(), Provider::Pipedrive, q, 5).await.unwrap(), 1);
+    assert_eq!(
+        f.service
+            .poll(&tenant(), Provider::Pipedrive, q, 5)
+            .await
+            .unwrap(),
+        1
+    );
     let cursor = f.store.cursor(&tenant(), "poll#pipedrive").await.unwrap();
     assert!(cursor.is_some());
     assert_eq!(worker::run_once(&f.service, q, 10).await.unwrap(), 1);
-    let c = f.store.find_by_email(&tenant(), "cy@x.io").await.unwrap().unwrap();
+    let c = f
+        .store
+        .find_by_email(&tenant(), "cy@x.io")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(link(&f, &c.id, Provider::Pipedrive).await.external_id, id);
     // The inclusive bound re-reports the last record: harmless, it writes nothing.
-    f.service.poll(&tenant(), Provider::Pipedrive, q, 5).await.unwrap();
+    f.service
+        .poll(&tenant(), Provider::Pipedrive, q, 5)
+        .await
+        .unwrap();
     let before = f.hubspot.writes() + f.pipedrive.writes();
     worker::run_once(&f.service, q, 10).await.unwrap();
     assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), before);

@@ -8,7 +8,25 @@ use std::time::{Duration, Instant};
 
 pub struct LocalProcess {
     pub url: String,
+    /// Root URL of the in-process CRM simulator.
+    pub sim: String,
     child: Child,
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -30,8 +48,10 @@ impl LocalProcess {
     /// Starts the runner on a free port with `data_dir` and extra environment variables.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
+        let sim_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_contact-sync-local"));
         cmd.env("PORT", port.to_string())
+            .env("SIM_PORT", sim_port.to_string())
             .env("CONTACT_SYNC_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -41,7 +61,11 @@ impl LocalProcess {
         }
         let child = cmd.spawn().expect("start contact-sync-local");
         let url = format!("http://127.0.0.1:{port}");
-        let p = LocalProcess { url, child };
+        let p = LocalProcess {
+            url,
+            sim: format!("http://127.0.0.1:{sim_port}"),
+            child,
+        };
         p.wait_ready().await;
         p
     }
@@ -55,7 +79,10 @@ impl LocalProcess {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "contact-sync-local did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "contact-sync-local did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

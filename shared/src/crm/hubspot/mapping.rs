@@ -32,7 +32,10 @@ pub fn read_properties(pronouns_key: Option<&str>) -> Vec<String> {
 }
 
 /// HubSpot properties → universal fields. Values may be missing or `null`.
-pub fn from_properties(props: &serde_json::Map<String, Value>, pronouns_key: Option<&str>) -> ContactFields {
+pub fn from_properties(
+    props: &serde_json::Map<String, Value>,
+    pronouns_key: Option<&str>,
+) -> ContactFields {
     let mut fields = ContactFields::default();
     for field in Field::ALL {
         if let Some(name) = property_name(field, pronouns_key) {
@@ -44,7 +47,10 @@ pub fn from_properties(props: &serde_json::Map<String, Value>, pronouns_key: Opt
 }
 
 /// Universal fields → HubSpot properties (only values that are set).
-pub fn to_properties(fields: &ContactFields, pronouns_key: Option<&str>) -> BTreeMap<String, String> {
+pub fn to_properties(
+    fields: &ContactFields,
+    pronouns_key: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for field in Field::ALL {
         if let (Some(name), Some(v)) = (property_name(field, pronouns_key), fields.get(field)) {
@@ -55,7 +61,10 @@ pub fn to_properties(fields: &ContactFields, pronouns_key: Option<&str>) -> BTre
 }
 
 /// A patch → HubSpot properties; a cleared value is sent as `""` (HubSpot's way to clear).
-pub fn patch_properties(patch: &FieldPatch, pronouns_key: Option<&str>) -> BTreeMap<String, String> {
+pub fn patch_properties(
+    patch: &FieldPatch,
+    pronouns_key: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (field, value) in &patch.0 {
         if let Some(name) = property_name(*field, pronouns_key) {

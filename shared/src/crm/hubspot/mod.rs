@@ -18,7 +18,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::pacer::{QuotaLatch, RollingWindow, next_midnight_utc};
 use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
 
 pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
 /// Our custom contact property.
@@ -126,9 +126,11 @@ struct SearchCursor {
 
 fn parse_time_ms(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
-    s.parse::<i64>()
-        .ok()
-        .or_else(|| s.parse::<DateTime<Utc>>().ok().map(|t| t.timestamp_millis()))
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<DateTime<Utc>>()
+            .ok()
+            .map(|t| t.timestamp_millis())
+    })
 }
 
 fn error_message(body: &Value) -> String {
@@ -231,16 +233,16 @@ impl HubSpotClient {
             ("client_secret", client_secret.as_str()),
             ("refresh_token", refresh_token.as_str()),
         ];
-        let resp = self
-            .http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| CrmError::Unavailable {
-                provider: P,
-                message: format!("token refresh: {e}"),
-            })?;
+        let resp =
+            self.http
+                .post(&url)
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| CrmError::Unavailable {
+                    provider: P,
+                    message: format!("token refresh: {e}"),
+                })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -283,7 +285,14 @@ impl HubSpotClient {
 
     /// Sends one request, pacing it and riding out ten-secondly 429s. Returns status and JSON
     /// body (`Null` when empty).
-    async fn call(&self, lane: Lane, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), CrmError> {
+    async fn call(
+        &self,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), CrmError> {
         let mut attempt = 0;
         loop {
             if let Some(until) = self.quota.spent_until() {
@@ -317,9 +326,8 @@ impl HubSpotClient {
             let json: Value = if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                })
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             };
             if status != StatusCode::TOO_MANY_REQUESTS {
                 return Ok((status, json));
@@ -368,22 +376,34 @@ impl HubSpotClient {
         )
     }
 
-    async fn get_by(&self, ctx: &CrmContext, id: &str, id_property: Option<&str>) -> Result<Option<CrmRecord>, CrmError> {
+    async fn get_by(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        id_property: Option<&str>,
+    ) -> Result<Option<CrmRecord>, CrmError> {
         let key = ctx.pronouns_key.as_deref();
         let mut query = vec![("properties", mapping::read_properties(key).join(","))];
         if let Some(p) = id_property {
             query.push(("idProperty", p.to_string()));
         }
         let (status, body) = self
-            .call(Lane::Standard, Method::GET, &Self::object_path(id), &query, None)
+            .call(
+                Lane::Standard,
+                Method::GET,
+                &Self::object_path(id),
+                &query,
+                None,
+            )
             .await?;
         match status {
             StatusCode::OK => {
-                let obj: ObjectJson = serde_json::from_value(body).map_err(|e| CrmError::Rejected {
-                    provider: P,
-                    status: 200,
-                    message: format!("unexpected contact shape: {e}"),
-                })?;
+                let obj: ObjectJson =
+                    serde_json::from_value(body).map_err(|e| CrmError::Rejected {
+                        provider: P,
+                        status: 200,
+                        message: format!("unexpected contact shape: {e}"),
+                    })?;
                 Ok(Some(obj.into_record(key)))
             }
             StatusCode::NOT_FOUND => Ok(None),
@@ -401,7 +421,11 @@ impl HubSpotClient {
             })
     }
 
-    async fn upsert_chunk(&self, ctx: &CrmContext, chunk: &[ContactFields]) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+    async fn upsert_chunk(
+        &self,
+        ctx: &CrmContext,
+        chunk: &[ContactFields],
+    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
         let key = ctx.pronouns_key.as_deref();
         let inputs: Vec<Value> = chunk
             .iter()
@@ -422,7 +446,10 @@ impl HubSpotClient {
                 Some(&json!({ "inputs": inputs })),
             )
             .await?;
-        if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS || status == StatusCode::CREATED) {
+        if !(status == StatusCode::OK
+            || status == StatusCode::MULTI_STATUS
+            || status == StatusCode::CREATED)
+        {
             return Err(error_for(status, &body));
         }
         let mut by_email: HashMap<String, CrmRecord> = HashMap::new();
@@ -469,15 +496,29 @@ impl CrmClient for HubSpotClient {
     }
 
     /// Reads by the unique `email` property (consistent, unlike search, which lags writes).
-    async fn find_by_email(&self, ctx: &CrmContext, email: &str) -> Result<Option<CrmRecord>, CrmError> {
+    async fn find_by_email(
+        &self,
+        ctx: &CrmContext,
+        email: &str,
+    ) -> Result<Option<CrmRecord>, CrmError> {
         self.get_by(ctx, email, Some("email")).await
     }
 
-    async fn create(&self, ctx: &CrmContext, fields: &ContactFields) -> Result<CrmRecord, CrmError> {
+    async fn create(
+        &self,
+        ctx: &CrmContext,
+        fields: &ContactFields,
+    ) -> Result<CrmRecord, CrmError> {
         let key = ctx.pronouns_key.as_deref();
         let body = json!({ "properties": mapping::to_properties(fields, key), "associations": [] });
         let (status, body) = self
-            .call(Lane::Standard, Method::POST, "/crm/v3/objects/contacts", &[], Some(&body))
+            .call(
+                Lane::Standard,
+                Method::POST,
+                "/crm/v3/objects/contacts",
+                &[],
+                Some(&body),
+            )
             .await?;
         match status {
             StatusCode::CREATED | StatusCode::OK => Self::parse_object(body, key),
@@ -485,11 +526,22 @@ impl CrmClient for HubSpotClient {
         }
     }
 
-    async fn update(&self, ctx: &CrmContext, id: &str, patch: &FieldPatch) -> Result<CrmRecord, CrmError> {
+    async fn update(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        patch: &FieldPatch,
+    ) -> Result<CrmRecord, CrmError> {
         let key = ctx.pronouns_key.as_deref();
         let body = json!({ "properties": mapping::patch_properties(patch, key) });
         let (status, body) = self
-            .call(Lane::Standard, Method::PATCH, &Self::object_path(id), &[], Some(&body))
+            .call(
+                Lane::Standard,
+                Method::PATCH,
+                &Self::object_path(id),
+                &[],
+                Some(&body),
+            )
             .await?;
         match status {
             StatusCode::OK => Self::parse_object(body, key),
@@ -499,7 +551,13 @@ impl CrmClient for HubSpotClient {
 
     async fn archive(&self, _ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
         let (status, body) = self
-            .call(Lane::Standard, Method::DELETE, &Self::object_path(id), &[], None)
+            .call(
+                Lane::Standard,
+                Method::DELETE,
+                &Self::object_path(id),
+                &[],
+                None,
+            )
             .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
@@ -508,7 +566,11 @@ impl CrmClient for HubSpotClient {
     }
 
     /// Batch upsert keyed by email, 100 inputs per call.
-    async fn upsert_many(&self, ctx: &CrmContext, records: &[ContactFields]) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+    async fn upsert_many(
+        &self,
+        ctx: &CrmContext,
+        records: &[ContactFields],
+    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
         let mut out = Vec::with_capacity(records.len());
         for chunk in records.chunks(BATCH_LIMIT) {
             out.extend(self.upsert_chunk(ctx, chunk).await?);
@@ -516,7 +578,11 @@ impl CrmClient for HubSpotClient {
         Ok(out)
     }
 
-    async fn changed_since(&self, _ctx: &CrmContext, cursor: Option<&str>) -> Result<ChangedRecords, CrmError> {
+    async fn changed_since(
+        &self,
+        _ctx: &CrmContext,
+        cursor: Option<&str>,
+    ) -> Result<ChangedRecords, CrmError> {
         let mut c: SearchCursor = cursor
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
@@ -530,22 +596,32 @@ impl CrmClient for HubSpotClient {
             "limit": SEARCH_PAGE,
         });
         let (status, body) = self
-            .call(Lane::Search, Method::POST, "/crm/v3/objects/contacts/search", &[], Some(&body))
+            .call(
+                Lane::Search,
+                Method::POST,
+                "/crm/v3/objects/contacts/search",
+                &[],
+                Some(&body),
+            )
             .await?;
         if status != StatusCode::OK {
             return Err(error_for(status, &body));
         }
         let results = body["results"].as_array().cloned().unwrap_or_default();
-        let mut ids = Vec::with_capacity(results.len());
+        let mut records = Vec::with_capacity(results.len());
         for r in &results {
             let Some(id) = r["id"].as_str() else { continue };
             if let Ok(n) = id.parse::<u64>() {
                 c.after_id = c.after_id.max(n);
             }
-            if let Some(t) = parse_time_ms(&r["properties"]["lastmodifieddate"]) {
+            let modified = parse_time_ms(&r["properties"]["lastmodifieddate"]);
+            if let Some(t) = modified {
                 c.max_seen = c.max_seen.max(t);
             }
-            ids.push(id.to_string());
+            records.push(ChangedRecord {
+                id: id.to_string(),
+                updated_at: modified.and_then(DateTime::from_timestamp_millis),
+            });
         }
         let has_more = results.len() >= SEARCH_PAGE;
         if !has_more {
@@ -557,7 +633,7 @@ impl CrmClient for HubSpotClient {
             };
         }
         Ok(ChangedRecords {
-            ids,
+            records,
             next_cursor: Some(serde_json::to_string(&c).expect("cursor serialises")),
             has_more,
         })
@@ -577,10 +653,18 @@ impl CrmClient for HubSpotClient {
             "formField": false,
         });
         let (status, body) = self
-            .call(Lane::Standard, Method::POST, "/crm/v3/properties/contacts", &[], Some(&body))
+            .call(
+                Lane::Standard,
+                Method::POST,
+                "/crm/v3/properties/contacts",
+                &[],
+                Some(&body),
+            )
             .await?;
         match status {
-            StatusCode::CREATED | StatusCode::OK | StatusCode::CONFLICT => Ok(PRONOUNS_PROPERTY.into()),
+            StatusCode::CREATED | StatusCode::OK | StatusCode::CONFLICT => {
+                Ok(PRONOUNS_PROPERTY.into())
+            }
             s => Err(error_for(s, &body)),
         }
     }
@@ -629,17 +713,29 @@ mod tests {
 
     #[test]
     fn error_mapping() {
-        assert!(matches!(error_for(StatusCode::UNAUTHORIZED, &Value::Null), CrmError::Auth { .. }));
+        assert!(matches!(
+            error_for(StatusCode::UNAUTHORIZED, &Value::Null),
+            CrmError::Auth { .. }
+        ));
         assert!(error_for(StatusCode::SERVICE_UNAVAILABLE, &Value::Null).is_transient());
-        let e = error_for(StatusCode::BAD_REQUEST, &json!({"message": "Property values were not valid"}));
+        let e = error_for(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "Property values were not valid"}),
+        );
         assert!(!e.is_transient());
         assert!(e.to_string().contains("Property values were not valid"));
     }
 
     #[test]
     fn search_times_parse_from_ms_or_iso() {
-        assert_eq!(parse_time_ms(&json!("1767225600000")), Some(1_767_225_600_000));
-        assert_eq!(parse_time_ms(&json!("2026-01-01T00:00:00Z")), Some(1_767_225_600_000));
+        assert_eq!(
+            parse_time_ms(&json!("1767225600000")),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_time_ms(&json!("2026-01-01T00:00:00Z")),
+            Some(1_767_225_600_000)
+        );
         assert_eq!(parse_time_ms(&json!(null)), None);
     }
 }

@@ -73,9 +73,15 @@ impl HubSpotEvent {
         let mut h = Sha256::new();
         for part in [
             self.portal_id.to_string(),
-            self.subscription_id.as_ref().map(Value::to_string).unwrap_or_default(),
+            self.subscription_id
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
             self.object_id.as_string(),
-            self.event_id.as_ref().map(Value::to_string).unwrap_or_default(),
+            self.event_id
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
             self.occurred_at.to_string(),
             self.subscription_type.clone(),
             self.property_name.clone().unwrap_or_default(),
@@ -111,11 +117,8 @@ impl HubSpotEvent {
                     .or(self.primary_object_id.as_ref())
                     .unwrap_or(&self.object_id)
                     .as_string();
-                let mut merged: Vec<String> = self
-                    .merged_object_ids
-                    .iter()
-                    .map(Id::as_string)
-                    .collect();
+                let mut merged: Vec<String> =
+                    self.merged_object_ids.iter().map(Id::as_string).collect();
                 if let Some(p) = &self.primary_object_id {
                     merged.push(p.as_string());
                 }
@@ -150,20 +153,27 @@ pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
         match k {
             ChangeKind::Merge { .. } => 0,
             ChangeKind::Delete => 1,
-            ChangeKind::Upsert => 2,
+            ChangeKind::Upsert | ChangeKind::Reconcile => 2,
         }
     }
     changes.sort_by(|a, b| {
-        (a.record_id.as_str(), rank(&a.kind), std::cmp::Reverse(a.occurred_at)).cmp(&(
-            b.record_id.as_str(),
-            rank(&b.kind),
-            std::cmp::Reverse(b.occurred_at),
-        ))
+        (
+            a.record_id.as_str(),
+            rank(&a.kind),
+            std::cmp::Reverse(a.occurred_at),
+        )
+            .cmp(&(
+                b.record_id.as_str(),
+                rank(&b.kind),
+                std::cmp::Reverse(b.occurred_at),
+            ))
     });
     let mut out: Vec<ChangeEvent> = Vec::new();
     for c in changes {
         match out.last() {
-            Some(last) if last.record_id == c.record_id && !matches!(c.kind, ChangeKind::Merge { .. }) => {}
+            Some(last)
+                if last.record_id == c.record_id && !matches!(c.kind, ChangeKind::Merge { .. }) => {
+            }
             _ => out.push(c),
         }
     }
@@ -230,7 +240,8 @@ mod tests {
     #[test]
     fn dedupe_key_covers_the_composite() {
         let events: Vec<HubSpotEvent> = serde_json::from_str(SAMPLE).unwrap();
-        let keys: std::collections::HashSet<_> = events.iter().map(HubSpotEvent::dedupe_key).collect();
+        let keys: std::collections::HashSet<_> =
+            events.iter().map(HubSpotEvent::dedupe_key).collect();
         assert_eq!(keys.len(), events.len());
         assert_eq!(events[0].dedupe_key(), events[0].clone().dedupe_key());
     }
@@ -242,7 +253,15 @@ mod tests {
         let changes: Vec<_> = events.iter().filter_map(|e| e.to_change(&t)).collect();
         let out = coalesce(changes);
         let ids: Vec<_> = out.iter().map(|c| c.record_id.as_str()).collect();
-        assert_eq!(ids, ["120004560002", "120004567801", "120004567899", "120004599999"]);
+        assert_eq!(
+            ids,
+            [
+                "120004560002",
+                "120004567801",
+                "120004567899",
+                "120004599999"
+            ]
+        );
     }
 
     #[test]

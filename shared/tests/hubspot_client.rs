@@ -1,0 +1,273 @@
+//! The HubSpot client against the stateful HubSpot simulator over HTTP.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crm_sim::{SimConfig, SimServer};
+use shared::crm::hubspot::{HubSpotAuth, HubSpotClient, HubSpotClientConfig};
+use shared::error::CrmError;
+use shared::ports::{CrmClient, CrmContext};
+use shared::{ContactFields, Field, FieldPatch, TenantId};
+
+async fn sim(config: SimConfig) -> SimServer {
+    crm_sim::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn client(sim: &SimServer, auth: HubSpotAuth) -> HubSpotClient {
+    HubSpotClient::new(
+        HubSpotClientConfig::new(sim.base_url(), auth),
+        reqwest::Client::new(),
+    )
+}
+
+fn token() -> HubSpotAuth {
+    HubSpotAuth::Token("sim-hubspot-token".into())
+}
+
+fn ctx(pronouns: bool) -> CrmContext {
+    CrmContext {
+        tenant: TenantId::new("t"),
+        pronouns_key: pronouns.then(|| "pronouns".to_string()),
+    }
+}
+
+fn fields(email: &str, first: &str) -> ContactFields {
+    ContactFields {
+        email: Some(email.into()),
+        first_name: Some(first.into()),
+        pronouns: Some("they/them".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn crud_pronouns_and_conflicts() {
+    let s = sim(SimConfig::default()).await;
+    let c = client(&s, token());
+    // Without the property, pronouns are not sent (HubSpot would reject an unknown property).
+    let r = c
+        .create(&ctx(false), &fields("a@x.io", "Ann"))
+        .await
+        .unwrap();
+    assert_eq!(r.fields.first_name.as_deref(), Some("Ann"));
+    assert_eq!(r.fields.pronouns, None);
+
+    assert_eq!(c.find_pronouns_field(&ctx(false)).await.unwrap(), None);
+    assert_eq!(
+        c.ensure_pronouns_field(&ctx(false)).await.unwrap(),
+        "pronouns"
+    );
+    assert!(s.hubspot.property_exists("pronouns"));
+    assert_eq!(
+        c.ensure_pronouns_field(&ctx(true)).await.unwrap(),
+        "pronouns",
+        "idempotent"
+    );
+
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::Pronouns, Some("she/her".into()));
+    patch.insert(Field::FirstName, None);
+    let u = c.update(&ctx(true), &r.id, &patch).await.unwrap();
+    assert_eq!(u.fields.pronouns.as_deref(), Some("she/her"));
+    assert_eq!(u.fields.first_name, None, "cleared with an empty string");
+
+    let by_email = c
+        .find_by_email(&ctx(true), "A@X.io")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email.id, r.id);
+    assert!(
+        c.find_by_email(&ctx(true), "nobody@x.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let dup = c
+        .create(&ctx(true), &fields("a@x.io", "Again"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup,
+        CrmError::AlreadyExists {
+            provider: shared::Provider::HubSpot,
+            existing_id: r.id.clone()
+        }
+    );
+
+    c.archive(&ctx(true), &r.id).await.unwrap();
+    assert!(c.get(&ctx(true), &r.id).await.unwrap().is_none());
+    assert!(s.hubspot.contact(&r.id).unwrap().archived);
+}
+
+#[tokio::test]
+async fn batch_upsert_takes_100_per_call_and_maps_results_by_email() {
+    let s = sim(SimConfig::default()).await;
+    let c = client(&s, token());
+    c.ensure_pronouns_field(&ctx(false)).await.unwrap();
+    // One contact exists already: upsert updates it instead of duplicating.
+    let existing = c
+        .create(&ctx(true), &fields("p7@x.io", "Old"))
+        .await
+        .unwrap();
+    let inputs: Vec<_> = (0..250)
+        .map(|i| fields(&format!("p{i}@x.io"), &format!("P{i}")))
+        .collect();
+    let before = s.hubspot.stats().batch_calls;
+    let out = c.upsert_many(&ctx(true), &inputs).await.unwrap();
+    assert_eq!(s.hubspot.stats().batch_calls - before, 3);
+    assert_eq!(out.len(), 250);
+    for (i, r) in out.iter().enumerate() {
+        let r = r.as_ref().unwrap();
+        assert_eq!(
+            r.fields.email.as_deref(),
+            Some(format!("p{i}@x.io").as_str())
+        );
+    }
+    assert_eq!(out[7].as_ref().unwrap().id, existing.id);
+    assert_eq!(s.hubspot.contacts().len(), 250);
+}
+
+#[tokio::test]
+async fn ten_secondly_429s_are_waited_out_and_nothing_fails() {
+    let mut cfg = SimConfig::default();
+    cfg.hubspot.burst_limit = Some(4);
+    let s = sim(cfg).await;
+    // The client thinks the account allows 100 per 10 s: the simulator's 429s must pace it.
+    let c = client(&s, token());
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            c.create(&ctx(false), &fields(&format!("r{i}@x.io"), "R"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let stats = s.hubspot.stats();
+    assert!(
+        stats.rate_limited > 0,
+        "the simulator answered 429: {stats:?}"
+    );
+    assert_eq!(ids.len(), 7);
+    assert_eq!(s.hubspot.contacts().len(), 7);
+    assert!(c.stats().rate_limited > 0);
+    println!("7 creates under a 4/10s limit took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn spent_daily_quota_stops_calls_until_reset() {
+    let mut cfg = SimConfig::default();
+    cfg.hubspot.daily_limit = Some(3);
+    let s = sim(cfg).await;
+    let c = client(&s, token());
+    for i in 0..3 {
+        c.create(&ctx(false), &fields(&format!("d{i}@x.io"), "D"))
+            .await
+            .unwrap();
+    }
+    let err = c
+        .create(&ctx(false), &fields("d3@x.io", "D"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
+    assert!(err.is_transient());
+    let requests = s.hubspot.stats().requests;
+    for _ in 0..5 {
+        let err = c.get(&ctx(false), "100001").await.unwrap_err();
+        assert!(matches!(err, CrmError::QuotaExhausted { .. }));
+    }
+    assert_eq!(
+        s.hubspot.stats().requests,
+        requests,
+        "no request while the quota is spent"
+    );
+}
+
+#[tokio::test]
+async fn oauth_refresh_is_coalesced_across_concurrent_calls() {
+    let s = sim(SimConfig::default()).await;
+    let c = Arc::new(client(
+        &s,
+        HubSpotAuth::OAuth {
+            client_id: "sim-hubspot-client-id".into(),
+            client_secret: "sim-hubspot-secret".into(),
+            refresh_token: "sim-hubspot-refresh-token".into(),
+        },
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.find_by_email(&ctx(false), &format!("nobody{i}@x.io"))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(s.hubspot.stats().refreshes, 1);
+    assert_eq!(c.stats().token_refreshes, 1);
+
+    let bad = client(
+        &s,
+        HubSpotAuth::OAuth {
+            client_id: "sim-hubspot-client-id".into(),
+            client_secret: "sim-hubspot-secret".into(),
+            refresh_token: "revoked".into(),
+        },
+    );
+    assert!(matches!(
+        bad.get(&ctx(false), "1").await,
+        Err(CrmError::Auth { .. })
+    ));
+}
+
+#[tokio::test]
+async fn changed_since_windows_by_id_past_the_search_cap_without_gaps_or_loops() {
+    let s = sim(SimConfig::default()).await;
+    // 450 contacts sharing one lastmodifieddate (an import): timestamp windows alone would loop.
+    s.hubspot
+        .seed_contacts((0..450).map(|i| vec![("email".to_string(), format!("s{i}@x.io"))]))
+        .unwrap();
+    let c = client(&s, token());
+    let mut cursor = None;
+    let mut seen = HashSet::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .changed_since(&ctx(false), cursor.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        for r in &page.records {
+            seen.insert(r.id.clone());
+        }
+        cursor = page.next_cursor.clone();
+        if !page.has_more {
+            break;
+        }
+        assert!(pages < 10, "no loop");
+    }
+    assert_eq!(seen.len(), 450);
+    assert_eq!(pages, 3, "200 + 200 + 50");
+
+    // A later change is found by the next pass; unchanged records only re-appear at the
+    // inclusive boundary.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let changed = s.hubspot.contacts()[10].id.clone();
+    s.hubspot
+        .ui_update(&changed, [("firstname", "Changed")])
+        .unwrap();
+    let page = c
+        .changed_since(&ctx(false), cursor.as_deref())
+        .await
+        .unwrap();
+    assert!(page.records.iter().any(|r| r.id == changed));
+    assert!(page.records.len() < 450);
+}
