@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check and test of contact-sync, installing what it needs on a fresh machine.
+# Runs every check and test of contact-sync, installing what it needs on a fresh machine:
+# the Rust crates, a Python venv with moto server (AWS APIs) and openapi-core (Pipedrive spec
+# checks), and one with aws-sam-cli + cargo-lambda (template checks, Lambda builds).
 # Usage: bash infra/scripts/test-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+root="$(pwd)"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -15,5 +18,30 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "python tools (moto server, openapi-core)"
+venv="$(bash infra/scripts/venv.sh)"
+export CONTACT_SYNC_PYTHON="$venv/bin/python"
+
+step "moto server"
+moto_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "${TMPDIR:-/tmp}/contact-sync-moto.log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$moto_port/moto-api/')" 2>/dev/null; then
+    break
+  fi
+  sleep 0.2
+done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+echo "moto server on $AWS_ENDPOINT_URL"
+
 step "tests"
 cargo test --workspace --locked
+
+step "template checks and Lambda release builds"
+bash infra/scripts/check-template.sh
+
+echo
+echo "all checks passed"

@@ -3,12 +3,17 @@
 
 pub mod adapters;
 pub mod crm;
+#[cfg(feature = "aws")]
+pub mod deploy;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod http;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod ports;
 pub mod service;
+pub mod settings;
 pub mod signature;
 pub mod tenant;
 pub mod worker;

@@ -194,6 +194,9 @@ pub enum FailOutcome {
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError>;
+    /// Enqueues one event that becomes due after `delay` (deferral past a spent quota).
+    async fn enqueue_delayed(&self, event: &ChangeEvent, delay: Duration)
+    -> Result<(), QueueError>;
     /// Up to `max` jobs that are due; each delivery counts as an attempt.
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
@@ -219,6 +222,10 @@ pub struct CrmContext {
     pub tenant: TenantId,
     /// Where pronouns live in this CRM for this tenant; `None` while not set up.
     pub pronouns_key: Option<String>,
+    /// Where job titles live when the CRM has no standard field for them in every account
+    /// (Pipedrive: `job_title`, or the 40-character key of a custom field); `None` = not
+    /// stored yet (the client finds it itself). HubSpot ignores it.
+    pub job_title_key: Option<String>,
 }
 
 /// A record reported changed by a poll, with its modification time when the CRM gives it.

@@ -90,6 +90,14 @@ impl SyncService {
         Ok(CrmContext {
             tenant: tenant.clone(),
             pronouns_key: self.state.field_key(tenant, provider, PRONOUNS).await?,
+            job_title_key: match provider {
+                Provider::Pipedrive => {
+                    self.state
+                        .field_key(tenant, provider, crate::crm::pipedrive::JOB_TITLE_FIELD)
+                        .await?
+                }
+                Provider::HubSpot => None,
+            },
         })
     }
 

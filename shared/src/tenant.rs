@@ -35,6 +35,9 @@ pub struct PipedriveTenant {
     pub webhook_user: Option<String>,
     #[serde(default)]
     pub webhook_password: Option<String>,
+    /// Our API user (`GET /v1/users/me`): webhooks it caused through the API are our echoes.
+    #[serde(default)]
+    pub api_user_id: Option<u64>,
 }
 
 /// Everything known about a tenant. Secrets are never logged (no Debug derive).

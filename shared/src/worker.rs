@@ -1,8 +1,9 @@
-//! The worker: takes jobs from the queue and runs them through the sync service, with retries,
+//! The worker: runs queued change events through the sync service, with retries,
 //! dead-lettering and quota deferral.
 
 use tracing::{error, info, warn};
 
+use crate::domain::{ChangeEvent, ChangeKind};
 use crate::error::SyncError;
 use crate::ports::{Delivery, FailOutcome, JobQueue};
 use crate::service::{SyncReport, SyncService};
@@ -16,6 +17,20 @@ pub enum JobOutcome {
     Deferred,
 }
 
+/// Runs one event: a reconcile (Sync Now) or a record sync.
+pub async fn run_event(
+    service: &SyncService,
+    queue: &dyn JobQueue,
+    event: &ChangeEvent,
+) -> Result<SyncReport, SyncError> {
+    if event.kind == ChangeKind::Reconcile {
+        service.reconcile(&event.tenant, queue).await?;
+        Ok(SyncReport::default())
+    } else {
+        service.handle(event).await
+    }
+}
+
 /// Handles one delivery and settles it on the queue.
 pub async fn process(
     service: &SyncService,
@@ -23,15 +38,7 @@ pub async fn process(
     delivery: &Delivery,
 ) -> Result<JobOutcome, SyncError> {
     let event = &delivery.event;
-    let result = if event.kind == crate::domain::ChangeKind::Reconcile {
-        service
-            .reconcile(&event.tenant, queue)
-            .await
-            .map(|_| SyncReport::default())
-    } else {
-        service.handle(event).await
-    };
-    match result {
+    match run_event(service, queue, event).await {
         Ok(report) => {
             queue.ack(delivery).await?;
             Ok(JobOutcome::Done(report))

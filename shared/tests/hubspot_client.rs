@@ -31,6 +31,7 @@ fn ctx(pronouns: bool) -> CrmContext {
     CrmContext {
         tenant: TenantId::new("t"),
         pronouns_key: pronouns.then(|| "pronouns".to_string()),
+        job_title_key: None,
     }
 }
 

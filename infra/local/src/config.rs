@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use shared::settings::{self, HubSpotSettings, PipedriveSettings};
+
+/// The local tenant's API key when `API_KEY` is not set.
+pub const DEFAULT_API_KEY: &str = "local-dev-key";
 
 /// Settings read from the environment (documented in README.md).
 #[derive(Clone)]
@@ -16,8 +20,11 @@ pub struct LocalConfig {
     pub data_dir: PathBuf,
     /// `TENANT_ID` (default `default`).
     pub tenant_id: String,
-    /// `API_KEY`: when set, every app API call needs `Authorization: Bearer <API_KEY>`.
-    pub api_key: Option<String>,
+    /// `API_KEY` (default `local-dev-key`): every app API call needs
+    /// `Authorization: Bearer <API_KEY>`.
+    pub api_key: String,
+    /// `APP_WEBHOOK_SECRET`: HMAC secret of `POST /webhooks/app` (unset: that route answers 401).
+    pub app_webhook_secret: Option<String>,
     /// `POLL_INTERVAL_SECS` (default 300): the reconcile/poll schedule.
     pub poll_interval: Duration,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
@@ -31,64 +38,19 @@ pub struct LocalConfig {
     /// `SIM_HUBSPOT_BURST_LIMIT`: the simulated HubSpot account's requests per 10 s (default 100).
     pub sim_hubspot_burst_limit: Option<u32>,
     pub hubspot: Option<HubSpotSettings>,
-}
-
-/// `HUBSPOT_*` settings; present when `HUBSPOT_ACCESS_TOKEN` or `HUBSPOT_REFRESH_TOKEN` is set.
-#[derive(Clone)]
-pub struct HubSpotSettings {
-    /// `HUBSPOT_API_BASE` (default https://api.hubapi.com).
-    pub api_base: String,
-    /// `HUBSPOT_ACCESS_TOKEN`: private-app token.
-    pub access_token: Option<String>,
-    /// `HUBSPOT_CLIENT_ID` + `HUBSPOT_REFRESH_TOKEN`: OAuth instead of a static token.
-    pub client_id: Option<String>,
-    pub refresh_token: Option<String>,
-    /// `HUBSPOT_CLIENT_SECRET`: verifies webhook signatures (and refreshes OAuth tokens).
-    pub client_secret: Option<String>,
-    /// `HUBSPOT_APP_ID`: recognises our own writes in webhooks.
-    pub app_id: Option<u64>,
-    /// `HUBSPOT_PORTAL_ID`: maps webhooks to the local tenant.
-    pub portal_id: u64,
-    /// `HUBSPOT_BURST_LIMIT`: requests per 10 s (default 100; 190 on Professional).
-    pub burst_limit: u32,
-}
-
-fn parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
-    match var(name) {
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("{name}={v} is not valid")),
-        None => Ok(None),
-    }
-}
-
-impl HubSpotSettings {
-    fn from_env() -> anyhow::Result<Option<Self>> {
-        let access_token = var("HUBSPOT_ACCESS_TOKEN");
-        let refresh_token = var("HUBSPOT_REFRESH_TOKEN");
-        if access_token.is_none() && refresh_token.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            api_base: var("HUBSPOT_API_BASE")
-                .unwrap_or_else(|| shared::crm::hubspot::DEFAULT_API_BASE.into()),
-            access_token,
-            client_id: var("HUBSPOT_CLIENT_ID"),
-            refresh_token,
-            client_secret: var("HUBSPOT_CLIENT_SECRET"),
-            app_id: parse("HUBSPOT_APP_ID")?,
-            portal_id: parse("HUBSPOT_PORTAL_ID")?.ok_or_else(|| {
-                anyhow::anyhow!("HUBSPOT_PORTAL_ID is required with HubSpot settings")
-            })?,
-            burst_limit: parse("HUBSPOT_BURST_LIMIT")?.unwrap_or(100),
-        }))
-    }
+    /// `PIPEDRIVE_WEBHOOK_USER` / `PIPEDRIVE_WEBHOOK_PASSWORD`: the HTTP Basic credentials
+    /// Pipedrive sends with every webhook (also used with the simulator; defaults there).
+    pub pipedrive_webhook_user: Option<String>,
+    pub pipedrive_webhook_password: Option<String>,
+    pub pipedrive: Option<PipedriveSettings>,
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    settings::var(name)
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str) -> anyhow::Result<Option<T>> {
+    Ok(settings::parse(name)?)
 }
 
 impl LocalConfig {
@@ -115,7 +77,8 @@ impl LocalConfig {
                 .unwrap_or_else(|| ".contact-sync".into())
                 .into(),
             tenant_id: var("TENANT_ID").unwrap_or_else(|| "default".into()),
-            api_key: var("API_KEY"),
+            api_key: var("API_KEY").unwrap_or_else(|| DEFAULT_API_KEY.into()),
+            app_webhook_secret: var("APP_WEBHOOK_SECRET"),
             poll_interval: Duration::from_secs(poll),
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator: match var("CRM_SIMULATOR").as_deref() {
@@ -126,6 +89,9 @@ impl LocalConfig {
             sim_port: parse("SIM_PORT")?,
             sim_hubspot_burst_limit: parse("SIM_HUBSPOT_BURST_LIMIT")?,
             hubspot: HubSpotSettings::from_env()?,
+            pipedrive_webhook_user: var("PIPEDRIVE_WEBHOOK_USER"),
+            pipedrive_webhook_password: var("PIPEDRIVE_WEBHOOK_PASSWORD"),
+            pipedrive: PipedriveSettings::from_env()?,
         })
     }
 }

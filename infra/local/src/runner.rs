@@ -7,16 +7,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::adapters::embedded::EmbeddedStore;
-use shared::crm::hubspot::{HubSpotAuth, HubSpotClient, HubSpotClientConfig};
 use shared::http::{AppState, HttpSettings};
-use shared::ports::CrmClient;
 use shared::service::SyncService;
-use shared::tenant::{HubSpotTenant, TenantConfig, Tenants};
+use shared::settings::{self, HubSpotSettings, PipedriveSettings};
+use shared::tenant::{TenantConfig, Tenants};
 use shared::worker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{HubSpotSettings, LocalConfig};
+use crate::config::LocalConfig;
+
+/// OAuth access token of the simulated Pipedrive connection (the local runner connects to the
+/// simulator like a Marketplace app: Bearer auth, the OAuth burst limit of 80 per 2 s).
+const SIM_PIPEDRIVE_TOKEN: &str = "sim-pipedrive-oauth-token";
+/// Webhook Basic auth credentials with the simulator, unless `PIPEDRIVE_WEBHOOK_*` are set.
+const SIM_PIPEDRIVE_WEBHOOK_USER: &str = "contact-sync";
+const SIM_PIPEDRIVE_WEBHOOK_PASSWORD: &str = "sim-pipedrive-webhook-password";
 
 pub struct Running {
     pub url: String,
@@ -53,27 +59,25 @@ fn simulated_hubspot(
     }
 }
 
-fn hubspot_client(s: &HubSpotSettings, http: &reqwest::Client) -> anyhow::Result<HubSpotClient> {
-    let auth = match (&s.access_token, &s.refresh_token) {
-        (Some(t), _) => HubSpotAuth::Token(t.clone()),
-        (None, Some(r)) => HubSpotAuth::OAuth {
-            client_id: s
-                .client_id
-                .clone()
-                .context("HUBSPOT_CLIENT_ID is required with HUBSPOT_REFRESH_TOKEN")?,
-            client_secret: s
-                .client_secret
-                .clone()
-                .context("HUBSPOT_CLIENT_SECRET is required with HUBSPOT_REFRESH_TOKEN")?,
-            refresh_token: r.clone(),
-        },
-        (None, None) => {
-            anyhow::bail!("HubSpot needs HUBSPOT_ACCESS_TOKEN or HUBSPOT_REFRESH_TOKEN")
-        }
-    };
-    let mut cfg = HubSpotClientConfig::new(s.api_base.clone(), auth);
-    cfg.burst_per_10s = s.burst_limit;
-    Ok(HubSpotClient::new(cfg, http.clone()))
+/// Pipedrive settings that point at the in-process simulator.
+fn simulated_pipedrive(
+    sim: &crm_sim::SimServer,
+    defaults: &crm_sim::pipedrive::PipedriveConfig,
+) -> PipedriveSettings {
+    PipedriveSettings {
+        api_base: sim.base_url(),
+        api_token: None,
+        access_token: Some(SIM_PIPEDRIVE_TOKEN.into()),
+        client_id: None,
+        client_secret: None,
+        refresh_token: None,
+        oauth_token_url: shared::crm::pipedrive::DEFAULT_OAUTH_TOKEN_URL.into(),
+        company_id: Some(defaults.company_id),
+        webhook_user: defaults.webhook_user.clone(),
+        webhook_password: defaults.webhook_password.clone(),
+        burst_limit: None,
+        daily_token_budget: defaults.daily_token_budget,
+    }
 }
 
 pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
@@ -96,12 +100,27 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     // CRMs without settings are served by the in-process simulator (unless CRM_SIMULATOR=off).
     let mut sim = None;
     let mut hubspot = config.hubspot.clone();
-    if config.simulator && hubspot.is_none() {
+    let mut pipedrive = config.pipedrive.clone();
+    if config.simulator && (hubspot.is_none() || pipedrive.is_none()) {
         let mut sim_cfg = crm_sim::SimConfig::default();
         sim_cfg.hubspot.webhook_url = Some(format!("{public_base}/webhooks/hubspot"));
         if let Some(limit) = config.sim_hubspot_burst_limit {
             sim_cfg.hubspot.burst_limit = Some(limit);
         }
+        sim_cfg.pipedrive.webhook_url = Some(format!("{public_base}/webhooks/pipedrive"));
+        sim_cfg.pipedrive.webhook_user = Some(
+            config
+                .pipedrive_webhook_user
+                .clone()
+                .unwrap_or_else(|| SIM_PIPEDRIVE_WEBHOOK_USER.into()),
+        );
+        sim_cfg.pipedrive.webhook_password = Some(
+            config
+                .pipedrive_webhook_password
+                .clone()
+                .unwrap_or_else(|| SIM_PIPEDRIVE_WEBHOOK_PASSWORD.into()),
+        );
+        sim_cfg.pipedrive.oauth_tokens = vec![SIM_PIPEDRIVE_TOKEN.into()];
         let sim_port = config.sim_port.unwrap_or(if local.port() == 0 {
             0
         } else {
@@ -111,32 +130,38 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         let server = crm_sim::start(sim_cfg.clone(), sim_addr)
             .await
             .with_context(|| format!("starting the CRM simulator on {sim_addr}"))?;
-        tracing::info!(url = %server.base_url(), "CRM simulator started (HubSpot)");
-        hubspot = Some(simulated_hubspot(&server, &sim_cfg.hubspot));
+        let simulated: Vec<&str> = [
+            hubspot.is_none().then_some("HubSpot"),
+            pipedrive.is_none().then_some("Pipedrive"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        tracing::info!(url = %server.base_url(), crms = ?simulated, "CRM simulator started");
+        if hubspot.is_none() {
+            hubspot = Some(simulated_hubspot(&server, &sim_cfg.hubspot));
+        }
+        if pipedrive.is_none() {
+            pipedrive = Some(simulated_pipedrive(&server, &sim_cfg.pipedrive));
+        }
         sim = Some(server);
     }
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .user_agent("contact-sync/0.1")
-        .build()?;
+    let http = settings::http_client();
     let mut tenant = TenantConfig::new(config.tenant_id.clone());
-    tenant.api_key = config.api_key.clone();
-    let mut clients: Vec<Arc<dyn CrmClient>> = Vec::new();
-    if let Some(hs) = &hubspot {
-        clients.push(Arc::new(hubspot_client(hs, &http)?));
-        tenant.hubspot = Some(HubSpotTenant {
-            portal_id: hs.portal_id,
-            app_id: hs.app_id,
-            access_token: None,
-            refresh_token: None,
-            client_id: None,
-            client_secret: hs.client_secret.clone(),
-        });
+    tenant.api_key = Some(config.api_key.clone());
+    tenant.app_webhook_secret = config.app_webhook_secret.clone();
+    if config.api_key == crate::config::DEFAULT_API_KEY {
+        tracing::info!(
+            "app API key: the default `{}` (set API_KEY to change it)",
+            crate::config::DEFAULT_API_KEY
+        );
     }
+    let setup = settings::tenant_setup(tenant, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
+    let tenant = setup.config;
     let tenant_id = tenant.id.clone();
     let mut tenants = Tenants::new();
-    tenants.add(tenant, clients);
+    tenants.add(tenant, setup.clients);
 
     let shared_store = Arc::new(store.clone());
     let service = SyncService::new(
@@ -156,10 +181,18 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         }
         Err(e) => tracing::warn!(error = %e, "could not check the pronouns fields"),
     }
+    let mut setup_tasks = Vec::new();
+    if let (Some(client), Some(pd)) = (setup.pipedrive, pipedrive.clone()) {
+        settings::prepare_pipedrive_job_title(&service, &tenant_id, &client).await;
+        // In the background: Pipedrive may call the URL while the webhook is registered.
+        let (tenant, base) = (tenant_id.clone(), public_base.clone());
+        setup_tasks.push(tokio::spawn(async move {
+            settings::register_pipedrive_webhook(&tenant, &client, &pd, &base).await;
+        }));
+    }
 
     let settings = HttpSettings {
-        open_tenant: config.api_key.is_none().then(|| tenant_id.clone()),
-        public_base_url: Some(public_base),
+        public_base_url: Some(public_base.clone()),
     };
     let state = AppState {
         service: service.clone(),
@@ -188,7 +221,10 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         url,
         sim_url: sim.as_ref().map(crm_sim::SimServer::base_url),
         stop: stop_tx,
-        tasks: vec![server, worker_task, schedule_task],
+        tasks: [server, worker_task, schedule_task]
+            .into_iter()
+            .chain(setup_tasks)
+            .collect(),
         _sim: sim,
     })
 }

@@ -22,7 +22,7 @@ fn find_by_email<'a>(contacts: &'a Value, email: &str) -> Option<&'a Value> {
 #[tokio::test]
 async fn app_to_hubspot_and_back_without_echo() {
     let dir = temp_dir("hubspot-flow");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let p = LocalProcess::start(&dir, &[]).await;
 
     // Pronouns setup creates the HubSpot property.
@@ -121,7 +121,7 @@ async fn app_to_hubspot_and_back_without_echo() {
 #[tokio::test]
 async fn bad_hubspot_webhooks_are_rejected_and_nothing_is_enqueued() {
     let dir = temp_dir("hubspot-bad-webhooks");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let p = LocalProcess::start(&dir, &[("POLL_INTERVAL_SECS", "3600")]).await;
     let url = format!("{}/webhooks/hubspot", p.url);
     let secret = "sim-hubspot-secret";
@@ -224,7 +224,7 @@ fn v3(secret: &str, url: &str, body: &str, ts: &str) -> String {
 #[tokio::test]
 async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     let dir = temp_dir("hubspot-backfill");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let n = 1000;
     {
         let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
@@ -258,7 +258,8 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
         }
     })
     .await;
-    assert_eq!(status["sync_now"]["backfilled"], n, "{status}");
+    // Both CRMs are connected (Pipedrive simulated too): each gets all n contacts.
+    assert_eq!(status["sync_now"]["backfilled"], 2 * n, "{status}");
     assert_eq!(status["sync_now"]["errors"], json!([]));
     assert_eq!(status["dlq_depth"], 0);
     let hubspot = &status["crms"][0];

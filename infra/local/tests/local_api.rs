@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn contact_survives_a_restart() {
     let dir = temp_dir("restart");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let r = http
         .post(format!("{}/contacts", p.url))
@@ -73,7 +73,7 @@ async fn expect_error(r: reqwest::Response, status: StatusCode) -> Value {
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors() {
     let dir = temp_dir("badinput");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let url = |path: &str| format!("{}{path}", p.url);
 
@@ -119,7 +119,7 @@ async fn bad_input_gets_clear_json_errors() {
     let huge = "x".repeat(2 * 1024 * 1024);
     // The server answers 413 without reading the rest and closes that connection: use a
     // client of its own so the pooled connection of `http` is not the one closed.
-    let too_big = reqwest::Client::new()
+    let too_big = common::http()
         .post(url("/contacts"))
         .header("content-type", "application/json")
         .body(format!(
@@ -187,7 +187,7 @@ async fn bad_input_gets_clear_json_errors() {
 #[tokio::test]
 async fn update_and_delete_round_trip() {
     let dir = temp_dir("crud");
-    let http = reqwest::Client::new();
+    let http = common::http();
     let p = LocalProcess::start(&dir, &[("CRM_SIMULATOR", "off")]).await;
     let c: Value = http
         .post(format!("{}/contacts", p.url))

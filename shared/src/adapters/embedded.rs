@@ -657,6 +657,25 @@ impl JobQueue for EmbeddedStore {
         Ok(())
     }
 
+    async fn enqueue_delayed(
+        &self,
+        event: &ChangeEvent,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let body = serde_json::to_string(event).map_err(qbackend)?;
+        self.db()
+            .execute(
+                "INSERT INTO jobs (tenant, body, visible_at) VALUES (?1, ?2, ?3)",
+                params![
+                    event.tenant.as_str(),
+                    body,
+                    now_ms() + delay.as_millis() as i64
+                ],
+            )
+            .map_err(qbackend)?;
+        Ok(())
+    }
+
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let now = now_ms();
         let mut db = self.db();

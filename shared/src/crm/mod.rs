@@ -3,3 +3,4 @@
 pub mod hubspot;
 pub mod memory;
 pub mod pacer;
+pub mod pipedrive;

@@ -135,29 +135,35 @@ impl ContactInput {
             phone: self.phone,
             job_title: self.job_title,
             pronouns: self.pronouns,
-        }
-        .normalized();
-        let Some(email) = fields.email.as_deref() else {
-            return Err(ApiError::bad_request("email is required"));
         };
-        if !valid_email(email) {
+        Ok((validate_fields(fields)?, self.version))
+    }
+}
+
+/// Normalises and validates contact fields from outside: email required and well-formed,
+/// values at most 256 characters.
+pub(crate) fn validate_fields(fields: ContactFields) -> Result<ContactFields, ApiError> {
+    let fields = fields.normalized();
+    let Some(email) = fields.email.as_deref() else {
+        return Err(ApiError::bad_request("email is required"));
+    };
+    if !valid_email(email) {
+        return Err(ApiError::bad_request(format!(
+            "email {email:?} is not a valid address"
+        )));
+    }
+    for f in crate::domain::Field::ALL {
+        if fields
+            .get(f)
+            .is_some_and(|v| v.chars().count() > MAX_FIELD_LEN)
+        {
             return Err(ApiError::bad_request(format!(
-                "email {email:?} is not a valid address"
+                "{} is longer than {MAX_FIELD_LEN} characters",
+                f.as_str()
             )));
         }
-        for f in crate::domain::Field::ALL {
-            if fields
-                .get(f)
-                .is_some_and(|v| v.chars().count() > MAX_FIELD_LEN)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "{} is longer than {MAX_FIELD_LEN} characters",
-                    f.as_str()
-                )));
-            }
-        }
-        Ok((fields, self.version))
     }
+    Ok(fields)
 }
 
 fn valid_email(email: &str) -> bool {

@@ -1,7 +1,9 @@
 //! The HTTP routes, shared by the Lambda functions (through lambda_http) and the local runner.
 
+mod app_webhook;
 mod contacts;
 mod errors;
+mod pipedrive_webhook;
 mod setup;
 mod status;
 pub mod webhooks;
@@ -25,9 +27,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Deployment-level HTTP settings.
 #[derive(Debug, Clone, Default)]
 pub struct HttpSettings {
-    /// Local single-tenant mode: requests without an API key act for this tenant. `None` in
-    /// deployments, where every app API call needs a tenant's key.
-    pub open_tenant: Option<TenantId>,
     /// Public base URL the CRMs call (e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`);
     /// HubSpot v3 signatures cover the full URL.
     pub public_base_url: Option<String>,
@@ -56,34 +55,28 @@ impl FromRequestParts<AppState> for Tenant {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match header {
-            Some(value) => {
-                let key = value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-                    .ok_or_else(|| {
-                        ApiError::unauthorized("use an Authorization: Bearer <API key> header")
-                    })?;
-                state
-                    .service
-                    .tenants
-                    .by_api_key(key.trim())
-                    .map(|t| Tenant(t.id.clone()))
-                    .ok_or_else(|| ApiError::unauthorized("unknown API key"))
-            }
-            None => state
-                .settings
-                .open_tenant
-                .clone()
-                .map(Tenant)
-                .ok_or_else(|| ApiError::unauthorized("missing API key")),
-        }
+        let value = header.ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send Authorization: Bearer <API key>")
+        })?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("use an Authorization: Bearer <API key> header")
+            })?;
+        state
+            .service
+            .tenants
+            .by_api_key(key.trim())
+            .map(|t| Tenant(t.id.clone()))
+            .ok_or_else(|| ApiError::unauthorized("unknown API key"))
     }
 }
 
-/// The app-facing API.
-pub fn router(state: AppState) -> Router {
+/// The app-facing routes.
+fn api_routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(dashboard))
         .route("/contacts", get(contacts::list).post(contacts::create))
         .route(
             "/contacts/{id}",
@@ -93,15 +86,48 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sync/status", get(status::sync_status))
         .route("/sync", post(status::sync_now))
-        .route("/health", get(health))
+        .route("/dlq/replay", post(status::replay_dlq))
+        .route("/conflicts", get(status::conflicts))
         .route("/setup/pronouns-fields", post(setup::create_fields))
         .route("/setup/pronouns-status", get(setup::status))
+}
+
+/// The webhook receivers: verify, enqueue, answer fast.
+fn webhook_routes() -> Router<AppState> {
+    Router::new()
         .route("/webhooks/hubspot", post(webhooks::hubspot))
+        .route("/webhooks/pipedrive", post(pipedrive_webhook::pipedrive))
+        .route("/webhooks/app", post(app_webhook::app))
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .route("/health", get(health))
         .fallback(errors::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+/// The `api` function's router.
+pub fn api_router(state: AppState) -> Router {
+    finish(api_routes(), state)
+}
+
+/// The `webhook-ingest` function's router.
+pub fn webhook_router(state: AppState) -> Router {
+    finish(webhook_routes(), state)
+}
+
+/// Every route (the local runner serves them all on one port).
+pub fn router(state: AppState) -> Router {
+    finish(api_routes().merge(webhook_routes()), state)
+}
+
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The dashboard page: static HTML + JavaScript over the JSON API; it asks for the API key.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }

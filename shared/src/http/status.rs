@@ -26,6 +26,8 @@ pub struct CrmStatus {
     pub quota: String,
     pub paused_until: Option<DateTime<Utc>>,
     pub pronouns_field: bool,
+    /// Why some data does not reach this CRM (e.g. the pronouns field is missing).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +71,11 @@ pub async fn sync_status(
                 .count()
         };
         let paused = stats.paused_until.filter(|u| *u > Utc::now());
+        let pronouns_field = svc
+            .state
+            .field_key(&tenant, provider, PRONOUNS)
+            .await?
+            .is_some();
         crms.push(CrmStatus {
             provider,
             last_sync_at: stats.last_sync_at,
@@ -81,11 +88,12 @@ pub async fn sync_status(
             last_error_at: stats.last_error_at,
             quota: if paused.is_some() { "paused" } else { "ok" }.into(),
             paused_until: paused,
-            pronouns_field: svc
-                .state
-                .field_key(&tenant, provider, PRONOUNS)
-                .await?
-                .is_some(),
+            pronouns_field,
+            warnings: if pronouns_field {
+                Vec::new()
+            } else {
+                vec![crate::engine::pronouns_warning(provider)]
+            },
         });
     }
     Ok(Json(SyncStatus {
@@ -95,4 +103,34 @@ pub async fn sync_status(
         tenant,
         crms,
     }))
+}
+
+/// `POST /dlq/replay`: moves the tenant's dead-lettered sync jobs back to the sync queue.
+pub async fn replay_dlq(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let moved = state.queue.replay_dlq(&tenant).await?;
+    tracing::info!(%tenant, moved, "DLQ replayed");
+    Ok(Json(serde_json::json!({"moved": moved})))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ConflictQuery {
+    pub limit: Option<usize>,
+}
+
+/// `GET /conflicts?limit=`: the conflict log, newest first, with both values and the winner.
+pub async fn conflicts(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Result<axum::extract::Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let items = state.service.state.conflicts(&tenant, limit).await?;
+    Ok(Json(serde_json::json!({ "items": items })))
 }

@@ -29,6 +29,22 @@ where
     }
 }
 
+/// The local tenant's default API key (`API_KEY` unset).
+pub const API_KEY: &str = "local-dev-key";
+
+/// An HTTP client that sends the local tenant's API key on every request.
+pub fn http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {API_KEY}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,0 +1,9 @@
+//! AWS adapters: DynamoDB for the stores, SQS for the job queue.
+
+pub mod dynamo;
+pub mod sqs;
+
+/// Renders an SDK error with its full context (service code and message).
+pub(crate) fn sdk_message<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}

@@ -1,0 +1,311 @@
+//! Pipedrive webhooks v2 payloads → ChangeEvents. Pure: Basic auth and I/O live in `http`.
+//!
+//! A payload is `{"meta": {...}, "data": <person or null>, "previous": <object or null>}`, one
+//! event per request. Only `meta` matters here: events are triggers, the worker re-reads the
+//! person. A merge arrives as two events, a `delete` with `merged_to_id` and a `change` with
+//! `merged_from_id`; both map to the same [`ChangeKind::Merge`] on the survivor, so the link is
+//! re-keyed whichever arrives first.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::mapping::{parse_id, parse_time};
+use crate::domain::{ChangeEvent, ChangeKind, Origin, TenantId};
+
+/// `meta` of a webhooks v2 payload. Ids are strings in v2 (numbers accepted too).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Meta {
+    pub action: String,
+    pub entity: String,
+    pub company_id: Value,
+    pub entity_id: Value,
+    /// Event id (UUID): the idempotency key; the same on every delivery attempt.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<Value>,
+    /// `app` (web app) or `api`.
+    #[serde(default)]
+    pub change_source: Option<String>,
+    #[serde(default)]
+    pub merged_to_id: Option<Value>,
+    #[serde(default)]
+    pub merged_from_id: Option<Value>,
+    #[serde(default)]
+    pub timestamp: Option<Value>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub webhook_id: Option<Value>,
+    #[serde(default)]
+    pub attempt: Option<u32>,
+}
+
+/// One webhooks v2 delivery.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipedriveWebhook {
+    pub meta: Meta,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub previous: Option<Value>,
+}
+
+/// Why a payload is not a webhooks v2 event we can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("not a Pipedrive webhooks v2 payload: {0}")]
+    Malformed(String),
+    #[error("webhooks v{0} payloads are not supported; register webhooks with version 2.0")]
+    Version(String),
+    #[error("meta.company_id is not a company id")]
+    Company,
+}
+
+impl PipedriveWebhook {
+    /// Parses a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        let hook: PipedriveWebhook =
+            serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        if let Some(v) = hook.meta.version.as_deref()
+            && !v.starts_with('2')
+        {
+            return Err(PayloadError::Version(v.to_string()));
+        }
+        hook.company_id().ok_or(PayloadError::Company)?;
+        Ok(hook)
+    }
+
+    pub fn company_id(&self) -> Option<u64> {
+        parse_id(&self.meta.company_id)
+    }
+
+    fn user_id(&self) -> Option<u64> {
+        self.meta.user_id.as_ref().and_then(parse_id)
+    }
+
+    /// Our own write (echo): made through the API by our integration user.
+    pub fn is_own_write(&self, our_user_id: Option<u64>) -> bool {
+        let Some(ours) = our_user_id else {
+            return false;
+        };
+        self.meta.change_source.as_deref() == Some("api") && self.user_id() == Some(ours)
+    }
+
+    /// Dedupe key: the event id (`meta.id`), which retries repeat. Without one, a hash of what
+    /// identifies the event.
+    pub fn dedupe_key(&self) -> String {
+        if let Some(id) = self.meta.id.as_deref().filter(|s| !s.trim().is_empty()) {
+            return format!("pipedrive#{}", id.trim());
+        }
+        let mut h = Sha256::new();
+        for part in [
+            self.meta.company_id.to_string(),
+            self.meta.entity.clone(),
+            self.meta.entity_id.to_string(),
+            self.meta.action.clone(),
+            self.meta
+                .timestamp
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            self.meta.correlation_id.clone().unwrap_or_default(),
+            self.meta
+                .webhook_id
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("pipedrive#{}", hex::encode(h.finalize()))
+    }
+
+    /// `meta.timestamp`: an ISO string, or epoch seconds (or milliseconds) as a number.
+    fn occurred(&self) -> DateTime<Utc> {
+        let t = match &self.meta.timestamp {
+            Some(v @ Value::String(s)) => parse_time(v).or_else(|| epoch(s.trim().parse().ok())),
+            Some(Value::Number(n)) => epoch(n.as_i64()),
+            _ => None,
+        };
+        t.unwrap_or_else(Utc::now)
+    }
+
+    /// The trigger this event stands for; `None` for other entities or unknown actions.
+    pub fn to_change(&self, tenant: &TenantId) -> Option<ChangeEvent> {
+        if self.meta.entity != "person" {
+            return None;
+        }
+        let id = parse_id(&self.meta.entity_id)?.to_string();
+        let merged_to = self.meta.merged_to_id.as_ref().and_then(parse_id);
+        let merged_from = self.meta.merged_from_id.as_ref().and_then(parse_id);
+        let (record, kind) = match (self.meta.action.as_str(), merged_to, merged_from) {
+            // The merged-away person is deleted: re-key to the survivor.
+            ("delete", Some(to), _) if to.to_string() != id => (
+                to.to_string(),
+                ChangeKind::Merge {
+                    merged_ids: vec![id],
+                },
+            ),
+            ("delete", _, _) => (id, ChangeKind::Delete),
+            ("change", _, Some(from)) if from.to_string() != id => (
+                id,
+                ChangeKind::Merge {
+                    merged_ids: vec![from.to_string()],
+                },
+            ),
+            ("create" | "change", _, _) => (id, ChangeKind::Upsert),
+            _ => return None,
+        };
+        Some(ChangeEvent {
+            tenant: tenant.clone(),
+            origin: Origin::Pipedrive,
+            record_id: record,
+            kind,
+            occurred_at: self.occurred(),
+            provenance: Some(format!(
+                "{}:{}",
+                self.meta.change_source.as_deref().unwrap_or("?"),
+                self.user_id()
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "?".into())
+            )),
+            event_id: self.meta.id.clone(),
+        })
+    }
+}
+
+fn epoch(n: Option<i64>) -> Option<DateTime<Utc>> {
+    let n = n?;
+    if n > 100_000_000_000 {
+        Utc.timestamp_millis_opt(n).single()
+    } else {
+        Utc.timestamp_opt(n, 0).single()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn payload(meta: Value) -> Vec<u8> {
+        let mut m = json!({
+            "action": "change", "entity": "person", "company_id": "8087566",
+            "correlation_id": "43cb94f3-bbbd-406c-ae19-ddeec349d896", "entity_id": "8",
+            "id": "7c812ffd-8f50-45ea-a597-b8fcba2da9c0", "is_bulk_edit": false,
+            "timestamp": "2025-06-02T10:18:35.616Z", "type": "general", "user_id": "12415231",
+            "version": "2.0", "webhook_id": "4710827", "webhook_owner_id": "12094821",
+            "change_source": "api", "attempt": 1, "host": "acme.pipedrive.com",
+            "permitted_user_ids": ["12415231"]
+        });
+        for (k, v) in meta.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        json!({"meta": m, "data": {"id": 8, "emails": [], "custom_fields": {}}, "previous": {}})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn t() -> TenantId {
+        TenantId::new("t")
+    }
+
+    #[test]
+    fn the_documented_change_maps_to_an_upsert() {
+        let h = PipedriveWebhook::parse(&payload(json!({}))).unwrap();
+        assert_eq!(h.company_id(), Some(8087566));
+        let c = h.to_change(&t()).unwrap();
+        assert_eq!(c.record_id, "8");
+        assert_eq!(c.kind, ChangeKind::Upsert);
+        assert_eq!(c.origin, Origin::Pipedrive);
+        assert_eq!(c.occurred_at.timestamp_millis(), 1_748_859_515_616);
+        assert_eq!(c.provenance.as_deref(), Some("api:12415231"));
+        assert_eq!(
+            h.dedupe_key(),
+            "pipedrive#7c812ffd-8f50-45ea-a597-b8fcba2da9c0"
+        );
+    }
+
+    #[test]
+    fn own_writes_are_api_changes_by_our_user() {
+        let h = PipedriveWebhook::parse(&payload(json!({}))).unwrap();
+        assert!(h.is_own_write(Some(12415231)));
+        assert!(!h.is_own_write(Some(1)));
+        assert!(!h.is_own_write(None));
+        let ui = PipedriveWebhook::parse(&payload(json!({"change_source": "app"}))).unwrap();
+        assert!(!ui.is_own_write(Some(12415231)));
+    }
+
+    #[test]
+    fn merge_pair_maps_to_one_rekey_whatever_the_order() {
+        let gone = PipedriveWebhook::parse(&payload(
+            json!({"action": "delete", "entity_id": "9", "merged_to_id": "8"}),
+        ))
+        .unwrap();
+        let survivor = PipedriveWebhook::parse(&payload(
+            json!({"action": "change", "entity_id": "8", "merged_from_id": "9"}),
+        ))
+        .unwrap();
+        let expected = ChangeKind::Merge {
+            merged_ids: vec!["9".into()],
+        };
+        for h in [gone, survivor] {
+            let c = h.to_change(&t()).unwrap();
+            assert_eq!(c.record_id, "8");
+            assert_eq!(c.kind, expected);
+        }
+    }
+
+    #[test]
+    fn deletes_creates_and_other_entities() {
+        let del = PipedriveWebhook::parse(&payload(json!({"action": "delete", "entity_id": 12})))
+            .unwrap();
+        assert_eq!(del.to_change(&t()).unwrap().kind, ChangeKind::Delete);
+        let create = PipedriveWebhook::parse(&payload(
+            json!({"action": "create", "timestamp": 1669304389}),
+        ))
+        .unwrap();
+        let c = create.to_change(&t()).unwrap();
+        assert_eq!(c.kind, ChangeKind::Upsert);
+        assert_eq!(c.occurred_at.timestamp(), 1669304389);
+        let deal = PipedriveWebhook::parse(&payload(json!({"entity": "deal"}))).unwrap();
+        assert!(deal.to_change(&t()).is_none());
+        let odd = PipedriveWebhook::parse(&payload(json!({"entity_id": "x"}))).unwrap();
+        assert!(odd.to_change(&t()).is_none());
+    }
+
+    #[test]
+    fn malformed_and_unsupported_payloads_are_rejected() {
+        assert!(matches!(
+            PipedriveWebhook::parse(b"{\"meta\": "),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            PipedriveWebhook::parse(br#"{"meta": {"action": "change"}}"#),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert_eq!(
+            PipedriveWebhook::parse(&payload(json!({"version": "1.0"}))).unwrap_err(),
+            PayloadError::Version("1.0".into())
+        );
+        assert_eq!(
+            PipedriveWebhook::parse(&payload(json!({"company_id": "acme"}))).unwrap_err(),
+            PayloadError::Company
+        );
+    }
+
+    #[test]
+    fn events_without_id_still_get_a_stable_key() {
+        let a = PipedriveWebhook::parse(&payload(json!({"id": null}))).unwrap();
+        let b = PipedriveWebhook::parse(&payload(json!({"id": null, "attempt": 2}))).unwrap();
+        assert_eq!(a.dedupe_key(), b.dedupe_key(), "retries share the key");
+        let c = PipedriveWebhook::parse(&payload(json!({"id": null, "entity_id": "9"}))).unwrap();
+        assert_ne!(a.dedupe_key(), c.dedupe_key());
+    }
+}

@@ -1,0 +1,190 @@
+//! `POST /webhooks/app`: an external app pushes its contact changes, signed with
+//! `X-Webhook-Signature: hex(HMAC-SHA256(tenant secret, raw body))`. The tenant is named by
+//! `X-Contact-Sync-Tenant`. Verified in constant time before anything is parsed or stored.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::contacts::validate_fields;
+use super::errors::ApiError;
+use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, TenantId};
+use crate::error::StoreError;
+use crate::signature::verify_app_webhook;
+
+/// At most this many changes per request.
+pub const MAX_APP_EVENTS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppContact {
+    /// The app's id for the contact (kept as our id); without it the email matches.
+    id: Option<String>,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    job_title: Option<String>,
+    pronouns: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum AppEvent {
+    Upsert { contact: AppContact },
+    Delete { id: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppBatch {
+    events: Vec<AppEvent>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+pub async fn app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let tenant_name = headers
+        .get("x-contact-sync-tenant")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("X-Contact-Sync-Tenant header missing"))?;
+    let tenant = state
+        .service
+        .tenants
+        .get(&TenantId::new(tenant_name))
+        .ok_or_else(|| ApiError::not_found(format!("unknown tenant {tenant_name}")))?;
+    let secret = tenant.app_webhook_secret.as_deref().ok_or_else(|| {
+        ApiError::unauthorized("no app webhook secret is configured for this tenant")
+    })?;
+    let signature = headers
+        .get("x-webhook-signature")
+        .and_then(|v| v.to_str().ok());
+    verify_app_webhook(secret, signature, &body)
+        .map_err(|e| ApiError::unauthorized(format!("webhook signature rejected: {e}")))?;
+    let batch: AppBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid app webhook body: {e}")))?;
+    if batch.events.len() > MAX_APP_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_APP_EVENTS} events per request"
+        )));
+    }
+    let tenant_id = tenant.id.clone();
+    // Validate everything first: a bad event rejects the request and nothing is stored.
+    let mut changes = Vec::with_capacity(batch.events.len());
+    for e in batch.events {
+        match e {
+            AppEvent::Upsert { contact } => {
+                if let Some(id) = &contact.id
+                    && !valid_id(id)
+                {
+                    return Err(ApiError::bad_request(format!("invalid contact id {id:?}")));
+                }
+                let fields = validate_fields(ContactFields {
+                    email: contact.email,
+                    first_name: contact.first_name,
+                    last_name: contact.last_name,
+                    phone: contact.phone,
+                    job_title: contact.job_title,
+                    pronouns: contact.pronouns,
+                })?;
+                changes.push((contact.id, Some(fields)));
+            }
+            AppEvent::Delete { id } => changes.push((Some(id), None)),
+        }
+    }
+    let mut events = Vec::with_capacity(changes.len());
+    for (id, fields) in changes {
+        if let Some(id) = apply(&state, &tenant_id, id, fields).await? {
+            events.push(ChangeEvent::new(
+                tenant_id.clone(),
+                Origin::App,
+                id,
+                ChangeKind::Upsert,
+            ));
+        }
+    }
+    state.queue.enqueue(&events).await?;
+    tracing::info!(tenant = %tenant_id, accepted = events.len(), "app webhook");
+    Ok(Json(json!({"accepted": events.len()})))
+}
+
+/// Stores one change; returns the contact id to sync (None when there was nothing to do).
+async fn apply(
+    state: &AppState,
+    tenant: &TenantId,
+    id: Option<String>,
+    fields: Option<ContactFields>,
+) -> Result<Option<String>, ApiError> {
+    let contacts = &state.service.contacts;
+    let existing = match (&id, &fields) {
+        (Some(id), _) => contacts.get(tenant, id).await?,
+        (None, Some(f)) => {
+            contacts
+                .find_by_email(tenant, f.email.as_deref().unwrap_or_default())
+                .await?
+        }
+        (None, None) => None,
+    };
+    let now = Utc::now();
+    match (existing, fields) {
+        (Some(mut c), Some(f)) => {
+            if c.fields == f && !c.deleted {
+                return Ok(None);
+            }
+            c.fields = f;
+            c.deleted = false;
+            c.last_app_modified = now;
+            let id = c.id.clone();
+            contacts.update(&c).await.map_err(conflict_is_retryable)?;
+            Ok(Some(id))
+        }
+        (None, Some(f)) => {
+            let c = Contact {
+                tenant: tenant.clone(),
+                id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                fields: f,
+                version: 0,
+                created_at: now,
+                last_app_modified: now,
+                deleted: false,
+            };
+            let stored = contacts.insert(&c).await?;
+            Ok(Some(stored.id))
+        }
+        (Some(mut c), None) if !c.deleted => {
+            c.deleted = true;
+            c.last_app_modified = now;
+            let id = c.id.clone();
+            contacts.update(&c).await.map_err(conflict_is_retryable)?;
+            Ok(Some(id))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A lost race on the contact: the sender retries (503), nothing half-applied is acknowledged.
+fn conflict_is_retryable(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) => {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "retry", m)
+        }
+        other => other.into(),
+    }
+}

@@ -1,0 +1,94 @@
+//! `POST /webhooks/pipedrive`: webhooks v2 deliveries. Checks HTTP Basic auth (constant time),
+//! maps the company to the tenant, drops our own writes and repeated deliveries, enqueues one
+//! trigger and answers at once. Nothing is enqueued for a request that fails any check.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::errors::ApiError;
+use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
+use crate::domain::TenantId;
+use crate::signature::verify_basic_auth;
+
+/// How long a webhook event id is remembered (Pipedrive retries within minutes).
+const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Tenants whose webhook credentials the `Authorization` header carries.
+fn authenticated_tenants(state: &AppState, header: &str) -> Vec<TenantId> {
+    state
+        .service
+        .tenants
+        .all()
+        .filter(|t| {
+            t.pipedrive.as_ref().is_some_and(|p| {
+                match (p.webhook_user.as_deref(), p.webhook_password.as_deref()) {
+                    (Some(u), Some(pw)) => verify_basic_auth(Some(header), u, pw).is_ok(),
+                    _ => false,
+                }
+            })
+        })
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// `POST /webhooks/pipedrive`
+pub async fn pipedrive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    // Credentials first: an unauthenticated caller learns nothing about companies.
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("HTTP Basic auth required"))?;
+    let allowed = authenticated_tenants(&state, auth);
+    if allowed.is_empty() {
+        return Err(ApiError::unauthorized("webhook credentials rejected"));
+    }
+    let hook = PipedriveWebhook::parse(&body).map_err(|e| match e {
+        PayloadError::Malformed(_) | PayloadError::Version(_) | PayloadError::Company => {
+            ApiError::bad_request(e.to_string())
+        }
+    })?;
+    let company = hook.company_id().unwrap_or_default();
+    let tenant = state
+        .service
+        .tenants
+        .by_pipedrive_company(company)
+        .ok_or_else(|| ApiError::not_found(format!("no tenant for Pipedrive company {company}")))?;
+    if !allowed.contains(&tenant.id) {
+        return Err(ApiError::unauthorized("webhook credentials rejected"));
+    }
+    let tenant_id = tenant.id.clone();
+    let our_user = tenant.pipedrive.as_ref().and_then(|p| p.api_user_id);
+    let action = hook.meta.action.as_str();
+    if hook.is_own_write(our_user) {
+        tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: our own write, dropped");
+        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
+    }
+    let Some(change) = hook.to_change(&tenant_id) else {
+        tracing::debug!(tenant = %tenant_id, entity = %hook.meta.entity, action, "Pipedrive webhook ignored");
+        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
+    };
+    if !state
+        .service
+        .state
+        .first_sighting(&tenant_id, &hook.dedupe_key(), DEDUPE_TTL)
+        .await?
+    {
+        tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: repeated delivery, dropped");
+        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
+    }
+    state.queue.enqueue(std::slice::from_ref(&change)).await?;
+    tracing::info!(tenant = %tenant_id, action, record = %change.record_id, attempt = ?hook.meta.attempt, "Pipedrive webhook");
+    Ok(Json(json!({"accepted": 1, "dropped": 0})))
+}

@@ -1,0 +1,508 @@
+//! Every DynamoDB and SQS adapter operation against moto server, with the real AWS SDK clients.
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use chrono::Utc;
+use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
+use shared::adapters::aws::sqs::SqsQueue;
+use shared::crm::memory::MemoryCrm;
+use shared::error::StoreError;
+use shared::ports::{ContactStore, FailOutcome, JobQueue, LinkStore, SyncState};
+use shared::service::SyncService;
+use shared::tenant::{TenantConfig, Tenants};
+use shared::{
+    ChangeEvent, ChangeKind, ConflictRecord, Contact, ContactFields, ContactLink, LinkStatus,
+    Origin, Provider, TenantId,
+};
+
+fn tenant() -> TenantId {
+    TenantId::new("acme")
+}
+
+async fn store() -> DynamoStore {
+    let cfg = common::moto::sdk_config().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let s = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        TableNames::with_prefix(&prefix),
+    );
+    s.create_tables().await.unwrap();
+    s
+}
+
+fn contact(id: &str, email: &str) -> Contact {
+    let now = Utc::now();
+    Contact {
+        tenant: tenant(),
+        id: id.into(),
+        fields: ContactFields {
+            email: Some(email.into()),
+            first_name: Some("First".into()),
+            ..Default::default()
+        },
+        version: 0,
+        created_at: now,
+        last_app_modified: now,
+        deleted: false,
+    }
+}
+
+fn link(contact_id: &str, provider: Provider, external_id: &str) -> ContactLink {
+    ContactLink {
+        tenant: tenant(),
+        contact_id: contact_id.into(),
+        provider,
+        external_id: external_id.into(),
+        last_synced_at: Some(Utc::now()),
+        status: LinkStatus::Synced,
+        last_error: None,
+        crm_last_modified: None,
+        base: ContactFields {
+            email: Some("x@y.io".into()),
+            ..Default::default()
+        },
+        base_hash: "h".into(),
+        warnings: vec![],
+        version: 0,
+    }
+}
+
+#[tokio::test]
+async fn contacts_with_unique_emails_and_versions() {
+    let s = store().await;
+    let c = s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    assert_eq!(c.version, 1);
+    assert_eq!(s.get(&tenant(), "c1").await.unwrap().unwrap(), c);
+    assert!(
+        s.get(&TenantId::new("other"), "c1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_by_email(&tenant(), "A@x.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "c1"
+    );
+    assert!(matches!(
+        s.insert(&contact("c2", "a@x.io")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert!(matches!(
+        s.insert(&contact("c1", "z@x.io")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+
+    // Email change moves the unique marker; the old email is free again.
+    let mut moved = c.clone();
+    moved.fields.email = Some("b@x.io".into());
+    let moved = s.update(&moved).await.unwrap();
+    assert_eq!(moved.version, 2);
+    assert!(
+        s.find_by_email(&tenant(), "a@x.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_by_email(&tenant(), "b@x.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "c1"
+    );
+    s.insert(&contact("c2", "a@x.io")).await.unwrap();
+    // Taking an email in use is refused.
+    let mut steal = s.get(&tenant(), "c2").await.unwrap().unwrap();
+    steal.fields.email = Some("b@x.io".into());
+    assert!(matches!(
+        s.update(&steal).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // A stale version loses.
+    assert!(matches!(s.update(&c).await, Err(StoreError::Conflict(_))));
+    // Deleting frees the email and hides the contact from lists.
+    let mut gone = s.get(&tenant(), "c1").await.unwrap().unwrap();
+    gone.deleted = true;
+    s.update(&gone).await.unwrap();
+    assert!(
+        s.find_by_email(&tenant(), "b@x.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let page = s.list(&tenant(), None, 10).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c2"]
+    );
+}
+
+#[tokio::test]
+async fn list_pages_through_contacts() {
+    let s = store().await;
+    for i in 0..7 {
+        s.insert(&contact(&format!("c{i}"), &format!("{i}@x.io")))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list(&tenant(), after.as_deref(), 3).await.unwrap();
+        seen.extend(page.items.into_iter().map(|c| c.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+}
+
+/// Two writers race on one contact with read-modify-write and retry: no update is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_write_race_loses_no_update() {
+    let s = store().await;
+    s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    let per_writer = 15;
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..per_writer {
+                loop {
+                    let mut c = s.get(&tenant(), "c1").await.unwrap().unwrap();
+                    let n: u64 = c
+                        .fields
+                        .job_title
+                        .as_deref()
+                        .unwrap_or("0")
+                        .parse()
+                        .unwrap();
+                    c.fields.job_title = Some((n + 1).to_string());
+                    match s.update(&c).await {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict(_)) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.unwrap();
+    }
+    let c = s.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c.fields.job_title.as_deref(), Some("30"), "no lost update");
+    assert_eq!(c.version, 31);
+    println!("lost races retried: {conflicts}");
+}
+
+#[tokio::test]
+async fn links_conditional_and_by_contact_index() {
+    let s = store().await;
+    let l = s
+        .put_link(&link("c1", Provider::HubSpot, "101"))
+        .await
+        .unwrap();
+    assert_eq!(l.version, 1);
+    assert!(matches!(
+        s.put_link(&link("c1", Provider::HubSpot, "101")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let l2 = s.put_link(&l).await.unwrap();
+    assert!(matches!(s.put_link(&l).await, Err(StoreError::Conflict(_))));
+    s.put_link(&link("c1", Provider::Pipedrive, "7"))
+        .await
+        .unwrap();
+    s.put_link(&link("c2", Provider::Pipedrive, "8"))
+        .await
+        .unwrap();
+    assert_eq!(s.links_for_contact(&tenant(), "c1").await.unwrap().len(), 2);
+    assert_eq!(s.links_for_tenant(&tenant()).await.unwrap().len(), 3);
+    let got = s
+        .get_link(&tenant(), Provider::HubSpot, "101")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, l2);
+    assert!(
+        s.get_link(&TenantId::new("x"), Provider::HubSpot, "101")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.delete_link(&tenant(), Provider::HubSpot, "101", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_link(&tenant(), Provider::HubSpot, "101", 2)
+        .await
+        .unwrap();
+    assert_eq!(s.links_for_contact(&tenant(), "c1").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sync_state_operations() {
+    let s = store().await;
+    let t = tenant();
+    assert_eq!(s.cursor(&t, "poll#pipedrive").await.unwrap(), None);
+    s.set_cursor(&t, "poll#pipedrive", "2026-11-27T10:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor(&t, "poll#pipedrive").await.unwrap().as_deref(),
+        Some("2026-11-27T10:00:00Z")
+    );
+    s.record_outcome(&t, Provider::HubSpot, Ok(()), 1)
+        .await
+        .unwrap();
+    s.record_outcome(&t, Provider::HubSpot, Err("down".into()), 0)
+        .await
+        .unwrap();
+    let until = Utc::now() + chrono::Duration::hours(1);
+    s.set_paused_until(&t, Provider::HubSpot, Some(until))
+        .await
+        .unwrap();
+    let st = s.stats(&t, Provider::HubSpot).await.unwrap();
+    assert_eq!((st.synced, st.errors, st.conflicts), (1, 1, 1));
+    assert_eq!(st.last_error.as_deref(), Some("down"));
+    assert!(st.paused_until.is_some());
+    for (i, field) in ["first_name", "last_name"].iter().enumerate() {
+        let mut c = shared::Conflict {
+            field: if i == 0 {
+                shared::Field::FirstName
+            } else {
+                shared::Field::LastName
+            },
+            base_value: None,
+            app_value: Some("a".into()),
+            crm_value: Some("b".into()),
+            winner: shared::Side::Crm,
+            resolved_value: Some("b".into()),
+            at: Utc::now(),
+        };
+        c.at += chrono::Duration::milliseconds(i as i64);
+        s.log_conflict(&ConflictRecord {
+            tenant: t.clone(),
+            contact_id: format!("c-{field}"),
+            provider: Provider::HubSpot,
+            external_id: "1".into(),
+            conflict: c,
+        })
+        .await
+        .unwrap();
+    }
+    let log = s.conflicts(&t, 10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].contact_id, "c-last_name", "newest first");
+    assert!(
+        s.first_sighting(&t, "evt-1", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.first_sighting(&t, "evt-1", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.first_sighting(&TenantId::new("other"), "evt-1", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    s.set_field_key(&t, Provider::Pipedrive, "pronouns", Some("abc123"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.field_key(&t, Provider::Pipedrive, "pronouns")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("abc123")
+    );
+    s.set_field_key(&t, Provider::Pipedrive, "pronouns", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.field_key(&t, Provider::Pipedrive, "pronouns")
+            .await
+            .unwrap(),
+        None
+    );
+    s.set_issue(&t, "c1", Provider::Pipedrive, Some("refused"))
+        .await
+        .unwrap();
+    assert_eq!(s.issues(&t, "c1").await.unwrap()[0].message, "refused");
+    s.set_issue(&t, "c1", Provider::Pipedrive, None)
+        .await
+        .unwrap();
+    assert!(s.issues(&t, "c1").await.unwrap().is_empty());
+}
+
+async fn queues(visibility: i32) -> SqsQueue {
+    let cfg = common::moto::sdk_config().await;
+    let client = aws_sdk_sqs::Client::new(&cfg);
+    let name = format!("sync-{}", uuid::Uuid::new_v4().simple());
+    let dlq_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let url = client
+        .create_queue()
+        .queue_name(&name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    SqsQueue::new(client, url, dlq_url)
+}
+
+fn event(tenant: &str, id: &str) -> ChangeEvent {
+    ChangeEvent::new(TenantId::new(tenant), Origin::App, id, ChangeKind::Upsert)
+}
+
+#[tokio::test]
+async fn sqs_batches_of_ten_receive_ack_depth() {
+    let q = queues(30).await;
+    let events: Vec<_> = (0..25).map(|i| event("acme", &format!("c{i}"))).collect();
+    q.enqueue(&events).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 25);
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        let batch = q.receive(10).await.unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 10);
+        for d in &batch {
+            assert_eq!(d.attempt, 1);
+            q.ack(d).await.unwrap();
+        }
+        got.extend(batch.into_iter().map(|d| d.event.record_id));
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 25);
+    assert_eq!(q.depth().await.unwrap(), 0);
+    q.enqueue_delayed(&event("acme", "later"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        q.receive(10).await.unwrap().is_empty(),
+        "a delayed message is not due yet"
+    );
+}
+
+#[tokio::test]
+async fn three_failures_dead_letter_and_replay_brings_it_back() {
+    let q = queues(1).await;
+    q.enqueue(&[event("acme", "c1"), event("other", "c9")])
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    let mut receives = 0;
+    while receives < 20 {
+        receives += 1;
+        let batch = q.receive(10).await.unwrap();
+        if batch.is_empty() {
+            if q.dlq_depth(&tenant()).await.unwrap() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        for d in &batch {
+            outcomes.push((
+                d.event.record_id.clone(),
+                d.attempt,
+                q.fail(d, "boom", Duration::ZERO).await.unwrap(),
+            ));
+        }
+    }
+    let c1: Vec<_> = outcomes.iter().filter(|o| o.0 == "c1").collect();
+    assert_eq!(c1.iter().map(|o| o.1).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(c1[2].2, FailOutcome::DeadLettered);
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 2);
+
+    // Replay moves only this tenant's message back.
+    assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
+    let back = q.receive(10).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].event.record_id, "c1");
+    assert_eq!(
+        back[0].attempt, 1,
+        "a replayed job gets three fresh attempts"
+    );
+    q.ack(&back[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        q.dlq_depth(&tenant()).await.unwrap(),
+        1,
+        "the other tenant's dead letter stays"
+    );
+}
+
+#[tokio::test]
+async fn sync_service_runs_on_dynamodb_and_sqs() {
+    let s = Arc::new(store().await);
+    let q = queues(30).await;
+    let crm = MemoryCrm::new(Provider::HubSpot);
+    let mut tenants = Tenants::new();
+    tenants.add(TenantConfig::new("acme"), vec![Arc::new(crm.clone())]);
+    let service = SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants));
+    s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    q.enqueue(&[event("acme", "c1")]).await.unwrap();
+    let n = shared::worker::run_once(&service, &q, 10).await.unwrap();
+    assert_eq!(n, 1);
+    let links = s.links_for_contact(&tenant(), "c1").await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(
+        crm.record(&links[0].external_id)
+            .unwrap()
+            .fields
+            .email
+            .as_deref(),
+        Some("a@x.io")
+    );
+    assert_eq!(q.depth().await.unwrap(), 0);
+    // Replaying the same event writes nothing.
+    q.enqueue(&[event("acme", "c1")]).await.unwrap();
+    shared::worker::run_once(&service, &q, 10).await.unwrap();
+    assert_eq!(crm.writes(), 1);
+}

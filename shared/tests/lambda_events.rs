@@ -1,0 +1,227 @@
+//! Every sample event in `events/` runs through the handler of its Lambda function, with the
+//! expected status or response. A new file without an expectation here fails the test.
+#![cfg(feature = "aws")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::Utc;
+use serde_json::Value;
+use shared::adapters::embedded::EmbeddedStore;
+use shared::crm::memory::MemoryCrm;
+use shared::http::{AppState, HttpSettings};
+use shared::ports::{ContactStore, JobQueue};
+use shared::service::SyncService;
+use shared::tenant::{HubSpotTenant, PipedriveTenant, TenantConfig, Tenants};
+use shared::{Contact, ContactFields, Provider, TenantId};
+use tower::ServiceExt;
+
+struct Deps {
+    store: EmbeddedStore,
+    state: AppState,
+}
+
+fn deps() -> Deps {
+    let store = EmbeddedStore::in_memory().unwrap();
+    let mut tenant = TenantConfig::new("acme");
+    tenant.api_key = Some("events-api-key".into());
+    tenant.app_webhook_secret = Some("events-app-secret".into());
+    tenant.hubspot = Some(HubSpotTenant {
+        portal_id: 62515,
+        app_id: Some(1234567),
+        client_secret: Some("events-hubspot-secret".into()),
+        ..Default::default()
+    });
+    tenant.pipedrive = Some(PipedriveTenant {
+        company_id: 7001,
+        webhook_user: Some("pipedrive-hook".into()),
+        webhook_password: Some("events-pipedrive-password".into()),
+        api_user_id: Some(9001),
+        ..Default::default()
+    });
+    let mut tenants = Tenants::new();
+    tenants.add(
+        tenant,
+        vec![
+            Arc::new(MemoryCrm::new(Provider::HubSpot)),
+            Arc::new(MemoryCrm::new(Provider::Pipedrive)),
+        ],
+    );
+    let s = Arc::new(store.clone());
+    let service = SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants));
+    Deps {
+        state: AppState {
+            service,
+            queue: s,
+            settings: Arc::new(HttpSettings::default()),
+        },
+        store,
+    }
+}
+
+/// Runs an API Gateway HTTP API (v2) event through a function's router.
+async fn http(router: axum::Router, raw: &str) -> (u16, Value) {
+    let request = lambda_http::request::from_str(raw).expect("an API Gateway v2 event");
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_its_handler() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "events/ holds the samples");
+    let mut results = BTreeMap::new();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        let d = deps();
+        let tenant = TenantId::new("acme");
+        let depth_before = d.store.depth().await.unwrap();
+        match name.as_str() {
+            "apigw-v2-webhook-hubspot.json" => {
+                let (status, body) =
+                    http(shared::http::webhook_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(
+                    body["accepted"], 1,
+                    "creation + change of one contact coalesce"
+                );
+                assert_eq!(body["dropped"], 1, "our own INTEGRATION write is dropped");
+                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+            }
+            "apigw-v2-webhook-pipedrive.json" => {
+                let (status, body) =
+                    http(shared::http::webhook_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["accepted"], 1, "{body}");
+                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+            }
+            "apigw-v2-webhook-app.json" => {
+                let (status, body) =
+                    http(shared::http::webhook_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["accepted"], 2);
+                let ada = d.store.get(&tenant, "app-1001").await.unwrap().unwrap();
+                assert_eq!(ada.fields.pronouns.as_deref(), Some("she/her"));
+                assert!(
+                    d.store
+                        .find_by_email(&tenant, "alan@example.com")
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
+                assert_eq!(d.store.depth().await.unwrap(), depth_before + 2);
+            }
+            "apigw-v2-api-create-contact.json" => {
+                let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 201, "{name}: {body}");
+                assert_eq!(body["email"], "katherine@example.com");
+                assert_eq!(body["sync"]["badge"], "local_only");
+            }
+            "apigw-v2-api-list-contacts.json" => {
+                for i in 0..3 {
+                    d.store
+                        .insert(&contact(&format!("c{i}"), &format!("p{i}@example.com")))
+                        .await
+                        .unwrap();
+                }
+                let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["items"].as_array().unwrap().len(), 3);
+            }
+            "apigw-v2-api-sync-status.json" => {
+                let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["tenant"], "acme");
+                assert_eq!(body["crms"].as_array().unwrap().len(), 2);
+            }
+            "apigw-v2-api-sync-now.json" => {
+                let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 202, "{name}: {body}");
+                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+            }
+            "apigw-v2-api-unauthorized.json" => {
+                let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
+                assert_eq!(status, 401, "{name}: {body}");
+                assert_eq!(body["error"]["code"], "unauthorized");
+            }
+            "sqs-sync-batch.json" => {
+                d.store
+                    .insert(&contact("app-2001", "edsger@example.com"))
+                    .await
+                    .unwrap();
+                let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+                let response = shared::lambda::handle_sqs_batch(
+                    &d.state.service,
+                    d.state.queue.as_ref(),
+                    event,
+                )
+                .await;
+                let json = serde_json::to_value(&response).unwrap();
+                assert_eq!(
+                    json,
+                    serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+                    "only the unreadable message fails"
+                );
+                let links = d
+                    .state
+                    .service
+                    .links
+                    .links_for_contact(&tenant, "app-2001")
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    links.len(),
+                    2,
+                    "the good message synced the contact to both CRMs"
+                );
+            }
+            "eventbridge-schedule.json" => {
+                let event: EventBridgeEvent = serde_json::from_str(&raw).unwrap();
+                let report = shared::lambda::handle_schedule(
+                    &d.state.service,
+                    d.state.queue.as_ref(),
+                    Provider::Pipedrive,
+                    event,
+                )
+                .await;
+                assert_eq!(report.tenants, 1);
+                assert!(report.errors.is_empty(), "{report:?}");
+            }
+            other => panic!("events/{other} has no expectation in this test"),
+        }
+        results.insert(name, "ok");
+    }
+    println!("{results:#?}");
+}
+
+fn contact(id: &str, email: &str) -> Contact {
+    let now = Utc::now();
+    Contact {
+        tenant: TenantId::new("acme"),
+        id: id.into(),
+        fields: ContactFields {
+            email: Some(email.into()),
+            ..Default::default()
+        },
+        version: 0,
+        created_at: now,
+        last_app_modified: now,
+        deleted: false,
+    }
+}
