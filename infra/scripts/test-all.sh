@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of contact-sync, installing what it needs on a fresh machine:
 # the Rust crates, a Python venv with moto server (AWS APIs) and openapi-core (Pipedrive spec
-# checks), and one with aws-sam-cli + cargo-lambda (template checks, Lambda builds).
+# checks), one with aws-sam-cli + cargo-lambda (template checks, Lambda builds), Debian's
+# chromium and playwright-core from npm (the dashboard's browser test).
 # Usage: bash infra/scripts/test-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,6 +40,20 @@ echo "moto server on $AWS_ENDPOINT_URL"
 
 step "tests"
 cargo test --workspace --locked
+
+step "browser test (Debian chromium + playwright-core)"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+(cd infra/browser-test && npm ci --no-audit --no-fund --loglevel=error)
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+cargo build -p contact-sync-local --locked
+(cd infra/browser-test && CONTACT_SYNC_LOCAL_BIN="$target_dir/debug/contact-sync-local" node --test dashboard.test.mjs)
+echo "screenshots: test-artifacts/dashboard.png, test-artifacts/dashboard-outage.png"
 
 step "template checks and Lambda release builds"
 bash infra/scripts/check-template.sh
