@@ -55,6 +55,9 @@ cargo build -p contact-sync-local --locked
 (cd infra/browser-test && CONTACT_SYNC_LOCAL_BIN="$target_dir/debug/contact-sync-local" node --test dashboard.test.mjs)
 echo "screenshots: test-artifacts/dashboard.png, test-artifacts/dashboard-outage.png"
 
+step "README demo"
+bash infra/scripts/demo.sh
+
 step "template checks and Lambda release builds"
 bash infra/scripts/check-template.sh
 

@@ -9,6 +9,7 @@ use crate::adapters::aws::dynamo::{DynamoStore, TableNames};
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
+use crate::ports::TenantRegistry;
 use crate::service::SyncService;
 use crate::settings::{HubSpotSettings, PipedriveSettings, SettingsError, tenant_setup, var};
 use crate::tenant::{TenantConfig, Tenants};
@@ -45,18 +46,27 @@ impl Deployment {
             var("SYNC_DLQ_URL").ok_or(SettingsError::Missing("SYNC_DLQ_URL"))?,
         ));
         let http = crate::settings::http_client();
-        let mut tenant = TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
-        tenant.api_key = var("API_KEY");
-        tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
-        let setup = tenant_setup(
-            tenant,
-            HubSpotSettings::from_env()?.as_ref(),
-            PipedriveSettings::from_env()?.as_ref(),
-            &http,
-        )
-        .await?;
         let mut tenants = Tenants::new();
-        tenants.add(setup.config, setup.clients);
+        // The tenants registered with `contact-sync-ops onboard-tenant`...
+        for record in store.registered_tenants().await? {
+            let clients = record.clients(&http)?;
+            tenants.add(record.config, clients);
+        }
+        // ...and the one configured in the environment (a single-tenant deployment).
+        if let Some(api_key) = var("API_KEY") {
+            let mut tenant =
+                TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
+            tenant.api_key = Some(api_key);
+            tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
+            let setup = tenant_setup(
+                tenant,
+                HubSpotSettings::from_env()?.as_ref(),
+                PipedriveSettings::from_env()?.as_ref(),
+                &http,
+            )
+            .await?;
+            tenants.add(setup.config, setup.clients);
+        }
         let service = SyncService::new(
             store.clone(),
             store.clone(),

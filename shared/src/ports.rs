@@ -310,3 +310,10 @@ pub fn patch_from(fields: &ContactFields) -> FieldPatch {
     }
     patch
 }
+
+/// The registry of tenants one deployment serves (written by the onboarding command).
+#[async_trait]
+pub trait TenantRegistry: Send + Sync {
+    async fn put_tenant(&self, record: &crate::settings::TenantRecord) -> Result<(), StoreError>;
+    async fn registered_tenants(&self) -> Result<Vec<crate::settings::TenantRecord>, StoreError>;
+}

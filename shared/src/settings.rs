@@ -39,7 +39,7 @@ pub fn parse<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, Sett
 }
 
 /// `HUBSPOT_*` settings; present when `HUBSPOT_ACCESS_TOKEN` or `HUBSPOT_REFRESH_TOKEN` is set.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct HubSpotSettings {
     /// `HUBSPOT_API_BASE` (default https://api.hubapi.com).
     pub api_base: String,
@@ -115,7 +115,7 @@ impl HubSpotSettings {
 
 /// `PIPEDRIVE_*` settings; present when `PIPEDRIVE_API_TOKEN`, `PIPEDRIVE_ACCESS_TOKEN` or
 /// `PIPEDRIVE_REFRESH_TOKEN` is set.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct PipedriveSettings {
     /// `PIPEDRIVE_API_BASE`: the company domain root, e.g. `https://acme.pipedrive.com`
     /// (default https://api.pipedrive.com; with OAuth the token's `api_domain` wins).
@@ -262,6 +262,32 @@ pub async fn tenant_setup(
         clients,
         pipedrive: pd_client,
     })
+}
+
+/// A registered tenant as the registry stores it: its settings and the resolved CRM identities
+/// (portal, company, our Pipedrive user), so a cold start needs no CRM call to serve it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct TenantRecord {
+    pub config: TenantConfig,
+    pub hubspot: Option<HubSpotSettings>,
+    pub pipedrive: Option<PipedriveSettings>,
+}
+
+impl TenantRecord {
+    /// The tenant's clients, from the stored settings (no network).
+    pub fn clients(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Vec<Arc<dyn CrmClient>>, SettingsError> {
+        let mut clients: Vec<Arc<dyn CrmClient>> = Vec::new();
+        if let Some(hs) = &self.hubspot {
+            clients.push(hs.client(http)?);
+        }
+        if let Some(pd) = &self.pipedrive {
+            clients.push(pd.client(http)?);
+        }
+        Ok(clients)
+    }
 }
 
 /// Where job titles live in Pipedrive (the standard field, or our custom one): looked up afresh

@@ -506,3 +506,67 @@ async fn sync_service_runs_on_dynamodb_and_sqs() {
     shared::worker::run_once(&service, &q, 10).await.unwrap();
     assert_eq!(crm.writes(), 1);
 }
+
+#[tokio::test]
+async fn tenant_registry_serves_many_tenants_from_one_deployment() {
+    use shared::ports::TenantRegistry;
+    use shared::settings::{HubSpotSettings, TenantRecord};
+    let s = store().await;
+    for (id, portal) in [("acme", 111u64), ("globex", 222u64)] {
+        let mut config = TenantConfig::new(id);
+        config.api_key = Some(format!("key-{id}"));
+        let hubspot = HubSpotSettings {
+            api_base: "http://127.0.0.1:9".into(),
+            access_token: Some(format!("token-{id}")),
+            client_id: None,
+            refresh_token: None,
+            client_secret: Some(format!("secret-{id}")),
+            app_id: Some(7),
+            portal_id: portal,
+            burst_limit: 100,
+        };
+        config.hubspot = Some(hubspot.tenant());
+        s.put_tenant(&TenantRecord {
+            config,
+            hubspot: Some(hubspot),
+            pipedrive: None,
+        })
+        .await
+        .unwrap();
+    }
+    let records = s.registered_tenants().await.unwrap();
+    assert_eq!(records.len(), 2);
+    let http = reqwest::Client::new();
+    let mut tenants = Tenants::new();
+    for r in records {
+        let clients = r.clients(&http).unwrap();
+        assert_eq!(clients.len(), 1);
+        tenants.add(r.config, clients);
+    }
+    assert_eq!(
+        tenants.by_api_key("key-globex").unwrap().id,
+        TenantId::new("globex")
+    );
+    assert_eq!(
+        tenants.by_hubspot_portal(111).unwrap().id,
+        TenantId::new("acme")
+    );
+    assert!(tenants.by_api_key("key-nobody").is_none());
+    // Re-registering updates instead of duplicating.
+    let mut again = TenantConfig::new("acme");
+    again.api_key = Some("key-acme-2".into());
+    s.put_tenant(&TenantRecord {
+        config: again,
+        hubspot: None,
+        pipedrive: None,
+    })
+    .await
+    .unwrap();
+    let records = s.registered_tenants().await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.config.api_key.as_deref() == Some("key-acme-2"))
+    );
+}

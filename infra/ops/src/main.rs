@@ -5,7 +5,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared::TenantId;
 use shared::deploy::Deployment;
-use shared::ports::JobQueue;
+use shared::ports::{JobQueue, TenantRegistry};
+use shared::settings::{self, HubSpotSettings, PipedriveSettings, TenantRecord};
+use shared::tenant::TenantConfig;
 
 #[derive(Parser)]
 #[command(name = "contact-sync-ops", version, about)]
@@ -27,6 +29,88 @@ enum Command {
         #[arg(long, env = "TENANT_ID", default_value = "default")]
         tenant: String,
     },
+    /// Registers (or updates) a tenant with its API key, app webhook secret and CRM
+    /// credentials, resolves its Pipedrive company and user, registers its Pipedrive webhook and
+    /// creates its pronouns fields. The deployment's functions serve it from their next start.
+    OnboardTenant(Box<Onboard>),
+}
+
+#[derive(clap::Args)]
+struct Onboard {
+    /// Tenant id (letters, digits, `-`, `_`).
+    #[arg(long)]
+    tenant: String,
+    /// Bearer key of the app API for this tenant.
+    #[arg(long, env = "ONBOARD_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// HMAC secret of the tenant's app webhook.
+    #[arg(long, env = "ONBOARD_APP_WEBHOOK_SECRET", hide_env_values = true)]
+    app_webhook_secret: Option<String>,
+    /// The deployment's public URL (the stack output ApiUrl): Pipedrive webhooks point there.
+    #[arg(long)]
+    public_base_url: String,
+    #[arg(long, default_value = shared::crm::hubspot::DEFAULT_API_BASE)]
+    hubspot_api_base: String,
+    #[arg(long, env = "ONBOARD_HUBSPOT_ACCESS_TOKEN", hide_env_values = true)]
+    hubspot_access_token: Option<String>,
+    #[arg(long, env = "ONBOARD_HUBSPOT_CLIENT_SECRET", hide_env_values = true)]
+    hubspot_client_secret: Option<String>,
+    #[arg(long)]
+    hubspot_app_id: Option<u64>,
+    #[arg(long)]
+    hubspot_portal_id: Option<u64>,
+    #[arg(long, default_value = shared::crm::pipedrive::DEFAULT_API_BASE)]
+    pipedrive_api_base: String,
+    #[arg(long, env = "ONBOARD_PIPEDRIVE_API_TOKEN", hide_env_values = true)]
+    pipedrive_api_token: Option<String>,
+    #[arg(long)]
+    pipedrive_company_id: Option<u64>,
+    #[arg(long)]
+    pipedrive_webhook_user: Option<String>,
+    #[arg(
+        long,
+        env = "ONBOARD_PIPEDRIVE_WEBHOOK_PASSWORD",
+        hide_env_values = true
+    )]
+    pipedrive_webhook_password: Option<String>,
+}
+
+impl Onboard {
+    fn hubspot(&self) -> anyhow::Result<Option<HubSpotSettings>> {
+        let Some(token) = &self.hubspot_access_token else {
+            return Ok(None);
+        };
+        Ok(Some(HubSpotSettings {
+            api_base: self.hubspot_api_base.clone(),
+            access_token: Some(token.clone()),
+            client_id: None,
+            refresh_token: None,
+            client_secret: self.hubspot_client_secret.clone(),
+            app_id: self.hubspot_app_id,
+            portal_id: self
+                .hubspot_portal_id
+                .context("--hubspot-portal-id is required with a HubSpot token")?,
+            burst_limit: 100,
+        }))
+    }
+
+    fn pipedrive(&self) -> Option<PipedriveSettings> {
+        let token = self.pipedrive_api_token.clone()?;
+        Some(PipedriveSettings {
+            api_base: self.pipedrive_api_base.clone(),
+            api_token: Some(token),
+            access_token: None,
+            client_id: None,
+            client_secret: None,
+            refresh_token: None,
+            oauth_token_url: shared::crm::pipedrive::DEFAULT_OAUTH_TOKEN_URL.into(),
+            company_id: self.pipedrive_company_id,
+            webhook_user: self.pipedrive_webhook_user.clone(),
+            webhook_password: self.pipedrive_webhook_password.clone(),
+            burst_limit: None,
+            daily_token_budget: Some(shared::crm::pipedrive::DEFAULT_DAILY_TOKEN_BUDGET),
+        })
+    }
 }
 
 #[tokio::main]
@@ -61,6 +145,53 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             anyhow::ensure!(!failed, "the pronouns field could not be set up everywhere");
+        }
+        Command::OnboardTenant(o) => {
+            anyhow::ensure!(
+                !o.tenant.is_empty()
+                    && o.tenant
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "tenant ids use letters, digits, - and _"
+            );
+            let (hubspot, pipedrive) = (o.hubspot()?, o.pipedrive());
+            let mut config = TenantConfig::new(o.tenant.clone());
+            config.api_key = Some(o.api_key.clone());
+            config.app_webhook_secret = o.app_webhook_secret.clone();
+            let http = settings::http_client();
+            let setup =
+                settings::tenant_setup(config, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
+            let id = setup.config.id.clone();
+            if let (Some(client), Some(pd)) = (&setup.pipedrive, &pipedrive) {
+                settings::register_pipedrive_webhook(&id, client, pd, &o.public_base_url).await;
+            }
+            deployment
+                .store
+                .put_tenant(&TenantRecord {
+                    config: setup.config.clone(),
+                    hubspot,
+                    pipedrive,
+                })
+                .await?;
+            println!("tenant {id} registered");
+            // Serve it from this process too, to create its CRM fields now.
+            let mut tenants = shared::tenant::Tenants::new();
+            tenants.add(setup.config, setup.clients);
+            let service = shared::service::SyncService::new(
+                deployment.store.clone(),
+                deployment.store.clone(),
+                deployment.store.clone(),
+                std::sync::Arc::new(tenants),
+            );
+            if let Some(client) = &setup.pipedrive {
+                settings::prepare_pipedrive_job_title(&service, &id, client).await;
+            }
+            for (provider, r) in service.setup_pronouns(&id).await? {
+                match r {
+                    Ok(key) => println!("{provider}: pronouns field ready ({key})"),
+                    Err(e) => println!("{provider}: pronouns field not ready: {e}"),
+                }
+            }
         }
     }
     Ok(())

@@ -18,8 +18,9 @@ use crate::domain::{
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
     ContactIssue, ContactStore, Delivery, FailOutcome, JobQueue, LinkStore, Page, ProviderStats,
-    SyncState,
+    SyncState, TenantRegistry,
 };
+use crate::settings::TenantRecord;
 
 /// Attempts before a job is dead-lettered (as the SQS redrive policy's maxReceiveCount).
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -622,6 +623,31 @@ impl SyncState for EmbeddedStore {
             .query_map(params![tenant.as_str(), contact_id], |r| {
                 r.get::<_, String>(0)
             })
+            .map_err(backend)?;
+        rows.map(|r| from_json(&r.map_err(backend)?)).collect()
+    }
+}
+
+/// The partition of the state table that holds the tenant registry.
+const REGISTRY: &str = "_registry";
+
+#[async_trait]
+impl TenantRegistry for EmbeddedStore {
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.put_state(
+            &TenantId::new(REGISTRY),
+            &format!("tenant#{}", record.config.id),
+            record,
+        )
+    }
+
+    async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT v FROM state WHERE tenant = ?1 AND k LIKE 'tenant#%' ORDER BY k")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![REGISTRY], |r| r.get::<_, String>(0))
             .map_err(backend)?;
         rows.map(|r| from_json(&r.map_err(backend)?)).collect()
     }

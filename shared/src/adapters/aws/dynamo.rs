@@ -26,7 +26,10 @@ use serde::de::DeserializeOwned;
 use super::sdk_message;
 use crate::domain::{ConflictRecord, Contact, ContactLink, Provider, TenantId, link_sort_key};
 use crate::error::StoreError;
-use crate::ports::{ContactIssue, ContactStore, LinkStore, Page, ProviderStats, SyncState};
+use crate::ports::{
+    ContactIssue, ContactStore, LinkStore, Page, ProviderStats, SyncState, TenantRegistry,
+};
+use crate::settings::TenantRecord;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -846,6 +849,40 @@ impl SyncState for DynamoStore {
             .key_condition_expression("tenant = :t AND begins_with(k, :p)")
             .expression_attribute_values(":t", s(tenant.as_str()))
             .expression_attribute_values(":p", s(format!("issue#{contact_id}#")))
+            .consistent_read(true);
+        let items = self.query_all(req, None).await?;
+        items
+            .into_iter()
+            .filter_map(|i| match i.get("v") {
+                Some(AttributeValue::S(json)) => Some(serde_json::from_str(json).map_err(backend)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The partition of the state table that holds the tenant registry.
+const REGISTRY: &str = "_registry";
+
+#[async_trait]
+impl TenantRegistry for DynamoStore {
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.state_put(
+            &TenantId::new(REGISTRY),
+            &format!("tenant#{}", record.config.id),
+            record,
+        )
+        .await
+    }
+
+    async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("tenant = :t AND begins_with(k, :p)")
+            .expression_attribute_values(":t", s(REGISTRY))
+            .expression_attribute_values(":p", s("tenant#"))
             .consistent_read(true);
         let items = self.query_all(req, None).await?;
         items
