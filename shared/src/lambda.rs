@@ -21,6 +21,12 @@ pub async fn handle_sqs_batch(
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    let events: Vec<ChangeEvent> = event
+        .records
+        .iter()
+        .filter_map(|m| m.body.as_deref().and_then(|b| serde_json::from_str(b).ok()))
+        .collect();
+    service.prefetch(&events).await;
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let attempt = message

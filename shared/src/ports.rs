@@ -256,6 +256,23 @@ pub trait CrmClient: Send + Sync {
         ctx: &CrmContext,
         email: &str,
     ) -> Result<Option<CrmRecord>, CrmError>;
+
+    /// Reads many records, in as few calls as the API allows; ids that do not exist (or are
+    /// archived) are absent from the result.
+    async fn get_many(
+        &self,
+        ctx: &CrmContext,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(r) = self.get(ctx, id).await?.filter(|r| !r.archived) {
+                out.insert(id.clone(), r);
+            }
+        }
+        Ok(out)
+    }
+
     async fn create(&self, ctx: &CrmContext, fields: &ContactFields)
     -> Result<CrmRecord, CrmError>;
     async fn update(

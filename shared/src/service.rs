@@ -1,6 +1,7 @@
 //! The sync service: handles one ChangeEvent through the ports (read current state, plan,
 //! apply, update links and stats).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -51,6 +52,16 @@ impl SyncReport {
     }
 }
 
+/// How long a prefetched CRM record may stand in for a fresh read.
+const PREFETCH_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+type PrefetchKey = (TenantId, Provider, String);
+
+/// CRM records read in one batch call for the events of one queue batch; each is used at most
+/// once (the first read of that record), then reads go to the CRM again.
+#[derive(Default)]
+struct Prefetched(std::sync::Mutex<HashMap<PrefetchKey, (std::time::Instant, Option<CrmRecord>)>>);
+
 /// The sync logic over the ports.
 #[derive(Clone)]
 pub struct SyncService {
@@ -58,6 +69,7 @@ pub struct SyncService {
     pub links: Arc<dyn LinkStore>,
     pub state: Arc<dyn SyncState>,
     pub tenants: Arc<Tenants>,
+    prefetched: Arc<Prefetched>,
 }
 
 impl SyncService {
@@ -72,6 +84,75 @@ impl SyncService {
             links,
             state,
             tenants,
+            prefetched: Arc::default(),
+        }
+    }
+
+    /// Reads the CRM records behind a batch of events with the CRMs' batch endpoints (HubSpot:
+    /// batch read, 100 per call), so handling the events afterwards needs no single reads.
+    pub async fn prefetch(&self, events: &[ChangeEvent]) {
+        let mut groups: HashMap<(TenantId, Provider), Vec<String>> = HashMap::new();
+        for e in events {
+            if let (Some(p), ChangeKind::Upsert | ChangeKind::Delete) =
+                (e.origin.provider(), &e.kind)
+            {
+                groups
+                    .entry((e.tenant.clone(), p))
+                    .or_default()
+                    .push(e.record_id.clone());
+            }
+        }
+        for ((tenant, provider), mut ids) in groups {
+            ids.sort();
+            ids.dedup();
+            if ids.len() < 2 || self.ensure_not_paused(&tenant, provider).await.is_err() {
+                continue;
+            }
+            let Some(client) = self.tenants.client(&tenant, provider).cloned() else {
+                continue;
+            };
+            let Ok(ctx) = self.crm_context(&tenant, provider).await else {
+                continue;
+            };
+            match client.get_many(&ctx, &ids).await {
+                Ok(mut found) => {
+                    let now = std::time::Instant::now();
+                    let mut cache = self.prefetched.0.lock().unwrap_or_else(|p| p.into_inner());
+                    cache.retain(|_, (at, _)| at.elapsed() < PREFETCH_TTL);
+                    for id in ids {
+                        let record = found.remove(&id);
+                        cache.insert((tenant.clone(), provider, id), (now, record));
+                    }
+                }
+                Err(e) => {
+                    warn!(%tenant, %provider, error = %e, "batch read failed; records are read one by one")
+                }
+            }
+        }
+    }
+
+    /// A CRM record: the prefetched copy when there is a fresh one, else a read. `consume`
+    /// drops the copy (the caller may write the record next); otherwise it stays for the
+    /// sync that follows in the same event.
+    async fn read_record(
+        &self,
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        id: &str,
+        consume: bool,
+    ) -> Result<Option<CrmRecord>, CrmError> {
+        let key = (ctx.tenant.clone(), client.provider(), id.to_string());
+        let cached = {
+            let mut cache = self.prefetched.0.lock().unwrap_or_else(|p| p.into_inner());
+            if consume {
+                cache.remove(&key)
+            } else {
+                cache.get(&key).cloned()
+            }
+        };
+        match cached {
+            Some((at, record)) if at.elapsed() < PREFETCH_TTL => Ok(record),
+            _ => client.get(ctx, id).await,
         }
     }
 
@@ -105,6 +186,19 @@ impl SyncService {
     /// because the current state is read from its source.
     #[tracing::instrument(skip(self, event), fields(tenant = %event.tenant, origin = ?event.origin, record = %event.record_id))]
     pub async fn handle(&self, event: &ChangeEvent) -> Result<SyncReport, SyncError> {
+        let result = self.handle_inner(event).await;
+        // A prefetched copy serves this event only: later events read the CRM again.
+        if let Some(provider) = event.origin.provider() {
+            self.prefetched
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(event.tenant.clone(), provider, event.record_id.clone()));
+        }
+        result
+    }
+
+    async fn handle_inner(&self, event: &ChangeEvent) -> Result<SyncReport, SyncError> {
         let cfg = self.tenant(&event.tenant)?;
         let contact_id = match event.origin.provider() {
             None => Some(event.record_id.clone()),
@@ -272,7 +366,10 @@ impl SyncService {
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, provider).await?;
         let record = match (&active, hint) {
-            (Some(link), _) => client.get(&ctx, &link.external_id).await?,
+            (Some(link), _) => {
+                self.read_record(client, &ctx, &link.external_id, true)
+                    .await?
+            }
             (None, Some(hint)) => Some(hint),
             (None, None) if !contact.deleted => match contact.fields.email.as_deref() {
                 Some(email) => client.find_by_email(&ctx, email).await?,
@@ -450,7 +547,7 @@ impl SyncService {
         }
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, provider).await?;
-        let Some(record) = client.get(&ctx, record_id).await? else {
+        let Some(record) = self.read_record(client, &ctx, record_id, false).await? else {
             return Ok(None);
         };
         if record.archived {

@@ -72,6 +72,8 @@ pub async fn run_once(
 ) -> Result<usize, SyncError> {
     let deliveries = queue.receive(max).await?;
     let n = deliveries.len();
+    let events: Vec<_> = deliveries.iter().map(|d| d.event.clone()).collect();
+    service.prefetch(&events).await;
     for d in &deliveries {
         process(service, queue, d).await?;
     }

@@ -272,3 +272,88 @@ async fn changed_since_windows_by_id_past_the_search_cap_without_gaps_or_loops()
     assert!(page.records.iter().any(|r| r.id == changed));
     assert!(page.records.len() < 450);
 }
+
+#[tokio::test]
+async fn batch_read_takes_100_ids_per_call_and_skips_missing_ones() {
+    let s = sim(SimConfig::default()).await;
+    let ids = s
+        .hubspot
+        .seed_contacts((0..150).map(|i| vec![("email".to_string(), format!("b{i}@x.io"))]))
+        .unwrap();
+    let c = client(&s, token());
+    let mut wanted = ids.clone();
+    wanted.push("999999999".into());
+    let before = s.hubspot.stats().batch_calls;
+    let found = c.get_many(&ctx(false), &wanted).await.unwrap();
+    assert_eq!(s.hubspot.stats().batch_calls - before, 2);
+    assert_eq!(found.len(), 150);
+    assert_eq!(found[&ids[3]].fields.email.as_deref(), Some("b3@x.io"));
+    assert!(!found.contains_key("999999999"));
+}
+
+/// A queue batch of HubSpot webhook triggers costs one batch read, not one read per record.
+#[tokio::test]
+async fn worker_batches_reads_of_a_queue_batch() {
+    use shared::adapters::embedded::EmbeddedStore;
+    use shared::ports::JobQueue;
+    use shared::service::SyncService;
+    use shared::tenant::{TenantConfig, Tenants};
+    use shared::{ChangeEvent, ChangeKind, Origin};
+
+    let s = sim(SimConfig::default()).await;
+    let ids = s
+        .hubspot
+        .seed_contacts((0..10).map(|i| {
+            vec![
+                ("email".to_string(), format!("w{i}@x.io")),
+                ("firstname".to_string(), format!("W{i}")),
+            ]
+        }))
+        .unwrap();
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let mut tenants = Tenants::new();
+    tenants.add(TenantConfig::new("t"), vec![Arc::new(client(&s, token()))]);
+    let service = SyncService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Arc::new(tenants),
+    );
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            ChangeEvent::new(
+                TenantId::new("t"),
+                Origin::HubSpot,
+                id.clone(),
+                ChangeKind::Upsert,
+            )
+        })
+        .collect();
+    store.enqueue(&events).await.unwrap();
+    s.hubspot.reset_stats();
+    assert_eq!(
+        shared::worker::run_once(&service, store.as_ref(), 10)
+            .await
+            .unwrap(),
+        10
+    );
+    let stats = s.hubspot.stats();
+    let single_reads = stats
+        .by_endpoint
+        .iter()
+        .filter(|(k, _)| k.starts_with("GET /crm/v3/objects/contacts/"))
+        .map(|(_, v)| *v)
+        .sum::<u64>();
+    assert_eq!(stats.batch_calls, 1, "{stats:?}");
+    assert_eq!(single_reads, 0, "{stats:?}");
+    assert_eq!(store.depth().await.unwrap(), 0);
+    let page = shared::ports::ContactStore::list(store.as_ref(), &TenantId::new("t"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        10,
+        "every HubSpot contact imported into the app"
+    );
+}

@@ -565,6 +565,41 @@ impl CrmClient for HubSpotClient {
         }
     }
 
+    /// Batch read by record id, 100 inputs per call.
+    async fn get_many(
+        &self,
+        ctx: &CrmContext,
+        ids: &[String],
+    ) -> Result<HashMap<String, CrmRecord>, CrmError> {
+        let key = ctx.pronouns_key.as_deref();
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(BATCH_LIMIT) {
+            let body = json!({
+                "properties": mapping::read_properties(key),
+                "propertiesWithHistory": [],
+                "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            });
+            let (status, body) = self
+                .call(
+                    Lane::Standard,
+                    Method::POST,
+                    "/crm/v3/objects/contacts/batch/read",
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            // 207: some ids do not exist; they are simply absent.
+            if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS) {
+                return Err(error_for(status, &body));
+            }
+            for item in body["results"].as_array().into_iter().flatten() {
+                let record = Self::parse_object(item.clone(), key)?;
+                out.insert(record.id.clone(), record);
+            }
+        }
+        Ok(out)
+    }
+
     /// Batch upsert keyed by email, 100 inputs per call.
     async fn upsert_many(
         &self,
