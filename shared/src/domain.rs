@@ -285,6 +285,34 @@ pub struct ContactLink {
 }
 
 impl ContactLink {
+    /// A link both sides agree on: `base` is what they hold now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn synced(
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        external_id: &str,
+        crm_last_modified: Option<DateTime<Utc>>,
+        base: ContactFields,
+        warnings: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            contact_id: contact_id.to_string(),
+            provider,
+            external_id: external_id.to_string(),
+            last_synced_at: Some(at),
+            status: LinkStatus::Synced,
+            last_error: None,
+            crm_last_modified,
+            base_hash: base.content_hash(),
+            base,
+            warnings,
+            version: 0,
+        }
+    }
+
     /// The DynamoDB-style sort key: `provider#externalId`.
     pub fn sort_key(&self) -> String {
         link_sort_key(self.provider, &self.external_id)

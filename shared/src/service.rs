@@ -480,18 +480,17 @@ impl SyncService {
             }
             LinkOutcome::Synced => {
                 let link = ContactLink {
-                    tenant: tenant.clone(),
-                    contact_id: contact.id.clone(),
-                    provider,
-                    external_id: external_id.clone(),
-                    last_synced_at: Some(now),
-                    status: LinkStatus::Synced,
-                    last_error: None,
-                    crm_last_modified: crm_modified,
-                    base_hash: plan.new_base.content_hash(),
-                    base: plan.new_base.clone(),
-                    warnings: plan.warnings.clone(),
                     version: active.as_ref().map_or(0, |l| l.version),
+                    ..ContactLink::synced(
+                        tenant,
+                        &contact.id,
+                        provider,
+                        &external_id,
+                        crm_modified,
+                        plan.new_base.clone(),
+                        plan.warnings.clone(),
+                        now,
+                    )
                 };
                 if active.as_ref() != Some(&link) || link.version == 0 {
                     self.links.put_link(&link).await?;
@@ -596,20 +595,16 @@ impl SyncService {
             Err(e) => return Err(e.into()),
         };
         self.links
-            .put_link(&ContactLink {
-                tenant: tenant.clone(),
-                contact_id: contact.id.clone(),
+            .put_link(&ContactLink::synced(
+                tenant,
+                &contact.id,
                 provider,
-                external_id: record.id.clone(),
-                last_synced_at: Some(now),
-                status: LinkStatus::Synced,
-                last_error: None,
-                crm_last_modified: record.updated_at,
-                base_hash: plan.new_base.content_hash(),
-                base: plan.new_base,
-                warnings: plan.warnings,
-                version: 0,
-            })
+                &record.id,
+                record.updated_at,
+                plan.new_base,
+                plan.warnings,
+                now,
+            ))
             .await?;
         self.state
             .record_outcome(tenant, provider, Ok(()), 0)
@@ -893,30 +888,22 @@ impl SyncService {
             for ((contact, sent), result) in chunk.iter().zip(&inputs).zip(results) {
                 match result {
                     Ok(record) => {
-                        let mut base = sent.clone();
-                        base.pronouns = if support.pronouns {
-                            sent.pronouns.clone()
+                        // What we sent is what both sides now agree on.
+                        let warnings = if !support.pronouns && contact.fields.pronouns.is_some() {
+                            vec![engine::pronouns_warning(provider)]
                         } else {
-                            None
+                            Vec::new()
                         };
-                        let link = ContactLink {
-                            tenant: tenant.clone(),
-                            contact_id: contact.id.clone(),
+                        let link = ContactLink::synced(
+                            tenant,
+                            &contact.id,
                             provider,
-                            external_id: record.id.clone(),
-                            last_synced_at: Some(now),
-                            status: LinkStatus::Synced,
-                            last_error: None,
-                            crm_last_modified: record.updated_at,
-                            base_hash: base.content_hash(),
-                            base,
-                            warnings: if !support.pronouns && contact.fields.pronouns.is_some() {
-                                vec![engine::pronouns_warning(provider)]
-                            } else {
-                                Vec::new()
-                            },
-                            version: 0,
-                        };
+                            &record.id,
+                            record.updated_at,
+                            sent.clone(),
+                            warnings,
+                            now,
+                        );
                         match self.links.put_link(&link).await {
                             Ok(_) => done += 1,
                             // Linked concurrently by a webhook-driven sync: that one stands.
