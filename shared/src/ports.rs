@@ -143,6 +143,8 @@ pub trait SyncState: Send + Sync {
         key: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+    /// Forgets a sighting (the event could not be enqueued: its redelivery must get through).
+    async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 
     /// The key of one of our fields in a CRM (HubSpot property name, Pipedrive 40-char hash).
     async fn field_key(

@@ -240,3 +240,126 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
             .is_none()
     );
 }
+
+/// A queue that refuses enqueues while `down` is set; everything else goes to the embedded store.
+struct FlakyQueue {
+    inner: EmbeddedStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl JobQueue for FlakyQueue {
+    async fn enqueue(
+        &self,
+        events: &[shared::ChangeEvent],
+    ) -> Result<(), shared::error::QueueError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(shared::error::QueueError::Backend(
+                "queue unreachable".into(),
+            ));
+        }
+        self.inner.enqueue(events).await
+    }
+    async fn enqueue_delayed(
+        &self,
+        event: &shared::ChangeEvent,
+        delay: std::time::Duration,
+    ) -> Result<(), shared::error::QueueError> {
+        self.inner.enqueue_delayed(event, delay).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+    ) -> Result<Vec<shared::ports::Delivery>, shared::error::QueueError> {
+        self.inner.receive(max).await
+    }
+    async fn ack(&self, d: &shared::ports::Delivery) -> Result<(), shared::error::QueueError> {
+        self.inner.ack(d).await
+    }
+    async fn fail(
+        &self,
+        d: &shared::ports::Delivery,
+        e: &str,
+        r: std::time::Duration,
+    ) -> Result<shared::ports::FailOutcome, shared::error::QueueError> {
+        self.inner.fail(d, e, r).await
+    }
+    async fn defer(
+        &self,
+        d: &shared::ports::Delivery,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<(), shared::error::QueueError> {
+        self.inner.defer(d, until).await
+    }
+    async fn depth(&self) -> Result<usize, shared::error::QueueError> {
+        self.inner.depth().await
+    }
+    async fn dlq_depth(&self, t: &TenantId) -> Result<usize, shared::error::QueueError> {
+        self.inner.dlq_depth(t).await
+    }
+    async fn replay_dlq(&self, t: &TenantId) -> Result<usize, shared::error::QueueError> {
+        self.inner.replay_dlq(t).await
+    }
+}
+
+/// When the queue is down the webhook answers 503 and the CRM's redelivery is not dropped as a
+/// duplicate: nothing is lost.
+#[tokio::test]
+async fn a_webhook_that_could_not_be_enqueued_is_accepted_on_redelivery() {
+    let store = EmbeddedStore::in_memory().unwrap();
+    let mut tenant = TenantConfig::new("acme");
+    tenant.api_key = Some("key-acme".into());
+    tenant.hubspot = Some(shared::tenant::HubSpotTenant {
+        portal_id: 62515,
+        client_secret: Some("hs-secret".into()),
+        ..Default::default()
+    });
+    let mut tenants = Tenants::new();
+    tenants.add(tenant, vec![]);
+    let s = Arc::new(store.clone());
+    let queue = Arc::new(FlakyQueue {
+        inner: store.clone(),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let router = shared::http::router(AppState {
+        service: SyncService::new(s.clone(), s.clone(), s, Arc::new(tenants)),
+        queue: queue.clone(),
+        settings: Arc::new(HttpSettings::default()),
+    });
+    let body = r#"[{"eventId":7,"subscriptionId":1,"portalId":62515,"occurredAt":1795773600000,"subscriptionType":"contact.propertyChange","objectId":501,"propertyName":"firstname","propertyValue":"A","changeSource":"CRM_UI","sourceId":"userId:1"}]"#;
+    let send = || {
+        let router = router.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/webhooks/hubspot")
+                .header("content-type", "application/json")
+                .header("x-hubspot-signature-version", "v1")
+                .header(
+                    "x-hubspot-signature",
+                    shared::signature::hubspot_v1("hs-secret", body.as_bytes()),
+                )
+                .body(Body::from(body))
+                .unwrap();
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = send().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(store.depth().await.unwrap(), 0);
+    queue.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = send().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["accepted"], 1, "the redelivery is not a duplicate");
+    assert_eq!(store.depth().await.unwrap(), 1);
+    let (_, again) = send().await;
+    assert_eq!(again["dropped"], 1, "a real duplicate still is");
+}

@@ -543,6 +543,16 @@ impl SyncState for EmbeddedStore {
         Ok(n == 1)
     }
 
+    async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        self.db()
+            .execute(
+                "DELETE FROM state WHERE tenant = ?1 AND k = ?2",
+                params![tenant.as_str(), format!("seen#{key}")],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn field_key(
         &self,
         tenant: &TenantId,

@@ -88,7 +88,15 @@ pub async fn pipedrive(
         tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: repeated delivery, dropped");
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     }
-    state.queue.enqueue(std::slice::from_ref(&change)).await?;
+    if let Err(e) = state.queue.enqueue(std::slice::from_ref(&change)).await {
+        // Not enqueued: Pipedrive's retry of this event must not be taken for a duplicate.
+        let _ = state
+            .service
+            .state
+            .forget_sighting(&tenant_id, &hook.dedupe_key())
+            .await;
+        return Err(e.into());
+    }
     tracing::info!(tenant = %tenant_id, action, record = %change.record_id, attempt = ?hook.meta.attempt, "Pipedrive webhook");
     Ok(Json(json!({"accepted": 1, "dropped": 0})))
 }

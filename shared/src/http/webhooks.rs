@@ -100,6 +100,7 @@ pub async fn hubspot(
 
     let tenant_id = tenant.id.clone();
     let mut changes = Vec::new();
+    let mut marked = Vec::new();
     let mut dropped = 0usize;
     for e in &events {
         if e.is_own_write(hs.app_id) {
@@ -115,13 +116,21 @@ pub async fn hubspot(
             dropped += 1;
             continue;
         }
+        marked.push(e.dedupe_key());
         match e.to_change(&tenant_id) {
             Some(c) => changes.push(c),
             None => dropped += 1,
         }
     }
     let changes = coalesce(changes);
-    state.queue.enqueue(&changes).await?;
+    if let Err(e) = state.queue.enqueue(&changes).await {
+        // Not enqueued: HubSpot retries on our error answer, and that retry must not be taken
+        // for a duplicate.
+        for key in &marked {
+            let _ = state.service.state.forget_sighting(&tenant_id, key).await;
+        }
+        return Err(e.into());
+    }
     tracing::info!(tenant = %tenant_id, received = events.len(), enqueued = changes.len(), dropped, "HubSpot webhook");
     Ok(Json(json!({"accepted": changes.len(), "dropped": dropped})))
 }

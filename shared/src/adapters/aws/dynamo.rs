@@ -791,6 +791,10 @@ impl SyncState for DynamoStore {
         }
     }
 
+    async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        self.state_delete(tenant, &format!("seen#{key}")).await
+    }
+
     async fn field_key(
         &self,
         tenant: &TenantId,
