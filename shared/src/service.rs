@@ -21,6 +21,13 @@ pub const PRONOUNS: &str = "pronouns";
 /// How often a lost optimistic-concurrency race is retried before the job fails.
 const CONFLICT_RETRIES: usize = 5;
 
+/// How long one Sync Now job works before it queues its continuation, by default.
+const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// Continuations of one Sync Now at most (a guard against a backfill that never shrinks).
+const MAX_RECONCILE_ROUNDS: u32 = 500;
+/// `provenance` of a Sync Now job that continues an earlier one.
+pub const RECONCILE_CONTINUE: &str = "continue";
+
 /// Progress of a Sync Now run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncNowProgress {
@@ -30,6 +37,9 @@ pub struct SyncNowProgress {
     pub finished_at: Option<chrono::DateTime<Utc>>,
     /// Contacts linked by batch backfill.
     pub backfilled: usize,
+    /// Jobs this Sync Now took so far (it continues itself when its time budget runs out).
+    #[serde(default)]
+    pub rounds: u32,
     /// Sync jobs queued (changed CRM records, failed contacts).
     pub enqueued: usize,
     pub errors: Vec<String>,
@@ -70,6 +80,7 @@ pub struct SyncService {
     pub state: Arc<dyn SyncState>,
     pub tenants: Arc<Tenants>,
     prefetched: Arc<Prefetched>,
+    reconcile_budget: std::time::Duration,
 }
 
 impl SyncService {
@@ -85,7 +96,14 @@ impl SyncService {
             state,
             tenants,
             prefetched: Arc::default(),
+            reconcile_budget: RECONCILE_BUDGET,
         }
+    }
+
+    /// How long one Sync Now job works before it queues its continuation (default 10 s).
+    pub fn with_reconcile_budget(mut self, budget: std::time::Duration) -> Self {
+        self.reconcile_budget = budget;
+        self
     }
 
     /// Reads the CRM records behind a batch of events with the CRMs' batch endpoints (HubSpot:
@@ -657,19 +675,45 @@ impl SyncService {
         &self,
         tenant: &TenantId,
         queue: &dyn JobQueue,
+        continuing: bool,
     ) -> Result<SyncNowProgress, SyncError> {
         self.tenant(tenant)?;
-        let mut progress = SyncNowProgress {
-            running: true,
-            started_at: Some(Utc::now()),
-            ..Default::default()
+        let mut progress = match self.sync_now_progress(tenant).await? {
+            Some(previous) if continuing => SyncNowProgress {
+                rounds: previous.rounds + 1,
+                ..previous
+            },
+            _ => SyncNowProgress {
+                running: true,
+                started_at: Some(Utc::now()),
+                rounds: 1,
+                ..Default::default()
+            },
         };
         self.save_progress(tenant, &progress).await?;
+        // One job does what fits in its time budget, then queues its own continuation, so a
+        // large first backfill never outruns the worker's timeout.
+        let deadline = std::time::Instant::now() + self.reconcile_budget;
         for provider in self.tenants.providers(tenant) {
             progress.phase = format!("backfill {provider}");
             self.save_progress(tenant, &progress).await?;
-            match self.backfill(tenant, provider).await {
-                Ok(n) => progress.backfilled += n,
+            match self.backfill(tenant, provider, Some(deadline)).await {
+                Ok((n, more)) => {
+                    progress.backfilled += n;
+                    if more && progress.rounds < MAX_RECONCILE_ROUNDS {
+                        progress.phase = format!("backfill {provider} (continuing)");
+                        self.save_progress(tenant, &progress).await?;
+                        let mut next = ChangeEvent::new(
+                            tenant.clone(),
+                            crate::domain::Origin::App,
+                            "*",
+                            ChangeKind::Reconcile,
+                        );
+                        next.provenance = Some(RECONCILE_CONTINUE.into());
+                        queue.enqueue(&[next]).await?;
+                        return Ok(progress);
+                    }
+                }
                 Err(e) => progress.errors.push(format!("{provider} backfill: {e}")),
             }
             progress.phase = format!("poll {provider}");
@@ -839,10 +883,11 @@ impl SyncService {
         &self,
         tenant: &TenantId,
         provider: Provider,
-    ) -> Result<usize, SyncError> {
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(usize, bool), SyncError> {
         self.tenant(tenant)?;
         let Some(client) = self.tenants.client(tenant, provider).cloned() else {
-            return Ok(0);
+            return Ok((0, false));
         };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, provider).await?;
@@ -872,7 +917,11 @@ impl SyncService {
             }
         }
         let mut done = 0;
-        for chunk in pending.chunks(100) {
+        let chunks: Vec<_> = pending.chunks(100).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok((done, true));
+            }
             let inputs: Vec<_> = chunk
                 .iter()
                 .map(|c| {
@@ -921,7 +970,7 @@ impl SyncService {
                 }
             }
         }
-        Ok(done)
+        Ok((done, false))
     }
 }
 

@@ -24,7 +24,8 @@ pub async fn run_event(
     event: &ChangeEvent,
 ) -> Result<SyncReport, SyncError> {
     if event.kind == ChangeKind::Reconcile {
-        service.reconcile(&event.tenant, queue).await?;
+        let continuing = event.provenance.as_deref() == Some(crate::service::RECONCILE_CONTINUE);
+        service.reconcile(&event.tenant, queue, continuing).await?;
         Ok(SyncReport::default())
     } else {
         service.handle(event).await

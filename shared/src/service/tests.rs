@@ -458,18 +458,18 @@ async fn backfill_links_unlinked_contacts_in_batches() {
     }
     assert_eq!(
         f.service
-            .backfill(&tenant(), Provider::HubSpot)
+            .backfill(&tenant(), Provider::HubSpot, None)
             .await
             .unwrap(),
-        250
+        (250, false)
     );
     assert_eq!(f.hubspot.records().len(), 250);
     assert_eq!(
         f.service
-            .backfill(&tenant(), Provider::HubSpot)
+            .backfill(&tenant(), Provider::HubSpot, None)
             .await
             .unwrap(),
-        0
+        (0, false)
     );
     // Linked by backfill: a later sync writes nothing to HubSpot.
     let before = f.hubspot.writes();
@@ -528,4 +528,67 @@ async fn poll_enqueues_changes_webhooks_missed_and_advances_the_cursor() {
     let before = f.hubspot.writes() + f.pipedrive.writes();
     worker::run_once(&f.service, q, 10).await.unwrap();
     assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), before);
+}
+
+/// A Sync Now whose time budget runs out queues its own continuation; the continuations finish
+/// the backfill and the progress adds up across jobs.
+#[tokio::test]
+async fn sync_now_continues_itself_past_its_time_budget() {
+    let f = fixture(true).await;
+    for i in 0..350 {
+        create_app_contact(&f, &format!("c{i:03}"), &format!("q{i}@x.io"), "Q").await;
+    }
+    // A deadline already passed: one chunk of 100 per provider call, then "more".
+    let (n, more) = f
+        .service
+        .backfill(
+            &tenant(),
+            Provider::HubSpot,
+            Some(std::time::Instant::now()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((n, more), (100, true));
+
+    let q: &dyn JobQueue = &f.store;
+    f.store
+        .enqueue(&[ChangeEvent::new(
+            tenant(),
+            Origin::App,
+            "*",
+            ChangeKind::Reconcile,
+        )])
+        .await
+        .unwrap();
+    // No time budget at all: every job does one chunk per CRM, then continues itself.
+    let service = f
+        .service
+        .clone()
+        .with_reconcile_budget(std::time::Duration::ZERO);
+    for _ in 0..50 {
+        if worker::run_once(&service, q, 10).await.unwrap() == 0 {
+            break;
+        }
+    }
+    let progress = f
+        .service
+        .sync_now_progress(&tenant())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(progress.phase, "done");
+    assert!(!progress.running);
+    assert_eq!(
+        progress.backfilled,
+        250 + 350,
+        "the rest of HubSpot plus all of Pipedrive"
+    );
+    assert_eq!(f.hubspot.records().len(), 350);
+    assert_eq!(f.pipedrive.records().len(), 350);
+    assert!(progress.errors.is_empty(), "{progress:?}");
+    assert_eq!(
+        progress.rounds, 6,
+        "HubSpot 250 left (100, 100, 50), Pipedrive 350 (100, 100, 100, 50); the job that \
+         finishes HubSpot goes on with Pipedrive: 6 jobs: {progress:?}"
+    );
 }
