@@ -243,6 +243,26 @@ pub struct Contact {
     pub deleted: bool,
 }
 
+impl Contact {
+    /// A new, not yet stored contact (the store sets version 1 on insert).
+    pub fn new(
+        tenant: TenantId,
+        id: impl Into<String>,
+        fields: ContactFields,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant,
+            id: id.into(),
+            fields,
+            version: 0,
+            created_at: now,
+            last_app_modified: now,
+            deleted: false,
+        }
+    }
+}
+
 /// Sync state of one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

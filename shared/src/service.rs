@@ -597,15 +597,12 @@ impl SyncService {
             }
             return Ok(None);
         };
-        let contact = Contact {
-            tenant: tenant.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
+        let contact = Contact::new(
+            tenant.clone(),
+            uuid::Uuid::new_v4().to_string(),
             fields,
-            version: 0,
-            created_at: now,
-            last_app_modified: now,
-            deleted: false,
-        };
+            now,
+        );
         let contact = match self.contacts.insert(&contact).await {
             Ok(c) => c,
             // The same email arrived concurrently: retry the job, the next run links it.

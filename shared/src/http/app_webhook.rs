@@ -156,15 +156,8 @@ async fn apply(
             Ok(Some(id))
         }
         (None, Some(f)) => {
-            let c = Contact {
-                tenant: tenant.clone(),
-                id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                fields: f,
-                version: 0,
-                created_at: now,
-                last_app_modified: now,
-                deleted: false,
-            };
+            let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let c = Contact::new(tenant.clone(), id, f, now);
             let stored = contacts.insert(&c).await?;
             Ok(Some(stored.id))
         }

@@ -226,15 +226,12 @@ pub async fn create(
     let input: ContactInput = parse_json(&body?)?;
     let (fields, _) = input.into_fields()?;
     let now = Utc::now();
-    let contact = Contact {
-        tenant: tenant.clone(),
-        id: uuid::Uuid::new_v4().to_string(),
+    let contact = Contact::new(
+        tenant.clone(),
+        uuid::Uuid::new_v4().to_string(),
         fields,
-        version: 0,
-        created_at: now,
-        last_app_modified: now,
-        deleted: false,
-    };
+        now,
+    );
     let stored = state.service.contacts.insert(&contact).await?;
     enqueue(&state, &tenant, &stored.id, ChangeKind::Upsert).await?;
     tracing::info!(%tenant, contact_id = %stored.id, "contact created");
