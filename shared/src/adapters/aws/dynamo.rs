@@ -300,6 +300,38 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The JSON values of a tenant's state items whose key starts with `prefix`, in key order
+    /// (or newest first), at most `limit`.
+    async fn state_query<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("tenant = :t AND begins_with(k, :p)")
+            .expression_attribute_values(":t", s(tenant))
+            .expression_attribute_values(":p", s(prefix))
+            .scan_index_forward(!newest_first)
+            .consistent_read(true);
+        if let Some(l) = limit {
+            req = req.limit(l.clamp(1, 1000) as i32);
+        }
+        let items = self.query_all(req, limit).await?;
+        items
+            .into_iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .filter_map(|i| match i.get("v") {
+                Some(AttributeValue::S(json)) => Some(serde_json::from_str(json).map_err(backend)),
+                _ => None,
+            })
+            .collect()
+    }
+
     async fn state_delete(&self, tenant: &TenantId, k: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
@@ -740,24 +772,8 @@ impl SyncState for DynamoStore {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError> {
-        let req = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("tenant = :t AND begins_with(k, :p)")
-            .expression_attribute_values(":t", s(tenant.as_str()))
-            .expression_attribute_values(":p", s("conflict#"))
-            .scan_index_forward(false)
-            .limit(limit.clamp(1, 1000) as i32);
-        let items = self.query_all(req, Some(limit)).await?;
-        items
-            .into_iter()
-            .take(limit)
-            .filter_map(|i| match i.get("v") {
-                Some(AttributeValue::S(json)) => Some(serde_json::from_str(json).map_err(backend)),
-                _ => None,
-            })
-            .collect()
+        self.state_query(tenant.as_str(), "conflict#", true, Some(limit))
+            .await
     }
 
     async fn first_sighting(
@@ -846,22 +862,13 @@ impl SyncState for DynamoStore {
         tenant: &TenantId,
         contact_id: &str,
     ) -> Result<Vec<ContactIssue>, StoreError> {
-        let req = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("tenant = :t AND begins_with(k, :p)")
-            .expression_attribute_values(":t", s(tenant.as_str()))
-            .expression_attribute_values(":p", s(format!("issue#{contact_id}#")))
-            .consistent_read(true);
-        let items = self.query_all(req, None).await?;
-        items
-            .into_iter()
-            .filter_map(|i| match i.get("v") {
-                Some(AttributeValue::S(json)) => Some(serde_json::from_str(json).map_err(backend)),
-                _ => None,
-            })
-            .collect()
+        self.state_query(
+            tenant.as_str(),
+            &format!("issue#{contact_id}#"),
+            false,
+            None,
+        )
+        .await
     }
 }
 
@@ -880,21 +887,6 @@ impl TenantRegistry for DynamoStore {
     }
 
     async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let req = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("tenant = :t AND begins_with(k, :p)")
-            .expression_attribute_values(":t", s(REGISTRY))
-            .expression_attribute_values(":p", s("tenant#"))
-            .consistent_read(true);
-        let items = self.query_all(req, None).await?;
-        items
-            .into_iter()
-            .filter_map(|i| match i.get("v") {
-                Some(AttributeValue::S(json)) => Some(serde_json::from_str(json).map_err(backend)),
-                _ => None,
-            })
-            .collect()
+        self.state_query(REGISTRY, "tenant#", false, None).await
     }
 }
