@@ -88,6 +88,24 @@ pub struct ProviderStats {
     pub paused_until: Option<DateTime<Utc>>,
 }
 
+impl ProviderStats {
+    /// Counts one sync outcome (every store applies the same rule).
+    pub fn record(&mut self, outcome: &Result<(), String>, conflicts: u64, at: DateTime<Utc>) {
+        self.conflicts += conflicts;
+        match outcome {
+            Ok(()) => {
+                self.synced += 1;
+                self.last_sync_at = Some(at);
+            }
+            Err(message) => {
+                self.errors += 1;
+                self.last_error = Some(message.clone());
+                self.last_error_at = Some(at);
+            }
+        }
+    }
+}
+
 /// A sync problem of a contact that has no link yet (e.g. the create failed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactIssue {

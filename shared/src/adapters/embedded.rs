@@ -458,20 +458,7 @@ impl SyncState for EmbeddedStore {
         conflicts: u64,
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        self.update_stats(tenant, provider, |s| {
-            s.conflicts += conflicts;
-            match outcome {
-                Ok(()) => {
-                    s.synced += 1;
-                    s.last_sync_at = Some(now);
-                }
-                Err(message) => {
-                    s.errors += 1;
-                    s.last_error = Some(message);
-                    s.last_error_at = Some(now);
-                }
-            }
-        })
+        self.update_stats(tenant, provider, |st| st.record(&outcome, conflicts, now))
     }
 
     async fn set_paused_until(

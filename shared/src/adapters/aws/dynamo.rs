@@ -717,21 +717,8 @@ impl SyncState for DynamoStore {
         conflicts: u64,
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        self.update_stats(tenant, provider, |st| {
-            st.conflicts += conflicts;
-            match &outcome {
-                Ok(()) => {
-                    st.synced += 1;
-                    st.last_sync_at = Some(now);
-                }
-                Err(m) => {
-                    st.errors += 1;
-                    st.last_error = Some(m.clone());
-                    st.last_error_at = Some(now);
-                }
-            }
-        })
-        .await
+        self.update_stats(tenant, provider, |st| st.record(&outcome, conflicts, now))
+            .await
     }
 
     async fn set_paused_until(
