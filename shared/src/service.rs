@@ -486,6 +486,7 @@ impl SyncService {
         let Some(external_id) = external_id else {
             return Ok(report);
         };
+        let first_sync = active.is_none();
         match plan.link {
             LinkOutcome::Skip => {}
             LinkOutcome::Tombstone => {
@@ -529,9 +530,13 @@ impl SyncService {
         self.state
             .record_outcome(tenant, provider, Ok(()), plan.conflicts.len() as u64)
             .await?;
-        self.state
-            .set_issue(tenant, &contact.id, provider, None)
-            .await?;
+        // Issues are recorded only for contacts without a link, so only a first sync clears one
+        // (no extra write on every later sync).
+        if first_sync {
+            self.state
+                .set_issue(tenant, &contact.id, provider, None)
+                .await?;
+        }
         if report.app_writes + report.crm_writes > 0 {
             info!(%tenant, contact_id = %contact.id, %provider, app_writes = report.app_writes, crm_writes = report.crm_writes, conflicts = report.conflicts, "synced");
         }
