@@ -6,10 +6,13 @@ Usage: validate_pipedrive_requests.py REQUESTS.json [--specs DIR]
 REQUESTS.json is a list of request records as the crm-sim Pipedrive simulator logs them
 (`method`, `path`, `query`, `body`, `raw_body`, `auth`, ...). Requests under `/api/v2/` are checked
 against `openapi-v2.yaml`, requests under `/api/v1/` against `openapi-v1.yaml` (DIR defaults to
-`../shared/specs/pipedrive` from the repository root). Each request must match a path and method of
-the spec; its path and query parameters and JSON body must validate (openapi-core); every query
-parameter must be one the operation declares; and it must authenticate the way the specs
-declare (`x-api-token` header or OAuth bearer, never the legacy `api_token` query parameter).
+`infra/specs/pipedrive`, the vendored copies). Each request must match a path and method of the
+spec; its path and query parameters and JSON body must validate (openapi-core); every query
+parameter must be one the operation declares; every body property must be one the schema
+declares (strict: an object schema that lists `properties` is closed unless it says
+`additionalProperties`; see BODY_ALLOW_LIST for the documented exceptions); and it must
+authenticate the way the specs declare (`x-api-token` header or OAuth bearer, never the legacy
+`api_token` query parameter).
 
 Prints one line per request and exits 0 when all validate, 1 when any does not, 2 when it cannot
 run at all.
@@ -41,6 +44,18 @@ VERSIONS = {
 }
 ALLOWED_AUTH = {"x-api-token": {"x-api-token": "validator"}, "oauth bearer": {"Authorization": "Bearer validator"}}
 
+# Body properties that Pipedrive's developer documentation declares but the request schema of the
+# official spec lacks. Keyed by (spec file, method, path pattern, location in the body as a JSON
+# pointer); everything not listed here and not in the schema is a violation.
+BODY_ALLOW_LIST = {
+    # Pipedrive's "Pipedrive API v1 to v2 migration guide" (Persons): "Either `name` or both
+    # `first_name` and `last_name` must be provided ... If `first_name` and `last_name` are
+    # provided, `name` is created by concatenating these." The v2 addPerson / updatePerson
+    # request schemas list only `name`.
+    ("openapi-v2.yaml", "post", "/persons", ""): {"first_name", "last_name"},
+    ("openapi-v2.yaml", "patch", "/persons/{id}", ""): {"first_name", "last_name"},
+}
+
 
 def load(specs_dir, name):
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -68,6 +83,66 @@ def find_pattern(spec, api, url, method):
     finder = APICallPathFinder(api.spec)
     path, _operation, _server, _path_result, _server_result = finder.find(method, url)
     return path.name if hasattr(path, "name") else path.parts[-1]
+
+
+def resolve(spec, node):
+    while isinstance(node, dict) and "$ref" in node:
+        target = spec
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def branches(spec, schema):
+    """The schema and every allOf/anyOf/oneOf branch inside it, references resolved."""
+    schema = resolve(spec, schema)
+    if not isinstance(schema, dict):
+        return []
+    out = [schema]
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(key, []):
+            out.extend(branches(spec, sub))
+    return out
+
+
+def undeclared(spec, schema, value, pointer, allowed):
+    """Body properties that no branch of `schema` declares, as JSON pointers."""
+    found = []
+    parts = branches(spec, schema)
+    if isinstance(value, dict):
+        declared = set()
+        open_map = False
+        closed = False
+        for b in parts:
+            if "properties" in b:
+                closed = True
+                declared |= set(b["properties"])
+            if b.get("additionalProperties") not in (None, False):
+                open_map = True
+        declared |= allowed.get(pointer, set())
+        for key, item in value.items():
+            if closed and not open_map and key not in declared:
+                found.append(f"{pointer}/{key}")
+                continue
+            subs = [b["properties"][key] for b in parts if key in b.get("properties", {})]
+            for sub in subs:
+                found.extend(undeclared(spec, sub, item, f"{pointer}/{key}", allowed))
+    elif isinstance(value, list):
+        subs = [b["items"] for b in parts if "items" in b]
+        for i, item in enumerate(value):
+            for sub in subs:
+                found.extend(undeclared(spec, sub, item, f"{pointer}/{i}", allowed))
+    return sorted(set(found))
+
+
+def body_schema(spec, pattern, method):
+    body = spec["paths"][pattern][method].get("requestBody")
+    if body is None:
+        return None
+    content = resolve(spec, body).get("content", {})
+    media = content.get("application/json")
+    return None if media is None else media.get("schema")
 
 
 def describe(error):
@@ -123,6 +198,16 @@ def check(record, specs):
     unknown = sorted(set(args) - declared)
     if unknown:
         return f"query parameters not in the spec for {method.upper()} {pattern}: {', '.join(unknown)}"
+    schema = body_schema(spec, pattern, method)
+    if body is not None and schema is not None:
+        allowed = {
+            pointer: names
+            for (file, m, p, pointer), names in BODY_ALLOW_LIST.items()
+            if (file, m, p) == (spec_name, method, pattern)
+        }
+        extra = undeclared(spec, schema, body, "", allowed)
+        if extra:
+            return f"body properties not in the spec for {method.upper()} {pattern}: {', '.join(extra)}"
     return None
 
 
@@ -130,7 +215,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("requests")
-    ap.add_argument("--specs", default=os.path.join(root, "..", "shared", "specs", "pipedrive"))
+    ap.add_argument("--specs", default=os.path.join(root, "infra", "specs", "pipedrive"))
     a = ap.parse_args()
     try:
         with open(a.requests, encoding="utf-8") as f:

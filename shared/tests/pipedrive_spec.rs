@@ -19,9 +19,9 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/specs/pipedrive` from the repository root.
+/// The vendored official specs, `infra/specs/pipedrive` (see its README).
 fn specs_dir() -> PathBuf {
-    let dir = repo_root().join("../shared/specs/pipedrive");
+    let dir = repo_root().join("infra/specs/pipedrive");
     assert!(
         dir.join("openapi-v2.yaml").is_file() && dir.join("openapi-v1.yaml").is_file(),
         "the official Pipedrive specs are missing at {}",
@@ -266,7 +266,24 @@ async fn the_validator_rejects_requests_that_break_the_spec() {
         .cloned()
         .unwrap();
     bad_webhook["body"]["event_action"] = json!("updated"); // a v1 action name
+    // Properties the schemas do not declare: at the top level, inside an array item, and a
+    // v1 spelling (`email`) next to the v2 one.
+    let mut undeclared_top = patch.clone();
+    undeclared_top["body"]["nickname"] = json!("Ann");
+    let mut undeclared_nested = patch.clone();
+    undeclared_nested["body"]["emails"] =
+        json!([{"value": "a@example.com", "primary": true, "kind": "work"}]);
+    let create = log
+        .iter()
+        .find(|r| r["path"] == "/api/v2/persons" && r["method"] == "POST")
+        .cloned()
+        .expect("a create was sent");
+    let mut v1_spelling = create.clone();
+    v1_spelling["body"]["email"] = json!("a@example.com");
     let bad = vec![
+        undeclared_top,
+        undeclared_nested,
+        v1_spelling,
         bad_patch,
         string_int,
         put,
@@ -282,6 +299,13 @@ async fn the_validator_rejects_requests_that_break_the_spec() {
         out.contains(&format!("0 passed, {} failed", bad.len())),
         "{out}"
     );
+    for pointer in ["/nickname", "/emails/0/kind", "/email"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("body properties not in the spec") && l.ends_with(pointer)),
+            "{pointer} is not reported as undeclared:\n{out}"
+        );
+    }
     // A good request among bad ones still passes, and the run still fails.
     let mut mixed = bad.clone();
     mixed.push(patch);
