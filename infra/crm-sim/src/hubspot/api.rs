@@ -23,7 +23,8 @@ use super::store::{IdKind, Selection, Store, first_duplicate, fmt_ts};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Inputs per batch request (reference §3 "Batch bodies and limits").
+/// Inputs per batch request (HubSpot's contacts API guide:
+/// batch endpoints take up to 100 inputs).
 pub(crate) const MAX_BATCH_INPUTS: usize = 100;
 const LIST_DEFAULT_LIMIT: usize = 10;
 const LIST_MAX_LIMIT: usize = 100;

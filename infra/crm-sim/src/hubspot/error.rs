@@ -1,7 +1,8 @@
 //! HubSpot-shaped error bodies.
 //!
 //! Every API error carries `status:"error"`, `message`, a fresh `correlationId` (UUID) and a
-//! `category`, plus `errors[]` / `context` where HubSpot sends them (reference §3 "Errors").
+//! `category`, plus `errors[]` / `context` where HubSpot sends them (HubSpot's
+//! "Error handling" guide).
 
 use axum::{
     Json,

@@ -1,6 +1,7 @@
 //! What stands in front of every HubSpot API route: the outage switch, Bearer authentication
 //! (static private-app tokens and OAuth access tokens), the 10-second burst window, the daily
-//! counter, the search limit and the rate-limit headers (reference §5, §6). Also the OAuth
+//! counter, the search limit and the rate-limit headers (HubSpot's "API usage guidelines" and
+//! its OAuth and private-app authentication guides). Also the OAuth
 //! token endpoint.
 
 use std::collections::{HashMap, HashSet, VecDeque};

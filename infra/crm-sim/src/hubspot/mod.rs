@@ -1,5 +1,6 @@
 //! Stateful simulator of HubSpot's CRM v3 contacts, properties and OAuth APIs, with webhook
-//! delivery, following `shared/reference/hubspot-api.md`.
+//! delivery, following HubSpot's public developer documentation (CRM v3 contacts, properties,
+//! search, webhooks, OAuth, API usage guidelines).
 //!
 //! # HubSpot paths
 //!

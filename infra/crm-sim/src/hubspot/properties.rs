@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use super::error::{ApiError, PropIssue};
 use super::store::fmt_ts;
 
-/// `type` values accepted by the properties API (reference §4).
+/// `type` values accepted by the properties API (HubSpot's properties API
+/// guide).
 pub(crate) const PROPERTY_TYPES: [&str; 7] = [
     "bool",
     "date",
@@ -20,7 +21,8 @@ pub(crate) const PROPERTY_TYPES: [&str; 7] = [
     "string",
 ];
 
-/// `fieldType` values accepted by the properties API (reference §4).
+/// `fieldType` values accepted by the properties API (HubSpot's properties API
+/// guide).
 pub(crate) const FIELD_TYPES: [&str; 12] = [
     "booleancheckbox",
     "calculation_equation",

@@ -1,5 +1,5 @@
 //! `POST /crm/v3/objects/contacts/search`: request validation, filter evaluation, sorting and
-//! the 10,000-result paging cap (reference §3 "Search", sync-pitfalls §5).
+//! the 10,000-result paging cap (HubSpot's "CRM search" guide).
 
 use std::cmp::Ordering;
 
@@ -444,7 +444,7 @@ fn cond_matches(c: &Cond, def: Option<&PropertyDef>, rec: &Record) -> bool {
                     } else if def.is_enumeration() {
                         s == v
                     } else {
-                        // String IN values must be given in lowercase (reference §3).
+                        // String IN values must be given in lowercase (HubSpot's "CRM search" guide).
                         s.to_lowercase() == *v
                     }
                 })

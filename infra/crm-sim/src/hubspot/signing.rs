@@ -1,4 +1,5 @@
-//! HubSpot webhook request signatures as the simulator produces them (reference §1).
+//! HubSpot webhook request signatures as the simulator produces them (HubSpot's
+//! "Validating requests from HubSpot" guide).
 //!
 //! - v1: lowercase hex `sha256(client_secret + body)`.
 //! - v3: base64 `HMAC-SHA256(client_secret, method + uri + body + timestamp)`, where `uri` is the

@@ -1,5 +1,5 @@
 //! Webhook events for contact subscriptions: batching, signing, delivery and retries
-//! (reference §1 and §2).
+//! (HubSpot's "Webhooks API" guide and "Validating requests from HubSpot").
 //!
 //! Events are collected for `webhook_batch_window_ms`, sent as JSON arrays of at most 100, with
 //! at most `webhook_max_concurrency` requests in flight. A delivery fails on a connection error,
