@@ -11,7 +11,10 @@ use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
 use crate::ports::TenantRegistry;
 use crate::service::SyncService;
-use crate::settings::{HubSpotSettings, PipedriveSettings, SettingsError, tenant_setup, var};
+use crate::settings::{
+    HUBSPOT_VARS, HubSpotSettings, PIPEDRIVE_VARS, PipedriveSettings, SettingsError,
+    refuse_without_credentials, tenant_setup, var,
+};
 use crate::tenant::{TenantConfig, Tenants};
 
 #[derive(Debug, Error)]
@@ -58,13 +61,15 @@ impl Deployment {
                 TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
             tenant.api_key = Some(api_key);
             tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
-            let setup = tenant_setup(
-                tenant,
-                HubSpotSettings::from_env()?.as_ref(),
-                PipedriveSettings::from_env()?.as_ref(),
-                &http,
-            )
-            .await?;
+            let hubspot = HubSpotSettings::from_env()?;
+            if hubspot.is_none() {
+                refuse_without_credentials("HubSpot", &HUBSPOT_VARS, &["HUBSPOT_API_BASE"])?;
+            }
+            let pipedrive = PipedriveSettings::from_env()?;
+            if pipedrive.is_none() {
+                refuse_without_credentials("Pipedrive", &PIPEDRIVE_VARS, &["PIPEDRIVE_API_BASE"])?;
+            }
+            let setup = tenant_setup(tenant, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
             tenants.add(setup.config, setup.clients);
         }
         let service = SyncService::new(

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod lambda;
+pub mod logging;
 pub mod ports;
 pub mod service;
 pub mod settings;

@@ -20,6 +20,59 @@ pub enum SettingsError {
     Missing(&'static str),
     #[error("{name}={value} is not valid")]
     Invalid { name: &'static str, value: String },
+    #[error(
+        "{names} set, but {crm} has no credentials, so they would be ignored: set its token or unset them"
+    )]
+    Ignored { names: String, crm: &'static str },
+}
+
+/// Every `HUBSPOT_*` variable [`HubSpotSettings::from_env`] reads.
+pub const HUBSPOT_VARS: [&str; 8] = [
+    "HUBSPOT_ACCESS_TOKEN",
+    "HUBSPOT_REFRESH_TOKEN",
+    "HUBSPOT_CLIENT_ID",
+    "HUBSPOT_CLIENT_SECRET",
+    "HUBSPOT_API_BASE",
+    "HUBSPOT_APP_ID",
+    "HUBSPOT_PORTAL_ID",
+    "HUBSPOT_BURST_LIMIT",
+];
+
+/// Every `PIPEDRIVE_*` variable [`PipedriveSettings::from_env`] reads.
+pub const PIPEDRIVE_VARS: [&str; 12] = [
+    "PIPEDRIVE_API_TOKEN",
+    "PIPEDRIVE_ACCESS_TOKEN",
+    "PIPEDRIVE_REFRESH_TOKEN",
+    "PIPEDRIVE_CLIENT_ID",
+    "PIPEDRIVE_CLIENT_SECRET",
+    "PIPEDRIVE_OAUTH_TOKEN_URL",
+    "PIPEDRIVE_API_BASE",
+    "PIPEDRIVE_COMPANY_ID",
+    "PIPEDRIVE_WEBHOOK_USER",
+    "PIPEDRIVE_WEBHOOK_PASSWORD",
+    "PIPEDRIVE_BURST_LIMIT",
+    "PIPEDRIVE_DAILY_TOKEN_BUDGET",
+];
+
+/// Refuses the settings of a CRM that has no credentials (they would be silently ignored).
+/// `defaults` are names a deployment template always sets (an API base) and that say nothing.
+pub fn refuse_without_credentials(
+    crm: &'static str,
+    vars: &[&'static str],
+    defaults: &[&str],
+) -> Result<(), SettingsError> {
+    let given: Vec<&str> = vars
+        .iter()
+        .copied()
+        .filter(|n| !defaults.contains(n) && var(n).is_some())
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(SettingsError::Ignored {
+        names: given.join(", "),
+        crm,
+    })
 }
 
 /// A non-empty environment variable.

@@ -1,5 +1,6 @@
 //! `crm-sim`: serves the HubSpot and Pipedrive simulators on one port until Ctrl-C.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
@@ -150,10 +151,12 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Plain text without colour codes unless stdout is a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let cli = Cli::parse();
     let addr = SocketAddr::new(cli.host, cli.port);

@@ -10,12 +10,7 @@ mod runner;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hyper=warn,reqwest=warn".into()),
-        )
-        .init();
+    shared::logging::init("info,hyper=warn,reqwest=warn").context("setting up logs")?;
     let config = config::LocalConfig::from_env().context("reading configuration")?;
     let running = runner::start(config).await?;
     tracing::info!(url = %running.url, simulator = ?running.sim_url, "contact-sync-local is up");

@@ -15,7 +15,7 @@ use shared::worker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::LocalConfig;
+use crate::config::{LocalConfig, SimulatedAccounts};
 
 /// OAuth access token of the simulated Pipedrive connection (the local runner connects to the
 /// simulator like a Marketplace app: Bearer auth, the OAuth burst limit of 80 per 2 s).
@@ -42,27 +42,31 @@ impl Running {
     }
 }
 
-/// HubSpot settings that point at the in-process simulator.
+/// HubSpot settings that point at the in-process simulator (its app, portal and token).
 fn simulated_hubspot(
     sim: &crm_sim::SimServer,
-    defaults: &crm_sim::hubspot::HubSpotConfig,
+    account: &crm_sim::hubspot::HubSpotConfig,
+    given: &SimulatedAccounts,
 ) -> HubSpotSettings {
     HubSpotSettings {
         api_base: sim.base_url(),
-        access_token: defaults.access_tokens.first().cloned(),
+        access_token: account.access_tokens.first().cloned(),
         client_id: None,
         refresh_token: None,
-        client_secret: Some(defaults.client_secret.clone()),
-        app_id: Some(defaults.app_id),
-        portal_id: defaults.portal_id,
-        burst_limit: defaults.burst_limit.unwrap_or(100),
+        client_secret: Some(account.client_secret.clone()),
+        app_id: Some(account.app_id),
+        portal_id: account.portal_id,
+        burst_limit: given
+            .hubspot_burst_limit
+            .unwrap_or(account.burst_limit.unwrap_or(100)),
     }
 }
 
 /// Pipedrive settings that point at the in-process simulator.
 fn simulated_pipedrive(
     sim: &crm_sim::SimServer,
-    defaults: &crm_sim::pipedrive::PipedriveConfig,
+    account: &crm_sim::pipedrive::PipedriveConfig,
+    given: &SimulatedAccounts,
 ) -> PipedriveSettings {
     PipedriveSettings {
         api_base: sim.base_url(),
@@ -72,11 +76,15 @@ fn simulated_pipedrive(
         client_secret: None,
         refresh_token: None,
         oauth_token_url: shared::crm::pipedrive::DEFAULT_OAUTH_TOKEN_URL.into(),
-        company_id: Some(defaults.company_id),
-        webhook_user: defaults.webhook_user.clone(),
-        webhook_password: defaults.webhook_password.clone(),
-        burst_limit: None,
-        daily_token_budget: defaults.daily_token_budget,
+        company_id: Some(account.company_id),
+        webhook_user: account.webhook_user.clone(),
+        webhook_password: account.webhook_password.clone(),
+        burst_limit: given.pipedrive_burst_limit,
+        daily_token_budget: match given.pipedrive_daily_token_budget {
+            Some(0) => None,
+            Some(budget) => Some(budget),
+            None => account.daily_token_budget,
+        },
     }
 }
 
@@ -107,15 +115,28 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         if let Some(limit) = config.sim_hubspot_burst_limit {
             sim_cfg.hubspot.burst_limit = Some(limit);
         }
+        let given = &config.simulated;
+        if let Some(secret) = &given.hubspot_client_secret {
+            sim_cfg.hubspot.client_secret = secret.clone();
+        }
+        if let Some(app_id) = given.hubspot_app_id {
+            sim_cfg.hubspot.app_id = app_id;
+        }
+        if let Some(portal_id) = given.hubspot_portal_id {
+            sim_cfg.hubspot.portal_id = portal_id;
+        }
+        if let Some(company_id) = given.pipedrive_company_id {
+            sim_cfg.pipedrive.company_id = company_id;
+        }
         sim_cfg.pipedrive.webhook_url = Some(format!("{public_base}/webhooks/pipedrive"));
         sim_cfg.pipedrive.webhook_user = Some(
-            config
+            given
                 .pipedrive_webhook_user
                 .clone()
                 .unwrap_or_else(|| SIM_PIPEDRIVE_WEBHOOK_USER.into()),
         );
         sim_cfg.pipedrive.webhook_password = Some(
-            config
+            given
                 .pipedrive_webhook_password
                 .clone()
                 .unwrap_or_else(|| SIM_PIPEDRIVE_WEBHOOK_PASSWORD.into()),
@@ -139,10 +160,10 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         .collect();
         tracing::info!(url = %server.base_url(), crms = ?simulated, "CRM simulator started");
         if hubspot.is_none() {
-            hubspot = Some(simulated_hubspot(&server, &sim_cfg.hubspot));
+            hubspot = Some(simulated_hubspot(&server, &sim_cfg.hubspot, given));
         }
         if pipedrive.is_none() {
-            pipedrive = Some(simulated_pipedrive(&server, &sim_cfg.pipedrive));
+            pipedrive = Some(simulated_pipedrive(&server, &sim_cfg.pipedrive, given));
         }
         sim = Some(server);
     }

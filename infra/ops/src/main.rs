@@ -115,11 +115,7 @@ impl Onboard {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    shared::logging::init("warn").context("setting up logs")?;
     let cli = Cli::parse();
     let deployment = Deployment::from_env()
         .await

@@ -60,21 +60,40 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The runner binary with its port, data folder and `env`, its log level `warn` unless `env`
+/// sets `RUST_LOG`.
+pub fn runner_command(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_contact-sync-local"));
+    cmd.env("PORT", port.to_string())
+        .env("CONTACT_SYNC_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 impl LocalProcess {
     /// Starts the runner on a free port with `data_dir` and extra environment variables.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(data_dir, env, None).await
+    }
+
+    /// Like [`start`](Self::start), writing the runner's stdout (its log) to `log` when given.
+    pub async fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Self {
         let port = free_port();
         let sim_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_contact-sync-local"));
-        cmd.env("PORT", port.to_string())
-            .env("SIM_PORT", sim_port.to_string())
-            .env("CONTACT_SYNC_DATA_DIR", data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
+        let mut cmd = runner_command(data_dir, port, env);
+        // The simulator's port, unless no simulator runs (a setting it would refuse).
+        if !env.contains(&("CRM_SIMULATOR", "off")) {
+            cmd.env("SIM_PORT", sim_port.to_string());
         }
+        match log {
+            Some(path) => cmd.stdout(std::fs::File::create(path).expect("create the log file")),
+            None => cmd.stdout(Stdio::null()),
+        };
         let child = cmd.spawn().expect("start contact-sync-local");
         let url = format!("http://127.0.0.1:{port}");
         let p = LocalProcess {
