@@ -449,6 +449,15 @@ pub enum Side {
     Crm,
 }
 
+impl Side {
+    pub fn other(self) -> Self {
+        match self {
+            Side::App => Side::Crm,
+            Side::Crm => Side::App,
+        }
+    }
+}
+
 /// A field changed on both sides to different values, with the resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {

@@ -99,8 +99,34 @@ pub fn pronouns_warning(provider: Provider) -> String {
     )
 }
 
-/// Decides what to write where. Pure: same input, same plan.
+/// Decides what to write where. Pure: same input, same plan. Every value is normalised first
+/// (see [`ContactFields::normalized`]), so `plan(x) == plan(normalize(x))`.
 pub fn plan(input: &PlanInput<'_>) -> SyncPlan {
+    let app = match input.app {
+        AppSide::Live(f) => Some(f.clone().normalized()),
+        _ => None,
+    };
+    let crm = match input.crm {
+        CrmSide::Live(f) => Some(f.clone().normalized()),
+        _ => None,
+    };
+    let base = input.base.map(|b| b.clone().normalized());
+    decide(&PlanInput {
+        app: match (&app, input.app) {
+            (Some(f), _) => AppSide::Live(f),
+            (None, other) => other,
+        },
+        crm: match (&crm, input.crm) {
+            (Some(f), _) => CrmSide::Live(f),
+            (None, other) => other,
+        },
+        base: base.as_ref(),
+        ..*input
+    })
+}
+
+/// [`plan`] on normalised values.
+fn decide(input: &PlanInput<'_>) -> SyncPlan {
     let mut warnings = Vec::new();
     let base_or_empty = input.base.cloned().unwrap_or_default();
     let noop = |link, new_base| SyncPlan {
@@ -177,6 +203,15 @@ pub fn plan(input: &PlanInput<'_>) -> SyncPlan {
     }
 }
 
+/// `value`, unless it would clear the email while `other` keeps one.
+fn keeps_email<'v>(field: Field, value: Option<&'v str>, other: Option<&'v str>) -> Option<&'v str> {
+    if field == Field::Email && value.is_none() {
+        other
+    } else {
+        value
+    }
+}
+
 fn merge(
     input: &PlanInput<'_>,
     app: &ContactFields,
@@ -201,21 +236,27 @@ fn merge(
             continue;
         }
         let c = crm.get(field);
-        let mut resolved = if a == c {
+        // A contact always keeps an email: a cleared email is not propagated, and it never wins
+        // a conflict (the side that kept a value does, and the log says so).
+        let resolved = if a == c {
             a
         } else if a == b {
-            c
+            keeps_email(field, c, a)
         } else if c == b {
-            a
+            keeps_email(field, a, c)
         } else {
-            let winner = match input.policy {
+            let mut winner = match input.policy {
                 ConflictPolicy::CrmWins => Side::Crm,
                 ConflictPolicy::AppWins => Side::App,
             };
-            let value = match winner {
-                Side::Crm => c,
-                Side::App => a,
+            let (won, lost) = match winner {
+                Side::Crm => (c, a),
+                Side::App => (a, c),
             };
+            let value = keeps_email(field, won, lost);
+            if value != won {
+                winner = winner.other();
+            }
             conflicts.push(Conflict {
                 field,
                 base_value: b.map(str::to_owned),
@@ -227,10 +268,6 @@ fn merge(
             });
             value
         };
-        // A contact always keeps an email: a cleared email is not propagated.
-        if field == Field::Email && resolved.is_none() {
-            resolved = a.or(c);
-        }
         if a != resolved {
             app_patch.insert(field, resolved.map(str::to_owned));
         }
