@@ -1,5 +1,4 @@
 //! Every DynamoDB and SQS adapter operation against moto server, with the real AWS SDK clients.
-#![cfg(feature = "aws")]
 
 mod common;
 

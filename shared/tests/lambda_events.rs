@@ -1,6 +1,5 @@
 //! Every sample event in `events/` runs through the handler of its Lambda function, with the
 //! expected status or response. A new file without an expectation here fails the test.
-#![cfg(feature = "aws")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

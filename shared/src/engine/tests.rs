@@ -27,30 +27,6 @@ fn input<'a>(app: AppSide<'a>, crm: CrmSide<'a>, base: Option<&'a ContactFields>
     }
 }
 
-fn apply_app(app: &ContactFields, action: &AppAction) -> ContactFields {
-    match action {
-        AppAction::None => app.clone(),
-        AppAction::Create { fields } => fields.clone(),
-        AppAction::Update { patch } => {
-            let mut out = app.clone();
-            out.apply(patch);
-            out
-        }
-    }
-}
-
-fn apply_crm(crm: &ContactFields, action: &CrmAction) -> ContactFields {
-    match action {
-        CrmAction::None | CrmAction::Archive => crm.clone(),
-        CrmAction::Create { fields } => fields.clone(),
-        CrmAction::Update { patch } => {
-            let mut out = crm.clone();
-            out.apply(patch);
-            out
-        }
-    }
-}
-
 #[test]
 fn identical_values_write_nothing() {
     let a = fields("a@x.io", "Ann");
