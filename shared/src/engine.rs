@@ -204,7 +204,11 @@ fn decide(input: &PlanInput<'_>) -> SyncPlan {
 }
 
 /// `value`, unless it would clear the email while `other` keeps one.
-fn keeps_email<'v>(field: Field, value: Option<&'v str>, other: Option<&'v str>) -> Option<&'v str> {
+fn keeps_email<'v>(
+    field: Field,
+    value: Option<&'v str>,
+    other: Option<&'v str>,
+) -> Option<&'v str> {
     if field == Field::Email && value.is_none() {
         other
     } else {

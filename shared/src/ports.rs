@@ -203,6 +203,32 @@ pub struct Delivery {
     pub receipt: String,
 }
 
+/// A count of queued jobs and whose jobs it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    pub jobs: usize,
+    pub scope: DepthScope,
+}
+
+/// Whose jobs a [`QueueDepth`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepthScope {
+    /// Only the tenant's (the embedded queue).
+    Tenant,
+    /// Every tenant's: SQS counts a whole queue (`ApproximateNumberOfMessages*`), not by tenant.
+    Deployment,
+}
+
+impl QueueDepth {
+    pub fn tenant(jobs: usize) -> Self {
+        Self {
+            jobs,
+            scope: DepthScope::Tenant,
+        }
+    }
+}
+
 /// What became of a failed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -229,9 +255,11 @@ pub trait JobQueue: Send + Sync {
     ) -> Result<FailOutcome, QueueError>;
     /// Puts the job back until `until` without counting the attempt (quota spent, not a failure).
     async fn defer(&self, delivery: &Delivery, until: DateTime<Utc>) -> Result<(), QueueError>;
-    /// Jobs waiting or in flight.
-    async fn depth(&self) -> Result<usize, QueueError>;
-    async fn dlq_depth(&self, tenant: &TenantId) -> Result<usize, QueueError>;
+    /// The tenant's jobs waiting or in flight (or the deployment's, where the backend cannot
+    /// count per tenant: the figure says which).
+    async fn depth(&self, tenant: &TenantId) -> Result<QueueDepth, QueueError>;
+    /// The tenant's dead letters (or the deployment's: the figure says which).
+    async fn dlq_depth(&self, tenant: &TenantId) -> Result<QueueDepth, QueueError>;
     /// Moves a tenant's dead letters back to the sync queue; returns how many moved.
     async fn replay_dlq(&self, tenant: &TenantId) -> Result<usize, QueueError>;
 }
@@ -248,11 +276,14 @@ pub struct CrmContext {
     pub job_title_key: Option<String>,
 }
 
-/// A record reported changed by a poll, with its modification time when the CRM gives it.
+/// A record reported changed by a poll, with its modification time when the CRM gives it, and
+/// its values when the listing carries them (Pipedrive's does), so that a poll can tell a record
+/// it already agrees with from a changed one without reading it again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangedRecord {
     pub id: String,
     pub updated_at: Option<DateTime<Utc>>,
+    pub fields: Option<ContactFields>,
 }
 
 /// Records changed since a cursor, and the next cursor.

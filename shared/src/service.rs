@@ -13,7 +13,9 @@ use crate::domain::{
 };
 use crate::engine::{self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput};
 use crate::error::{CrmError, StoreError, SyncError};
-use crate::ports::{ContactStore, CrmClient, CrmContext, JobQueue, LinkStore, SyncState};
+use crate::ports::{
+    ChangedRecord, ContactStore, CrmClient, CrmContext, JobQueue, LinkStore, SyncState,
+};
 use crate::tenant::{TenantConfig, Tenants};
 
 /// Name of the pronouns field in the field-key map.
@@ -71,6 +73,28 @@ type PrefetchKey = (TenantId, Provider, String);
 /// once (the first read of that record), then reads go to the CRM again.
 #[derive(Default)]
 struct Prefetched(std::sync::Mutex<HashMap<PrefetchKey, (std::time::Instant, Option<CrmRecord>)>>);
+
+/// Whether a polled record holds what its link last agreed. With the record's values at hand
+/// (Pipedrive's listing), they decide: equal to the base on every field the CRM stores means
+/// nothing to sync, whatever the timestamps say. Otherwise the modification time decides; a
+/// timestamp in whole seconds cannot tell our write from a user's edit in the same second, so
+/// equality counts as seen only with sub-second precision (HubSpot's milliseconds).
+fn already_agreed(rec: &ChangedRecord, link: &ContactLink, support: FieldSupport) -> bool {
+    use chrono::Timelike;
+    if let Some(fields) = &rec.fields {
+        let fields = fields.clone().normalized();
+        return crate::domain::Field::ALL
+            .into_iter()
+            .filter(|f| support.supports(*f))
+            .all(|f| fields.get(f) == link.base.get(f));
+    }
+    match (rec.updated_at, link.crm_last_modified) {
+        (Some(updated), Some(seen)) => {
+            seen > updated || (seen == updated && updated.nanosecond() != 0)
+        }
+        _ => false,
+    }
+}
 
 /// The sync logic over the ports.
 #[derive(Clone)]
@@ -836,6 +860,9 @@ impl SyncService {
         };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, provider).await?;
+        let support = FieldSupport {
+            pronouns: ctx.pronouns_key.is_some(),
+        };
         let cursor_name = format!("poll#{provider}");
         let mut cursor = self.state.cursor(tenant, &cursor_name).await?;
         let mut enqueued = 0;
@@ -843,12 +870,10 @@ impl SyncService {
             let page = client.changed_since(&ctx, cursor.as_deref()).await?;
             let mut events = Vec::new();
             for rec in &page.records {
-                // Already synced at this version (e.g. our own write): skip the trigger.
-                if let (Some(updated), Some(link)) = (
-                    rec.updated_at,
-                    self.links.get_link(tenant, provider, &rec.id).await?,
-                ) && link.status == LinkStatus::Synced
-                    && link.crm_last_modified.is_some_and(|seen| seen >= updated)
+                // Already agreed (e.g. our own write): skip the trigger.
+                if let Some(link) = self.links.get_link(tenant, provider, &rec.id).await?
+                    && link.status == LinkStatus::Synced
+                    && already_agreed(rec, &link, support)
                 {
                     continue;
                 }

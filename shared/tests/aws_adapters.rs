@@ -11,7 +11,9 @@ use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
 use shared::adapters::aws::sqs::SqsQueue;
 use shared::crm::memory::MemoryCrm;
 use shared::error::StoreError;
-use shared::ports::{ContactStore, FailOutcome, JobQueue, LinkStore, SyncState};
+use shared::ports::{
+    ContactStore, DepthScope, FailOutcome, JobQueue, LinkStore, QueueDepth, SyncState,
+};
 use shared::service::SyncService;
 use shared::tenant::{TenantConfig, Tenants};
 use shared::{
@@ -403,7 +405,7 @@ async fn sqs_batches_of_ten_receive_ack_depth() {
     let q = queues(30).await;
     let events: Vec<_> = (0..25).map(|i| event("acme", &format!("c{i}"))).collect();
     q.enqueue(&events).await.unwrap();
-    assert_eq!(q.depth().await.unwrap(), 25);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 25);
     let mut got = Vec::new();
     while got.len() < 25 {
         let batch = q.receive(10).await.unwrap();
@@ -417,7 +419,7 @@ async fn sqs_batches_of_ten_receive_ack_depth() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 25);
-    assert_eq!(q.depth().await.unwrap(), 0);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
     q.enqueue_delayed(&event("acme", "later"), Duration::from_secs(60))
         .await
         .unwrap();
@@ -439,7 +441,7 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
         receives += 1;
         let batch = q.receive(10).await.unwrap();
         if batch.is_empty() {
-            if q.dlq_depth(&tenant()).await.unwrap() == 2 {
+            if q.dlq_depth(&tenant()).await.unwrap().jobs == 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -456,8 +458,16 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
     let c1: Vec<_> = outcomes.iter().filter(|o| o.0 == "c1").collect();
     assert_eq!(c1.iter().map(|o| o.1).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(c1[2].2, FailOutcome::DeadLettered);
-    assert_eq!(q.depth().await.unwrap(), 0);
-    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 2);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
+    // SQS counts whole queues: the figure is the deployment's (both tenants' dead letters),
+    // and says so.
+    assert_eq!(
+        q.dlq_depth(&tenant()).await.unwrap(),
+        QueueDepth {
+            jobs: 2,
+            scope: DepthScope::Deployment
+        }
+    );
 
     // Replay moves only this tenant's message back.
     assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
@@ -471,7 +481,7 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
     q.ack(&back[0]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        q.dlq_depth(&tenant()).await.unwrap(),
+        q.dlq_depth(&TenantId::new("other")).await.unwrap().jobs,
         1,
         "the other tenant's dead letter stays"
     );
@@ -499,7 +509,7 @@ async fn sync_service_runs_on_dynamodb_and_sqs() {
             .as_deref(),
         Some("a@x.io")
     );
-    assert_eq!(q.depth().await.unwrap(), 0);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
     // Replaying the same event writes nothing.
     q.enqueue(&[event("acme", "c1")]).await.unwrap();
     shared::worker::run_once(&service, &q, 10).await.unwrap();

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::Value;
 use shared::adapters::embedded::EmbeddedStore;
 use shared::http::{AppState, HttpSettings};
-use shared::ports::{ContactStore, JobQueue};
+use shared::ports::{ContactStore, JobQueue, QueueDepth};
 use shared::service::SyncService;
 use shared::signature::app_webhook_signature;
 use shared::tenant::{TenantConfig, Tenants};
@@ -184,7 +184,7 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
             router.oneshot(req).await.unwrap().status()
         }
     };
-    let depth = store.depth().await.unwrap();
+    let depth = store.depth(&TenantId::new("acme")).await.unwrap().jobs;
     // Signed with another tenant's secret, tampered, or for an unknown tenant: rejected.
     assert_eq!(
         send(
@@ -207,7 +207,11 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
         .await,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(store.depth().await.unwrap(), depth, "nothing enqueued");
+    assert_eq!(
+        store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+        depth,
+        "nothing enqueued"
+    );
     assert!(
         store
             .find_by_email(&TenantId::new("acme"), "new@acme.example")
@@ -224,7 +228,10 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
         .await,
         StatusCode::OK
     );
-    assert_eq!(store.depth().await.unwrap(), depth + 1);
+    assert_eq!(
+        store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+        depth + 1
+    );
     assert!(
         store
             .find_by_email(&TenantId::new("acme"), "new@acme.example")
@@ -291,10 +298,10 @@ impl JobQueue for FlakyQueue {
     ) -> Result<(), shared::error::QueueError> {
         self.inner.defer(d, until).await
     }
-    async fn depth(&self) -> Result<usize, shared::error::QueueError> {
-        self.inner.depth().await
+    async fn depth(&self, t: &TenantId) -> Result<QueueDepth, shared::error::QueueError> {
+        self.inner.depth(t).await
     }
-    async fn dlq_depth(&self, t: &TenantId) -> Result<usize, shared::error::QueueError> {
+    async fn dlq_depth(&self, t: &TenantId) -> Result<QueueDepth, shared::error::QueueError> {
         self.inner.dlq_depth(t).await
     }
     async fn replay_dlq(&self, t: &TenantId) -> Result<usize, shared::error::QueueError> {
@@ -354,12 +361,12 @@ async fn a_webhook_that_could_not_be_enqueued_is_accepted_on_redelivery() {
     };
     let (status, _) = send().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(store.depth().await.unwrap(), 0);
+    assert_eq!(store.depth(&TenantId::new("acme")).await.unwrap().jobs, 0);
     queue.down.store(false, std::sync::atomic::Ordering::SeqCst);
     let (status, body) = send().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["accepted"], 1, "the redelivery is not a duplicate");
-    assert_eq!(store.depth().await.unwrap(), 1);
+    assert_eq!(store.depth(&TenantId::new("acme")).await.unwrap().jobs, 1);
     let (_, again) = send().await;
     assert_eq!(again["dropped"], 1, "a real duplicate still is");
 }

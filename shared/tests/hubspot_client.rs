@@ -347,7 +347,7 @@ async fn worker_batches_reads_of_a_queue_batch() {
         .sum::<u64>();
     assert_eq!(stats.batch_calls, 1, "{stats:?}");
     assert_eq!(single_reads, 0, "{stats:?}");
-    assert_eq!(store.depth().await.unwrap(), 0);
+    assert_eq!(store.depth(&TenantId::new("t")).await.unwrap().jobs, 0);
     let page = shared::ports::ContactStore::list(store.as_ref(), &TenantId::new("t"), None, 100)
         .await
         .unwrap();

@@ -90,7 +90,7 @@ async fn every_sample_event_runs_through_its_handler() {
         let raw = std::fs::read_to_string(&path).unwrap();
         let d = deps();
         let tenant = TenantId::new("acme");
-        let depth_before = d.store.depth().await.unwrap();
+        let depth_before = d.store.depth(&TenantId::new("acme")).await.unwrap().jobs;
         match name.as_str() {
             "apigw-v2-webhook-hubspot.json" => {
                 let (status, body) =
@@ -101,14 +101,20 @@ async fn every_sample_event_runs_through_its_handler() {
                     "creation + change of one contact coalesce"
                 );
                 assert_eq!(body["dropped"], 1, "our own INTEGRATION write is dropped");
-                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+                assert_eq!(
+                    d.store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+                    depth_before + 1
+                );
             }
             "apigw-v2-webhook-pipedrive.json" => {
                 let (status, body) =
                     http(shared::http::webhook_router(d.state.clone()), &raw).await;
                 assert_eq!(status, 200, "{name}: {body}");
                 assert_eq!(body["accepted"], 1, "{body}");
-                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+                assert_eq!(
+                    d.store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+                    depth_before + 1
+                );
             }
             "apigw-v2-webhook-app.json" => {
                 let (status, body) =
@@ -124,7 +130,10 @@ async fn every_sample_event_runs_through_its_handler() {
                         .unwrap()
                         .is_some()
                 );
-                assert_eq!(d.store.depth().await.unwrap(), depth_before + 2);
+                assert_eq!(
+                    d.store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+                    depth_before + 2
+                );
             }
             "apigw-v2-api-create-contact.json" => {
                 let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
@@ -152,7 +161,10 @@ async fn every_sample_event_runs_through_its_handler() {
             "apigw-v2-api-sync-now.json" => {
                 let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;
                 assert_eq!(status, 202, "{name}: {body}");
-                assert_eq!(d.store.depth().await.unwrap(), depth_before + 1);
+                assert_eq!(
+                    d.store.depth(&TenantId::new("acme")).await.unwrap().jobs,
+                    depth_before + 1
+                );
             }
             "apigw-v2-api-unauthorized.json" => {
                 let (status, body) = http(shared::http::api_router(d.state.clone()), &raw).await;

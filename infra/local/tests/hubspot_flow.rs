@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{LocalProcess, eventually, temp_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -93,20 +91,22 @@ async fn app_to_hubspot_and_back_without_echo() {
     assert_eq!(updated["job_title"], "Rear Admiral");
     assert_eq!(updated["pronouns"], "she/her");
 
-    // Quiet afterwards: no echo write to HubSpot, no further app writes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stats1 = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
-    let version1 = get_json(&http, format!("{}/contacts/{id}", p.url)).await["version"].clone();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stats2 = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
-    let version2 = get_json(&http, format!("{}/contacts/{id}", p.url)).await["version"].clone();
-    assert_eq!(stats1["write_calls"], stats2["write_calls"]);
-    assert_eq!(version1, version2);
+    // Settled (every webhook delivered and handled): no echo write to HubSpot, and the app
+    // contact was written once after its creation (the HubSpot edit).
+    let (stats2, _) = p.settled().await;
+    let contact = get_json(&http, format!("{}/contacts/{id}", p.url)).await;
+    assert_eq!(
+        contact["version"], 2,
+        "created, then the HubSpot edit: {contact}"
+    );
     assert_eq!(
         stats2["write_calls"], 1,
         "one create, no echo writes: {stats2}"
     );
-    assert!(stats2["webhook_deliveries"].as_u64().unwrap() >= 1);
+    assert!(
+        stats2["webhook_deliveries"].as_u64().unwrap() >= 1,
+        "{stats2}"
+    );
 
     let status = get_json(&http, format!("{}/sync/status", p.url)).await;
     let hubspot = &status["crms"][0];
@@ -270,7 +270,7 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     let upserts = stats["by_endpoint"]["POST /crm/v3/objects/contacts/batch/{action}"]
         .as_u64()
         .unwrap_or(0);
-    assert!(upserts <= 10, "batch calls: {upserts} ({stats})");
+    assert_eq!(upserts, 10, "1,000 contacts in batches of 100 ({stats})");
     assert_eq!(stats["records_written"], n, "{stats}");
     let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;
     let emails: std::collections::HashSet<_> = all["results"]

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
     ContactIssue, ContactStore, Delivery, FailOutcome, JobQueue, LinkStore, Page, ProviderStats,
-    SyncState, TenantRegistry,
+    QueueDepth, SyncState, TenantRegistry,
 };
 use crate::settings::TenantRecord;
 
@@ -128,6 +128,19 @@ impl EmbeddedStore {
         self.db()
             .execute("UPDATE jobs SET visible_at = 0 WHERE dead = 0", [])
             .expect("update jobs");
+    }
+
+    /// The tenant's live (`dead` false) or dead-lettered jobs.
+    fn count_jobs(&self, tenant: &TenantId, dead: bool) -> Result<QueueDepth, QueueError> {
+        let n: i64 = self
+            .db()
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE dead = ?1 AND tenant = ?2",
+                params![dead as i64, tenant.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(qbackend)?;
+        Ok(QueueDepth::tenant(n as usize))
     }
 
     /// Woken whenever a job is enqueued.
@@ -779,24 +792,12 @@ impl JobQueue for EmbeddedStore {
         Ok(())
     }
 
-    async fn depth(&self) -> Result<usize, QueueError> {
-        let n: i64 = self
-            .db()
-            .query_row("SELECT COUNT(*) FROM jobs WHERE dead = 0", [], |r| r.get(0))
-            .map_err(qbackend)?;
-        Ok(n as usize)
+    async fn depth(&self, tenant: &TenantId) -> Result<QueueDepth, QueueError> {
+        self.count_jobs(tenant, false)
     }
 
-    async fn dlq_depth(&self, tenant: &TenantId) -> Result<usize, QueueError> {
-        let n: i64 = self
-            .db()
-            .query_row(
-                "SELECT COUNT(*) FROM jobs WHERE dead = 1 AND tenant = ?1",
-                params![tenant.as_str()],
-                |r| r.get(0),
-            )
-            .map_err(qbackend)?;
-        Ok(n as usize)
+    async fn dlq_depth(&self, tenant: &TenantId) -> Result<QueueDepth, QueueError> {
+        self.count_jobs(tenant, true)
     }
 
     async fn replay_dlq(&self, tenant: &TenantId) -> Result<usize, QueueError> {

@@ -69,6 +69,13 @@ impl MemoryCrm {
         }
     }
 
+    /// Sets a record's modification time (e.g. to a whole second, as Pipedrive reports it).
+    pub fn set_updated_at(&self, id: &str, at: chrono::DateTime<Utc>) {
+        if let Some(r) = self.lock().records.get_mut(id) {
+            r.updated_at = Some(at);
+        }
+    }
+
     /// A record created by a user in the CRM; returns its id.
     pub fn user_create(&self, fields: ContactFields) -> String {
         let mut inner = self.lock();
@@ -211,6 +218,7 @@ impl CrmClient for MemoryCrm {
             .map(|r| ChangedRecord {
                 id: r.id.clone(),
                 updated_at: r.updated_at,
+                fields: Some(r.fields.clone()),
             })
             .collect();
         let next = inner

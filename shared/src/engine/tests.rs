@@ -201,7 +201,11 @@ fn a_cleared_email_never_wins_a_conflict_and_the_log_says_what_was_written() {
         email: None,
         ..base.clone()
     };
-    let p = plan(&input(AppSide::Live(&app), CrmSide::Live(&crm), Some(&base)));
+    let p = plan(&input(
+        AppSide::Live(&app),
+        CrmSide::Live(&crm),
+        Some(&base),
+    ));
     assert_eq!(p.conflicts.len(), 1);
     let c = &p.conflicts[0];
     assert_eq!(c.field, Field::Email);
@@ -219,7 +223,11 @@ fn a_cleared_email_never_wins_a_conflict_and_the_log_says_what_was_written() {
 fn values_are_compared_normalised() {
     let base = fields("a@x.io", "Ann");
     let app = fields(" A@X.io ", "Ann ");
-    let p = plan(&input(AppSide::Live(&app), CrmSide::Live(&base), Some(&base)));
+    let p = plan(&input(
+        AppSide::Live(&app),
+        CrmSide::Live(&base),
+        Some(&base),
+    ));
     assert!(p.is_noop(), "{p:?}");
     assert_eq!(p.new_base, base);
 }
@@ -314,15 +322,17 @@ fn case() -> impl Strategy<Value = Case> {
         policy(),
         support(),
     )
-        .prop_map(|(app_state, app, crm_state, crm, base, policy, support)| Case {
-            app_state,
-            app,
-            crm_state,
-            crm,
-            base,
-            policy,
-            support,
-        })
+        .prop_map(
+            |(app_state, app, crm_state, crm, base, policy, support)| Case {
+                app_state,
+                app,
+                crm_state,
+                crm,
+                base,
+                policy,
+                support,
+            },
+        )
 }
 
 impl Case {
@@ -450,9 +460,11 @@ proptest! {
     /// A change on one side only is never lost: it reaches the other side, untouched.
     #[test]
     fn one_sided_change_is_never_lost(base in contact_fields(), edited in contact_fields(), app_side in any::<bool>(), policy in policy()) {
-        let (base, edited) = (base.normalized(), edited.normalized());
-        // A contact never loses its email: exclude edits that clear it.
-        prop_assume!(edited.email.is_some() || base.email.is_none());
+        let (base, mut edited) = (base.normalized(), edited.normalized());
+        // A contact never loses its email: an edit that clears it keeps it instead.
+        if edited.email.is_none() {
+            edited.email = base.email.clone();
+        }
         let (app, crm) = if app_side { (edited.clone(), base.clone()) } else { (base.clone(), edited.clone()) };
         let c = Case { app_state: State::Live, app, crm_state: State::Live, crm, base: Some(base), policy, support: FieldSupport::ALL };
         let p = plan(&c.input());

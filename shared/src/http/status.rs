@@ -9,6 +9,7 @@ use super::errors::ApiError;
 use super::{AppState, Tenant};
 use crate::domain::{ChangeEvent, ChangeKind, Origin};
 use crate::domain::{LinkStatus, Provider, TenantId};
+use crate::ports::DepthScope;
 use crate::service::{PRONOUNS, SyncNowProgress};
 
 #[derive(Debug, Serialize)]
@@ -33,8 +34,13 @@ pub struct CrmStatus {
 #[derive(Debug, Serialize)]
 pub struct SyncStatus {
     pub tenant: TenantId,
+    /// Sync jobs waiting or in flight.
     pub queue_depth: usize,
+    /// Dead-lettered sync jobs (`POST /dlq/replay` moves the tenant's back).
     pub dlq_depth: usize,
+    /// Whose jobs the two depths count: `tenant` (the embedded queue), or `deployment` (SQS
+    /// counts whole queues, so on AWS these are every tenant's jobs together).
+    pub queue_scope: DepthScope,
     pub crms: Vec<CrmStatus>,
     /// The last (or running) Sync Now.
     pub sync_now: Option<SyncNowProgress>,
@@ -96,9 +102,12 @@ pub async fn sync_status(
             },
         });
     }
+    let queue = state.queue.depth(&tenant).await?;
+    let dlq = state.queue.dlq_depth(&tenant).await?;
     Ok(Json(SyncStatus {
-        queue_depth: state.queue.depth().await?,
-        dlq_depth: state.queue.dlq_depth(&tenant).await?,
+        queue_depth: queue.jobs,
+        dlq_depth: dlq.jobs,
+        queue_scope: queue.scope,
         sync_now: svc.sync_now_progress(&tenant).await?,
         tenant,
         crms,

@@ -406,7 +406,7 @@ async fn failures_retry_three_times_then_dead_letter_and_replay_recovers() {
     assert!(issues[0].message.contains("connection refused"));
     let stats = f.store.stats(&tenant(), Provider::Pipedrive).await.unwrap();
     assert_eq!(stats.errors, 3);
-    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 1);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap().jobs, 1);
 
     f.pipedrive.fail_with(None);
     assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
@@ -416,7 +416,7 @@ async fn failures_retry_three_times_then_dead_letter_and_replay_recovers() {
         LinkStatus::Synced
     );
     assert!(f.store.issues(&tenant(), "c1").await.unwrap().is_empty());
-    assert_eq!(q.depth().await.unwrap(), 0);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
 }
 
 #[tokio::test]
@@ -446,8 +446,8 @@ async fn spent_quota_defers_without_calling_again() {
         .unwrap_err();
     assert!(err.deferred_until().is_some());
     assert_eq!(f.hubspot.records().len(), 0);
-    assert_eq!(q.depth().await.unwrap(), 1);
-    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 0);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 1);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap().jobs, 0);
 }
 
 #[tokio::test]
@@ -520,14 +520,108 @@ async fn poll_enqueues_changes_webhooks_missed_and_advances_the_cursor() {
         .unwrap()
         .unwrap();
     assert_eq!(link(&f, &c.id, Provider::Pipedrive).await.external_id, id);
-    // The inclusive bound re-reports the last record: harmless, it writes nothing.
+    // The inclusive bound re-reports the last record; its values are what the link agreed, so
+    // no job is queued for it.
+    assert_eq!(
+        f.service
+            .poll(&tenant(), Provider::Pipedrive, q, 5)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// A user's edit in the same second as our last sync has the same whole-second timestamp as
+/// the version we saw; with webhooks missed, the poll still picks it up (by its values).
+#[tokio::test]
+async fn poll_picks_up_an_edit_made_in_the_same_second_as_our_sync() {
+    let f = fixture(true).await;
+    let q: &dyn JobQueue = &f.store;
+    let second = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let id = f.pipedrive.user_create(ContactFields {
+        email: Some("cy@x.io".into()),
+        first_name: Some("Cy".into()),
+        ..Default::default()
+    });
+    f.pipedrive.set_updated_at(&id, second);
     f.service
         .poll(&tenant(), Provider::Pipedrive, q, 5)
         .await
         .unwrap();
-    let before = f.hubspot.writes() + f.pipedrive.writes();
     worker::run_once(&f.service, q, 10).await.unwrap();
-    assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), before);
+    let c = f
+        .store
+        .find_by_email(&tenant(), "cy@x.io")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        link(&f, &c.id, Provider::Pipedrive).await.crm_last_modified,
+        Some(second)
+    );
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Cyd".into()));
+    f.pipedrive.user_edit(&id, &patch);
+    f.pipedrive.set_updated_at(&id, second);
+    assert_eq!(
+        f.service
+            .poll(&tenant(), Provider::Pipedrive, q, 5)
+            .await
+            .unwrap(),
+        1
+    );
+    worker::run_once(&f.service, q, 10).await.unwrap();
+    let c = f.store.get(&tenant(), &c.id).await.unwrap().unwrap();
+    assert_eq!(c.fields.first_name.as_deref(), Some("Cyd"));
+}
+
+/// Without the record's values, the modification time decides: equal whole seconds do not
+/// count as seen, equal milliseconds do.
+#[test]
+fn a_poll_without_values_trusts_only_timestamps_finer_than_a_second() {
+    let mut link = ContactLink::synced(
+        &tenant(),
+        "c1",
+        Provider::HubSpot,
+        "1",
+        None,
+        ContactFields::default(),
+        Vec::new(),
+        Utc::now(),
+    );
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let rec = |updated: chrono::DateTime<Utc>| ChangedRecord {
+        id: "1".into(),
+        updated_at: Some(updated),
+        fields: None,
+    };
+    link.crm_last_modified = Some(at(1_767_225_600_000));
+    assert!(!already_agreed(
+        &rec(at(1_767_225_600_000)),
+        &link,
+        FieldSupport::ALL
+    ));
+    assert!(!already_agreed(
+        &rec(at(1_767_225_601_000)),
+        &link,
+        FieldSupport::ALL
+    ));
+    link.crm_last_modified = Some(at(1_767_225_600_123));
+    assert!(already_agreed(
+        &rec(at(1_767_225_600_123)),
+        &link,
+        FieldSupport::ALL
+    ));
+    assert!(already_agreed(
+        &rec(at(1_767_225_600_000)),
+        &link,
+        FieldSupport::ALL
+    ));
+    assert!(!already_agreed(
+        &rec(at(1_767_225_600_124)),
+        &link,
+        FieldSupport::ALL
+    ));
 }
 
 /// A Sync Now whose time budget runs out queues its own continuation; the continuations finish

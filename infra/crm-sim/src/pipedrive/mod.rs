@@ -180,6 +180,10 @@ pub struct PipedriveStats {
     pub webhook_gave_up: u64,
     /// Events dropped while webhooks were disabled (one per event and matching webhook).
     pub webhooks_dropped: u64,
+    /// Deliveries (one per event and webhook) queued, being attempted or waiting for a retry:
+    /// zero when every change made so far has reached its receivers or been given up.
+    #[serde(default)]
+    pub webhook_jobs_pending: u64,
 }
 
 /// One API request as received (the simulator's request log).
@@ -371,7 +375,9 @@ impl PipedriveSim {
                     event: ev.clone(),
                     target,
                 };
-                if !self.send_job(job) {
+                if self.send_job(job) {
+                    st.stats.webhook_jobs_pending += 1;
+                } else {
                     st.stats.webhooks_dropped += 1;
                 }
             }
@@ -582,7 +588,13 @@ impl PipedriveSim {
 
     /// Zeroes the counters (not the daily budget; see [`Self::reset_day`]).
     pub fn reset_stats(&self) {
-        self.core().lock().stats = PipedriveStats::default();
+        let mut st = self.core().lock();
+        // Deliveries in progress stay counted: the count is a state, not a history.
+        let pending = st.stats.webhook_jobs_pending;
+        st.stats = PipedriveStats {
+            webhook_jobs_pending: pending,
+            ..PipedriveStats::default()
+        };
     }
 
     /// While `down`, every API path answers 503.

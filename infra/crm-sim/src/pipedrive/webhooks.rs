@@ -74,6 +74,7 @@ pub(crate) fn spawn_dispatcher(core: Arc<Core>, handle: &tokio::runtime::Handle)
     handle.spawn(async move {
         while let Some(job) = rx.recv().await {
             if attempt(&core, &job, 1).await {
+                core.lock().stats.webhook_jobs_pending -= 1;
                 continue;
             }
             let core = core.clone();
@@ -88,10 +89,13 @@ async fn retry_chain(core: Arc<Core>, job: Job) {
     for (i, delay) in delays.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(*delay)).await;
         if attempt(&core, &job, i as u32 + 2).await {
+            core.lock().stats.webhook_jobs_pending -= 1;
             return;
         }
     }
-    core.lock().stats.webhook_gave_up += 1;
+    let mut st = core.lock();
+    st.stats.webhook_gave_up += 1;
+    st.stats.webhook_jobs_pending -= 1;
 }
 
 /// Makes one delivery attempt and records it. Returns whether it succeeded (2xx).

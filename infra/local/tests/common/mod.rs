@@ -122,6 +122,49 @@ impl LocalProcess {
         }
     }
 
+    /// Waits until nothing is going on, and returns the simulators' stats then (HubSpot,
+    /// Pipedrive): no sync job queued or in flight, no webhook waiting for delivery in either
+    /// simulator, and no request or delivery happened while that was checked. Nothing starts by
+    /// itself afterwards except the poll schedule. An observable condition, not a quiet period.
+    pub async fn settled(&self) -> (serde_json::Value, serde_json::Value) {
+        let http = http();
+        let get = |url: String| {
+            let http = http.clone();
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let activity = |hs: &serde_json::Value, pd: &serde_json::Value| {
+            [
+                hs["requests"].clone(),
+                hs["webhook_deliveries"].clone(),
+                hs["webhook_failures"].clone(),
+                pd["requests"].clone(),
+                pd["webhook_attempts"].clone(),
+            ]
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let hs = get(format!("{}/_sim/hubspot/stats", self.sim)).await;
+            let pd = get(format!("{}/_sim/pipedrive/stats", self.sim)).await;
+            let idle = hs["webhook_events_pending"] == 0 && pd["webhook_jobs_pending"] == 0;
+            let depth = get(format!("{}/sync/status", self.url)).await["queue_depth"].clone();
+            let hs2 = get(format!("{}/_sim/hubspot/stats", self.sim)).await;
+            let pd2 = get(format!("{}/_sim/pipedrive/stats", self.sim)).await;
+            if idle && depth == 0 && activity(&hs, &pd) == activity(&hs2, &pd2) {
+                return (hs2, pd2);
+            }
+            assert!(Instant::now() < deadline, "the runner did not settle");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the process the way a user would (SIGTERM, graceful).
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();

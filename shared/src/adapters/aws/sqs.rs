@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::sdk_message;
 use crate::domain::{ChangeEvent, TenantId};
 use crate::error::QueueError;
-use crate::ports::{Delivery, FailOutcome, JobQueue};
+use crate::ports::{Delivery, DepthScope, FailOutcome, JobQueue, QueueDepth};
 
 /// Receives before SQS moves a message to the DLQ (the queue's redrive `maxReceiveCount`).
 pub const MAX_RECEIVES: u32 = 3;
@@ -117,7 +117,7 @@ impl SqsQueue {
         Ok(())
     }
 
-    async fn count(&self, url: &str) -> Result<usize, QueueError> {
+    async fn count(&self, url: &str) -> Result<QueueDepth, QueueError> {
         let out = self
             .client
             .get_queue_attributes()
@@ -128,10 +128,13 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| backend(sdk_message(&e)))?;
-        Ok(out
-            .attributes()
-            .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
-            .unwrap_or(0))
+        Ok(QueueDepth {
+            jobs: out
+                .attributes()
+                .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+                .unwrap_or(0),
+            scope: DepthScope::Deployment,
+        })
     }
 }
 
@@ -223,12 +226,13 @@ impl JobQueue for SqsQueue {
         self.ack(delivery).await
     }
 
-    async fn depth(&self) -> Result<usize, QueueError> {
+    /// The queue is shared by all tenants and SQS counts whole queues: the deployment's depth.
+    async fn depth(&self, _tenant: &TenantId) -> Result<QueueDepth, QueueError> {
         self.count(&self.queue_url).await
     }
 
-    /// The DLQ is shared by all tenants: this is its total depth.
-    async fn dlq_depth(&self, _tenant: &TenantId) -> Result<usize, QueueError> {
+    /// The DLQ is shared by all tenants: the deployment's depth (replay is per tenant).
+    async fn dlq_depth(&self, _tenant: &TenantId) -> Result<QueueDepth, QueueError> {
         self.count(&self.dlq_url).await
     }
 

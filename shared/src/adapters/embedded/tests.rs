@@ -269,7 +269,7 @@ fn event(id: &str) -> ChangeEvent {
 async fn queue_retries_three_times_then_dead_letters_and_replays() {
     let q = EmbeddedStore::in_memory().unwrap();
     q.enqueue(&[event("c1"), event("c2")]).await.unwrap();
-    assert_eq!(q.depth().await.unwrap(), 2);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 2);
     let got = q.receive(10).await.unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].attempt, 1);
@@ -288,9 +288,9 @@ async fn queue_retries_three_times_then_dead_letters_and_replays() {
         }
     }
     assert!(q.receive(10).await.unwrap().is_empty());
-    assert_eq!(q.depth().await.unwrap(), 0);
-    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), 1);
-    assert_eq!(q.dlq_depth(&TenantId::new("t2")).await.unwrap(), 0);
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap().jobs, 1);
+    assert_eq!(q.dlq_depth(&TenantId::new("t2")).await.unwrap().jobs, 0);
     assert_eq!(q.replay_dlq(&TenantId::new("t2")).await.unwrap(), 0);
     assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
     let again = q.receive(10).await.unwrap();
@@ -323,6 +323,36 @@ async fn data_survives_reopening_the_file() {
     }
     let s = EmbeddedStore::open_dir(&dir).unwrap();
     assert!(s.get(&tenant(), "c1").await.unwrap().is_some());
-    assert_eq!(s.depth().await.unwrap(), 1);
+    assert_eq!(s.depth(&tenant()).await.unwrap().jobs, 1);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn queue_and_dlq_depths_count_only_the_tenants_jobs() {
+    let q = EmbeddedStore::in_memory().unwrap();
+    let other = TenantId::new("t2");
+    q.enqueue(&[
+        event("c1"),
+        ChangeEvent::new(other.clone(), Origin::App, "x1", ChangeKind::Upsert),
+        ChangeEvent::new(other.clone(), Origin::App, "x2", ChangeKind::Upsert),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(q.depth(&tenant()).await.unwrap(), QueueDepth::tenant(1));
+    assert_eq!(q.depth(&other).await.unwrap(), QueueDepth::tenant(2));
+    for d in q.receive(10).await.unwrap() {
+        let mut d = d;
+        while q.fail(&d, "boom", Duration::ZERO).await.unwrap() == FailOutcome::WillRetry {
+            d = q
+                .receive(10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|x| x.event.record_id == d.event.record_id)
+                .unwrap();
+        }
+    }
+    assert_eq!(q.dlq_depth(&tenant()).await.unwrap(), QueueDepth::tenant(1));
+    assert_eq!(q.dlq_depth(&other).await.unwrap(), QueueDepth::tenant(2));
+    assert_eq!(q.depth(&other).await.unwrap().jobs, 0);
 }

@@ -656,6 +656,7 @@ impl CrmClient for HubSpotClient {
             records.push(ChangedRecord {
                 id: id.to_string(),
                 updated_at: modified.and_then(DateTime::from_timestamp_millis),
+                fields: None,
             });
         }
         let has_more = results.len() >= SEARCH_PAGE;

@@ -1182,7 +1182,7 @@ impl CrmClient for PipedriveClient {
         ctx: &CrmContext,
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
-        let _ = ctx;
+        let (pronouns, job) = self.slots(ctx).await?;
         let mut c: PollCursor = cursor
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
@@ -1219,6 +1219,7 @@ impl CrmClient for PipedriveClient {
             records.push(ChangedRecord {
                 id: p.id.to_string(),
                 updated_at: p.update_time,
+                fields: Some(Self::record(p, pronouns.as_deref(), &job).fields),
             });
         }
         let has_more = next.is_some();
