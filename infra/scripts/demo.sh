@@ -21,6 +21,12 @@ trap 'kill $runner 2>/dev/null || true; rm -rf "$data"' EXIT
 
 say() { printf '\n## %s\n' "$*"; }
 json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+# check "description" URL PYTHON-CONDITION-ON-d [curl args...]: fails the demo unless it holds.
+check() {
+  local what="$1" url="$2" cond="$3"; shift 3
+  curl -sf "$@" "$url" | python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($cond) else 1)" ||
+    { echo "FAILED: $what" >&2; exit 1; }
+}
 wait_until() { # wait_until "description" command...
   local what="$1"; shift
   for _ in $(seq 1 200); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done
@@ -62,6 +68,8 @@ curl -sf -X PUT -H "$auth" -H 'content-type: application/json' "$app/contacts/$i
 errored() { curl -sf -H "$auth" "$app/contacts/$id" | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["sync"]["badge"] == "error" else 1)'; }
 wait_until "the visible error" errored
 curl -sf -H "$auth" "$app/contacts/$id" | json 'd["sync"]["badge"], d["sync"]["crms"]["hubspot"]["last_error"]'
+check "the contact shows HubSpot's error" "$app/contacts/$id" \
+  '"503" in (d["sync"]["crms"]["hubspot"]["last_error"] or "")' -H "$auth"
 
 say "7. HubSpot is back; Sync Now recovers"
 curl -sf -X POST -H 'content-type: application/json' "$sim/_sim/hubspot/outage" -d '{"down":false}' >/dev/null
@@ -69,6 +77,10 @@ curl -sf -X POST -H "$auth" "$app/sync" >/dev/null
 recovered() { curl -sf -H "$auth" "$app/contacts/$id" | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["sync"]["badge"] == "synced" else 1)'; }
 wait_until "recovery" recovered
 curl -sf "$sim/_sim/hubspot/contacts/$hs_id" | json 'd["properties"]["jobtitle"]'
+check "the edit made during the outage reached HubSpot" "$sim/_sim/hubspot/contacts/$hs_id" \
+  'd["properties"]["jobtitle"] == "Commodore"'
 curl -sf -H "$auth" "$app/sync/status" | json '[(c["provider"], "errors", c["errors"]) for c in d["crms"]], "dlq", d["dlq_depth"]'
+check "no errors remain and nothing is in the DLQ" "$app/sync/status" \
+  'all(c["errors"] == 0 for c in d["crms"]) and d["dlq_depth"] == 0' -H "$auth"
 echo
 echo "demo passed"

@@ -162,7 +162,7 @@ async fn ten_secondly_429s_are_waited_out_and_nothing_fails() {
 }
 
 #[tokio::test]
-async fn spent_daily_quota_stops_calls_until_reset() {
+async fn daily_remaining_zero_stops_calls_before_any_429() {
     let mut cfg = SimConfig::default();
     cfg.hubspot.daily_limit = Some(3);
     let s = sim(cfg).await;
@@ -172,16 +172,54 @@ async fn spent_daily_quota_stops_calls_until_reset() {
             .await
             .unwrap();
     }
+    // The third answer said 0 left: the client stops without asking.
+    let requests = s.hubspot.stats().requests;
     let err = c
         .create(&ctx(false), &fields("d3@x.io", "D"))
         .await
         .unwrap_err();
     assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
     assert!(err.is_transient());
+    assert_eq!(s.hubspot.stats().requests, requests);
+    assert_eq!(s.hubspot.stats().rate_limited, 0, "no 429 was needed");
+}
+
+/// The daily quota is shared with every other app of the portal: it can run out while our last
+/// answer still said quota was left. The DAILY 429 latches the tenant until the reset (the next
+/// midnight), and no request is sent meanwhile.
+#[tokio::test]
+async fn a_daily_429_latches_until_the_reset_with_no_request_meanwhile() {
+    let mut cfg = SimConfig::default();
+    cfg.hubspot.daily_limit = Some(100);
+    let s = sim(cfg).await;
+    let c = client(&s, token());
+    for i in 0..2 {
+        c.create(&ctx(false), &fields(&format!("d{i}@x.io"), "D"))
+            .await
+            .unwrap();
+    }
+    // Other apps spend the rest of today's quota.
+    let r = reqwest::Client::new()
+        .put(format!("{}/_sim/hubspot/config/rate-limit", s.base_url()))
+        .json(&serde_json::json!({"daily_limit": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let before = chrono::Utc::now();
+    let err = c
+        .create(&ctx(false), &fields("d2@x.io", "D"))
+        .await
+        .unwrap_err();
+    let CrmError::QuotaExhausted { until, .. } = err else {
+        panic!("expected the daily quota to be spent: {err:?}")
+    };
+    assert_eq!(s.hubspot.stats().rate_limited, 1, "one DAILY 429, no retry");
+    assert_eq!(until, shared::crm::pacer::next_midnight_utc(before));
     let requests = s.hubspot.stats().requests;
     for _ in 0..5 {
         let err = c.get(&ctx(false), "100001").await.unwrap_err();
-        assert!(matches!(err, CrmError::QuotaExhausted { .. }));
+        assert!(matches!(err, CrmError::QuotaExhausted { until: u, .. } if u == until));
     }
     assert_eq!(
         s.hubspot.stats().requests,
@@ -231,7 +269,11 @@ async fn oauth_refresh_is_coalesced_across_concurrent_calls() {
 
 #[tokio::test]
 async fn changed_since_windows_by_id_past_the_search_cap_without_gaps_or_loops() {
-    let s = sim(SimConfig::default()).await;
+    // A search pages through at most 300 results here (HubSpot: 10,000), so 450 matches lie past
+    // the cap: only windows by id (never `after` offsets) read them all.
+    let mut cfg = SimConfig::default();
+    cfg.hubspot.search_max_results = 300;
+    let s = sim(cfg).await;
     // 450 contacts sharing one lastmodifieddate (an import): timestamp windows alone would loop.
     s.hubspot
         .seed_contacts((0..450).map(|i| vec![("email".to_string(), format!("s{i}@x.io"))]))
@@ -257,6 +299,15 @@ async fn changed_since_windows_by_id_past_the_search_cap_without_gaps_or_loops()
     }
     assert_eq!(seen.len(), 450);
     assert_eq!(pages, 3, "200 + 200 + 50");
+    // The cap is real: paging past it with `after` is refused.
+    let past = reqwest::Client::new()
+        .post(format!("{}/crm/v3/objects/contacts/search", s.base_url()))
+        .bearer_auth("sim-hubspot-token")
+        .json(&serde_json::json!({"limit": 200, "after": "300"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 400);
 
     // A later change is found by the next pass; unchanged records only re-appear at the
     // inclusive boundary.

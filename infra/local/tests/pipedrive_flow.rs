@@ -284,7 +284,7 @@ async fn a_change_missed_by_webhooks_arrives_through_the_poll() {
 }
 
 #[tokio::test]
-async fn a_pipedrive_merge_rekeys_instead_of_recreating() {
+async fn a_merge_of_two_linked_persons_retires_the_merged_away_link_without_recreating() {
     let dir = temp_dir("pipedrive-merge");
     let http = common::http();
     let p = LocalProcess::start(&dir, &env("3600")).await;
@@ -461,6 +461,145 @@ async fn bad_pipedrive_webhooks_are_rejected_and_nothing_is_enqueued() {
         .await
         .unwrap();
     assert_eq!(again, json!({"accepted": 0, "dropped": 1}));
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One half of a Pipedrive merge as webhooks v2 sends it: the merged-away person's `delete`
+/// with `merged_to_id`, or the survivor's `change` with `merged_from_id`.
+fn merge_half(delete: bool, merged_away: u64, survivor: u64, event_id: &str) -> Value {
+    let (action, entity, key, other) = if delete {
+        ("delete", merged_away, "merged_to_id", survivor)
+    } else {
+        ("change", survivor, "merged_from_id", merged_away)
+    };
+    let mut meta = json!({"action": action, "entity": "person", "company_id": COMPANY.to_string(),
+        "correlation_id": "c0ffee00-0000-4000-8000-0000000000aa", "entity_id": entity.to_string(),
+        "id": event_id, "is_bulk_edit": false, "timestamp": "2026-01-01T00:00:00.000Z",
+        "type": "general", "user_id": "9002", "version": "2.0", "webhook_id": "1",
+        "webhook_owner_id": "9002", "change_source": "app", "attempt": 1,
+        "host": "sim-company.pipedrive.com"});
+    meta[key] = json!(other.to_string());
+    let data = if delete {
+        Value::Null
+    } else {
+        json!({"id": survivor, "name": "S", "emails": [], "phones": [], "custom_fields": {}})
+    };
+    json!({"meta": meta, "data": data, "previous": {"name": "S"}})
+}
+
+/// A linked person merged into one we never linked: the link moves to the survivor (the re-key
+/// branch), whichever half of the merge arrives first; nothing is recreated or imported twice.
+#[tokio::test]
+async fn a_merge_into_an_unlinked_person_rekeys_the_link_whatever_the_event_order() {
+    let dir = temp_dir("pipedrive-merge-rekey");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &env("3600")).await;
+    let switch = |enabled: bool| {
+        let r = http
+            .post(format!("{}/_sim/pipedrive/webhooks", p.sim))
+            .json(&json!({"enabled": enabled}))
+            .send();
+        async move { assert!(r.await.unwrap().status().is_success()) }
+    };
+    for (n, delete_first) in [(1, true), (2, false)] {
+        let email = format!("linked{n}@example.com");
+        let c: Value = http
+            .post(format!("{}/contacts", p.url))
+            .json(&json!({"email": email, "first_name": "L"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = c["id"].as_str().unwrap().to_string();
+        let linked = eventually(10, "the person in Pipedrive", || {
+            let (http, sim, email) = (http.clone(), p.sim.clone(), email.clone());
+            async move { person_by_email(&http, &sim, &email).await }
+        })
+        .await["id"]
+            .as_u64()
+            .unwrap();
+        p.settled().await;
+        // A person created in Pipedrive while its webhooks were off: never seen, never linked.
+        switch(false).await;
+        let survivor: Value = http
+            .post(format!("{}/_sim/pipedrive/persons", p.sim))
+            .json(&json!({"name": "S", "emails": [{"value": format!("survivor{n}@example.com"), "primary": true}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let survivor = survivor["data"]["id"].as_u64().unwrap();
+        let r = http
+            .post(format!("{}/_sim/pipedrive/persons/{linked}/merge", p.sim))
+            .json(&json!({"merge_with_id": survivor}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        switch(true).await;
+        let halves = [
+            merge_half(
+                true,
+                linked,
+                survivor,
+                &format!("0b1e4f6a-0000-4000-8000-00000000{n}0d1"),
+            ),
+            merge_half(
+                false,
+                linked,
+                survivor,
+                &format!("0b1e4f6a-0000-4000-8000-00000000{n}0c1"),
+            ),
+        ];
+        let order: Vec<&Value> = if delete_first {
+            halves.iter().collect()
+        } else {
+            halves.iter().rev().collect()
+        };
+        for half in order {
+            let r = http
+                .post(format!("{}/webhooks/pipedrive", p.url))
+                .basic_auth(WEBHOOK_USER, Some(WEBHOOK_PASSWORD))
+                .json(half)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let contact = eventually(10, "the link re-keyed to the survivor", || {
+            let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+            async move {
+                let c = get_json(&http, url).await;
+                (c["sync"]["crms"]["pipedrive"]["external_id"] == survivor.to_string()
+                    && c["sync"]["crms"]["pipedrive"]["status"] == "synced")
+                    .then_some(c)
+            }
+        })
+        .await;
+        // The survivor's values win where only it changed: the app contact takes its email.
+        assert_eq!(
+            contact["email"],
+            format!("survivor{n}@example.com"),
+            "{contact}"
+        );
+    }
+    let stats = settled(&http, &p).await;
+    assert_eq!(
+        endpoint_calls(&stats, "POST /api/v2/persons"),
+        2,
+        "only the two app contacts were ever created: {stats}"
+    );
+    let contacts = get_json(&http, format!("{}/contacts", p.url)).await;
+    assert_eq!(
+        contacts["items"].as_array().map(Vec::len),
+        Some(2),
+        "no survivor imported as a new contact: {contacts}"
+    );
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -673,7 +673,7 @@ pub(crate) async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> ApiRes
     } else {
         parse_json(&body)?
     };
-    let plan = Plan::from_request(req)?;
+    let plan = Plan::from_request(req, sim.config().search_max_results)?;
     let lag = sim.config().search_index_lag_ms;
     let visible_before = (lag > 0).then(|| Utc::now() - ChronoDuration::milliseconds(lag as i64));
     let store = sim.store();

@@ -109,6 +109,9 @@ pub struct HubSpotConfig {
     /// Records created less than this long ago are not yet visible to search (HubSpot's search
     /// index lags a few moments). 0 = immediately visible.
     pub search_index_lag_ms: u64,
+    /// Results one search can page through with `after` (HubSpot: 10,000; lower it to test
+    /// paging past the cap without 10,000 records).
+    pub search_max_results: usize,
     /// Properties with a `contact.propertyChange` subscription.
     pub subscribed_properties: Vec<String>,
 }
@@ -140,6 +143,7 @@ impl Default for HubSpotConfig {
             daily_limit: Some(250_000),
             search_per_second: 5,
             search_index_lag_ms: 0,
+            search_max_results: search::MAX_RESULTS,
             subscribed_properties: [
                 "email",
                 "firstname",

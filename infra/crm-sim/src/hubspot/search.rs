@@ -116,6 +116,8 @@ pub(crate) struct Plan {
     pub properties: Option<Vec<String>>,
     pub limit: usize,
     pub after: usize,
+    /// Results a search can page through (HubSpot: 10,000).
+    max_results: usize,
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -144,7 +146,7 @@ fn usize_param(v: &Option<Value>, name: &str) -> Result<Option<usize>, ApiError>
 }
 
 impl Plan {
-    pub fn from_request(req: SearchRequest) -> Result<Plan, ApiError> {
+    pub fn from_request(req: SearchRequest, max_results: usize) -> Result<Plan, ApiError> {
         if req.filter_groups.len() > MAX_FILTER_GROUPS {
             return Err(ApiError::validation(format!(
                 "Too many filter groups: {}. A search may have at most {MAX_FILTER_GROUPS} filterGroups.",
@@ -259,9 +261,9 @@ impl Plan {
             )));
         }
         let after = usize_param(&req.after, "after")?.unwrap_or(0);
-        if after >= MAX_RESULTS {
+        if after >= max_results {
             return Err(ApiError::validation(format!(
-                "Search results are limited to {MAX_RESULTS} total results; paging beyond {MAX_RESULTS} is not allowed (after={after})."
+                "Search results are limited to {max_results} total results; paging beyond {max_results} is not allowed (after={after})."
             )));
         }
         Ok(Plan {
@@ -271,6 +273,7 @@ impl Plan {
             properties: req.properties.filter(|p| !p.is_empty()),
             limit,
             after,
+            max_results,
         })
     }
 
@@ -299,7 +302,7 @@ impl Plan {
             None => hits.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id))),
         }
         let total = hits.len();
-        let end = (self.after + self.limit).min(total).min(MAX_RESULTS);
+        let end = (self.after + self.limit).min(total).min(self.max_results);
         let page: Vec<u64> = hits
             .get(self.after.min(end)..end)
             .unwrap_or_default()
@@ -307,7 +310,7 @@ impl Plan {
             .map(|r| r.id)
             .collect();
         // Like HubSpot, offer the next page whenever more results exist, even when that page
-        // lies past the 10,000 cap (asking for it then fails with a 400).
+        // lies past the cap (asking for it then fails with a 400).
         let next = (self.after + self.limit < total).then_some(self.after + self.limit);
         (total, page, next)
     }
@@ -480,7 +483,7 @@ mod tests {
 
     fn run(s: &Store, body: Value) -> Result<(usize, Vec<u64>, Option<usize>), ApiError> {
         let req: SearchRequest = serde_json::from_value(body).unwrap();
-        Ok(Plan::from_request(req)?.run(s, None))
+        Ok(Plan::from_request(req, MAX_RESULTS)?.run(s, None))
     }
 
     #[test]
