@@ -575,7 +575,8 @@ async fn a_merge_into_an_unlinked_person_rekeys_the_link_whatever_the_event_orde
             let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
             async move {
                 let c = get_json(&http, url).await;
-                (c["sync"]["crms"]["pipedrive"]["external_id"] == survivor.to_string()
+                let survivor_id = survivor.to_string();
+                (c["sync"]["crms"]["pipedrive"]["external_id"].as_str() == Some(&survivor_id)
                     && c["sync"]["crms"]["pipedrive"]["status"] == "synced")
                     .then_some(c)
             }
