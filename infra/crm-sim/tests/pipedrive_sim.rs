@@ -838,6 +838,20 @@ impl Receiver {
     }
 }
 
+/// Waits until no webhook delivery of `server` is queued, being attempted or waiting for a retry.
+async fn deliveries_done(server: &SimServer) {
+    for _ in 0..400 {
+        if server.pipedrive.stats().webhook_jobs_pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "webhook deliveries still pending: {:?}",
+        server.pipedrive.stats()
+    );
+}
+
 fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
@@ -956,7 +970,9 @@ async fn webhooks_v2_delivery_with_basic_auth_previous_and_retries() {
     assert_eq!(del["meta"]["action"], json!("delete"));
     assert_eq!(del["data"], Value::Null);
     assert_eq!(del["previous"]["name"], json!("Ada King"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Deliveries go out in event order: had the no-op PATCH made an event, it would stand
+    // before the delete.
+    deliveries_done(&server).await;
     assert_eq!(rx.bodies().len(), 5, "no event for the no-op PATCH");
 
     let stats = server.pipedrive.stats();
@@ -972,18 +988,26 @@ async fn webhooks_v2_delivery_with_basic_auth_previous_and_retries() {
     server.pipedrive.set_webhooks_enabled(false);
     api.create(json!({"name": "Missed"})).await;
     server.pipedrive.set_webhooks_enabled(true);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(rx.bodies().len(), 5);
     assert_eq!(server.pipedrive.stats().webhooks_dropped, 1);
+    // A later change is delivered next: nothing for the missed one came before it.
+    api.create(json!({"name": "Marker"})).await;
+    let bodies = rx.wait_for(6).await;
+    assert_eq!(bodies[5]["data"]["name"], json!("Marker"));
+    deliveries_done(&server).await;
+    assert_eq!(rx.bodies().len(), 6);
 
     // Unregistered: no more deliveries.
     let (s, _) = api.delete(&format!("/api/v1/webhooks/{webhook_id}")).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = api.delete(&format!("/api/v1/webhooks/{webhook_id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    let attempts = server.pipedrive.stats().webhook_attempts;
     api.create(json!({"name": "Unheard"})).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(rx.bodies().len(), 5);
+    // Deliveries are queued while the change is made: none was queued, none is attempted.
+    let stats = server.pipedrive.stats();
+    assert_eq!(stats.webhook_jobs_pending, 0);
+    assert_eq!(stats.webhook_attempts, attempts);
+    assert_eq!(rx.bodies().len(), 6);
 }
 
 #[tokio::test]
@@ -1010,7 +1034,8 @@ async fn retries_stop_after_the_configured_attempts() {
             .all(|b| b["meta"]["entity_id"] == json!(id.to_string()))
     );
     assert_eq!(bodies[0]["meta"]["change_source"], json!("app"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Given up (nothing pending): no attempt can follow.
+    deliveries_done(&server).await;
     assert_eq!(
         rx.bodies().len(),
         4,
