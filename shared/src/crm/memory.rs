@@ -96,6 +96,15 @@ impl MemoryCrm {
     pub fn user_archive(&self, id: &str) {
         if let Some(r) = self.lock().records.get_mut(id) {
             r.archived = true;
+            r.updated_at = Some(Utc::now());
+        }
+    }
+
+    /// A user restores an archived record (HubSpot's recycle bin, Pipedrive's undo).
+    pub fn user_restore(&self, id: &str) {
+        if let Some(r) = self.lock().records.get_mut(id) {
+            r.archived = false;
+            r.updated_at = Some(Utc::now());
         }
     }
 

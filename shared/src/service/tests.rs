@@ -686,3 +686,204 @@ async fn sync_now_continues_itself_past_its_time_budget() {
          finishes HubSpot goes on with Pipedrive: 6 jobs: {progress:?}"
     );
 }
+
+/// A CRM record restored after a delete revives its link (same record, no new one) and syncs
+/// again both ways.
+#[tokio::test]
+async fn a_crm_restore_revives_the_link() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    f.hubspot.user_archive(&hs.external_id);
+    let crm_event =
+        |kind| ChangeEvent::new(tenant(), Origin::HubSpot, hs.external_id.clone(), kind);
+    f.service
+        .handle(&crm_event(ChangeKind::Delete))
+        .await
+        .unwrap();
+    assert_eq!(
+        link(&f, "c1", Provider::HubSpot).await.status,
+        LinkStatus::Deleted
+    );
+
+    f.hubspot.user_restore(&hs.external_id);
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::LastName, Some("Restored".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    f.service
+        .handle(&crm_event(ChangeKind::Upsert))
+        .await
+        .unwrap();
+    let revived = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(revived.status, LinkStatus::Synced);
+    assert_eq!(revived.external_id, hs.external_id);
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.last_name.as_deref(), Some("Restored"));
+    assert_eq!(f.hubspot.records().len(), 1, "no second record");
+
+    // An app edit reaches the restored record.
+    let mut c1 = c1;
+    c1.fields.first_name = Some("Anna".into());
+    f.store.update(&c1).await.unwrap();
+    f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!(
+        f.hubspot
+            .record(&hs.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Anna")
+    );
+}
+
+/// A tenant on `app_wins`: a field changed on both sides takes the app's value everywhere, and
+/// the log says so.
+#[tokio::test]
+async fn app_wins_policy_through_the_service() {
+    let f = fixture(true).await;
+    let mut tenants = Tenants::new();
+    let mut cfg = TenantConfig::new("acme");
+    cfg.conflict_policy = crate::domain::ConflictPolicy::AppWins;
+    tenants.add(
+        cfg,
+        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+    );
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(arc.clone(), arc.clone(), arc, Arc::new(tenants));
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Annie".into());
+    f.store.update(&c1).await.unwrap();
+    service
+        .handle(&ChangeEvent::new(
+            tenant(),
+            Origin::HubSpot,
+            hs.external_id.clone(),
+            ChangeKind::Upsert,
+        ))
+        .await
+        .unwrap();
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Annie"));
+    assert_eq!(
+        f.hubspot
+            .record(&hs.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Annie")
+    );
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(
+        f.pipedrive
+            .record(&pd.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Annie")
+    );
+    let log = f.store.conflicts(&tenant(), 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].conflict.winner, Side::App);
+    assert_eq!(log[0].conflict.resolved_value.as_deref(), Some("Annie"));
+}
+
+/// A contact store whose first update loses a race: just before it, another writer changes the
+/// contact's last name.
+struct RacingContacts {
+    inner: EmbeddedStore,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ContactStore for RacingContacts {
+    async fn get(&self, t: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.get(t, id).await
+    }
+    async fn find_by_email(&self, t: &TenantId, e: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.find_by_email(t, e).await
+    }
+    async fn list(
+        &self,
+        t: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::ports::Page<Contact>, StoreError> {
+        self.inner.list(t, after, limit).await
+    }
+    async fn insert(&self, c: &Contact) -> Result<Contact, StoreError> {
+        self.inner.insert(c).await
+    }
+    async fn update(&self, c: &Contact) -> Result<Contact, StoreError> {
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut other = self.inner.get(&c.tenant, &c.id).await?.unwrap();
+            other.fields.last_name = Some("Racer".into());
+            self.inner.update(&other).await?;
+        }
+        self.inner.update(c).await
+    }
+}
+
+/// The app write of a sync loses its version race to a user's edit: the sync re-reads and
+/// re-plans, so both the CRM's change and the user's edit survive, everywhere.
+#[tokio::test]
+async fn a_lost_write_race_is_re_read_and_re_planned() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let racing = Arc::new(RacingContacts {
+        inner: f.store.clone(),
+        raced: false.into(),
+    });
+    let mut tenants = Tenants::new();
+    tenants.add(
+        TenantConfig::new("acme"),
+        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+    );
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(racing.clone(), arc.clone(), arc, Arc::new(tenants));
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    service
+        .handle(&ChangeEvent::new(
+            tenant(),
+            Origin::HubSpot,
+            hs.external_id.clone(),
+            ChangeKind::Upsert,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        racing.raced.load(std::sync::atomic::Ordering::SeqCst),
+        "the race happened"
+    );
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Anne"));
+    assert_eq!(
+        c1.fields.last_name.as_deref(),
+        Some("Racer"),
+        "the user's edit is kept"
+    );
+    let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
+    assert_eq!(hs_fields.first_name.as_deref(), Some("Anne"));
+    assert_eq!(
+        hs_fields.last_name.as_deref(),
+        Some("Racer"),
+        "and reaches the CRM"
+    );
+    assert!(
+        f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),
+        "no false conflict"
+    );
+}
