@@ -408,3 +408,153 @@ async fn worker_batches_reads_of_a_queue_batch() {
         "every HubSpot contact imported into the app"
     );
 }
+
+/// Searches are paced to HubSpot's 5 per second across concurrent callers: the simulator,
+/// which enforces that limit, never has to answer 429.
+#[tokio::test]
+async fn searches_are_paced_to_five_per_second() {
+    let s = sim(SimConfig::default()).await;
+    let c = Arc::new(client(&s, token()));
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.changed_since(&ctx(false), None).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stats = s.hubspot.stats();
+    assert_eq!(stats.search_calls, 12, "{stats:?}");
+    assert_eq!(stats.rate_limited, 0, "no 429: {stats:?}");
+    assert_eq!(c.stats().rate_limited, 0);
+}
+
+/// An OAuth access token is refreshed before it expires (60 s ahead), not after a 401.
+#[tokio::test]
+async fn oauth_tokens_are_refreshed_before_they_expire() {
+    let mut cfg = SimConfig::default();
+    // Every token the simulator issues is within the client's 60-second margin at once.
+    cfg.hubspot.access_token_ttl_secs = 60;
+    let s = sim(cfg).await;
+    let c = client(
+        &s,
+        HubSpotAuth::OAuth {
+            client_id: "sim-hubspot-client-id".into(),
+            client_secret: "sim-hubspot-secret".into(),
+            refresh_token: "sim-hubspot-refresh-token".into(),
+        },
+    );
+    for i in 0..2 {
+        c.create(&ctx(false), &fields(&format!("o{i}@x.io"), "O"))
+            .await
+            .unwrap();
+    }
+    let stats = s.hubspot.stats();
+    assert_eq!(
+        stats.refreshes, 2,
+        "one refresh before each call: {stats:?}"
+    );
+    assert_eq!(c.stats().token_refreshes, 2);
+    assert_eq!(
+        stats.by_endpoint.get("POST /crm/v3/objects/contacts"),
+        Some(&2),
+        "each create sent once: no 401 and retry ({stats:?})"
+    );
+}
+
+/// A batch upsert where HubSpot refuses one input (here: a value of a unique property that
+/// another contact holds) answers 207; the client reports that input's error and the others'
+/// records, and a backfill links the others and shows the error on the refused contact.
+#[tokio::test]
+async fn a_207_fails_only_its_record_and_the_backfill_links_the_rest() {
+    use shared::adapters::embedded::EmbeddedStore;
+    use shared::ports::{ContactStore, LinkStore, SyncState};
+    use shared::service::SyncService;
+    use shared::tenant::{TenantConfig, Tenants};
+    use shared::{Contact, Provider};
+
+    let s = sim(SimConfig::default()).await;
+    // An admin created the pronouns property with unique values before our setup found it.
+    let r = reqwest::Client::new()
+        .post(format!("{}/crm/v3/properties/contacts", s.base_url()))
+        .bearer_auth("sim-hubspot-token")
+        .json(
+            &serde_json::json!({"name": "pronouns", "label": "Pronouns", "type": "string",
+               "fieldType": "text", "groupName": "contactinformation", "hasUniqueValue": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    s.hubspot
+        .seed_contacts([vec![
+            ("email".to_string(), "holder@x.io".to_string()),
+            ("pronouns".to_string(), "xe/xem".to_string()),
+        ]])
+        .unwrap();
+    // Distinct pronouns except for the one input that repeats the holder's.
+    let own = |email: &str, pronouns: &str| ContactFields {
+        pronouns: Some(pronouns.into()),
+        ..fields(email, "P")
+    };
+    let c = client(&s, token());
+    let mut taken = fields("taken@x.io", "T");
+    taken.pronouns = Some("xe/xem".into());
+    let results = c
+        .upsert_many(
+            &ctx(true),
+            &[
+                own("ok1@x.io", "she/her"),
+                taken.clone(),
+                own("ok2@x.io", "he/him"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    let err = results[1].as_ref().unwrap_err();
+    assert!(
+        matches!(err, CrmError::Rejected { status: 207, .. }),
+        "{err:?}"
+    );
+
+    // The same through Sync Now's backfill.
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let t = TenantId::new("t");
+    store
+        .set_field_key(&t, Provider::HubSpot, "pronouns", Some("pronouns"))
+        .await
+        .unwrap();
+    for (i, f) in [own("b1@x.io", "ze/zir"), taken, own("b2@x.io", "fae/faer")]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .insert(&Contact::new(
+                t.clone(),
+                format!("c{i}"),
+                f,
+                chrono::Utc::now(),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut tenants = Tenants::new();
+    tenants.add(TenantConfig::new("t"), vec![Arc::new(client(&s, token()))]);
+    let service = SyncService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Arc::new(tenants),
+    );
+    let (linked, more) = service.backfill(&t, Provider::HubSpot, None).await.unwrap();
+    assert_eq!((linked, more), (2, false));
+    assert_eq!(store.links_for_contact(&t, "c0").await.unwrap().len(), 1);
+    assert_eq!(store.links_for_contact(&t, "c2").await.unwrap().len(), 1);
+    assert!(store.links_for_contact(&t, "c1").await.unwrap().is_empty());
+    let issues = store.issues(&t, "c1").await.unwrap();
+    assert_eq!(issues.len(), 1, "the refused contact shows why");
+    assert_eq!(store.stats(&t, Provider::HubSpot).await.unwrap().errors, 1);
+}
