@@ -429,6 +429,45 @@ async fn sqs_batches_of_ten_receive_ack_depth() {
     );
 }
 
+/// A deferred job (quota spent) leaves the queue now and comes back after the wait as a fresh
+/// message: its earlier failed attempts do not count towards the DLQ.
+#[tokio::test]
+async fn sqs_defer_replaces_the_message_with_a_delayed_fresh_copy() {
+    let q = queues(0).await;
+    q.enqueue(&[event("acme", "c1")]).await.unwrap();
+    let first = q.receive(10).await.unwrap().remove(0);
+    assert_eq!(
+        q.fail(&first, "boom", Duration::ZERO).await.unwrap(),
+        FailOutcome::WillRetry
+    );
+    let second = q.receive(10).await.unwrap().remove(0);
+    assert_eq!(second.attempt, 2);
+    q.defer(&second, Utc::now() + chrono::Duration::seconds(2))
+        .await
+        .unwrap();
+    assert!(q.receive(10).await.unwrap().is_empty(), "not due yet");
+    assert_eq!(
+        q.depth(&tenant()).await.unwrap().jobs,
+        1,
+        "one delayed message, the deferred one deleted"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let back = loop {
+        if let Some(d) = q.receive(10).await.unwrap().pop() {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deferred job never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(back.event.record_id, "c1");
+    assert_eq!(back.attempt, 1, "a fresh copy: three attempts again");
+    q.ack(&back).await.unwrap();
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
+}
+
 #[tokio::test]
 async fn three_failures_dead_letter_and_replay_brings_it_back() {
     let q = queues(1).await;

@@ -236,3 +236,56 @@ fn contact(id: &str, email: &str) -> Contact {
         deleted: false,
     }
 }
+
+/// A job that meets a spent quota in the Lambda worker is re-queued with a delay, counts as
+/// handled (not a batch item failure), and writes nothing.
+#[tokio::test]
+async fn a_spent_quota_defers_the_job_in_the_lambda_worker() {
+    let d = deps();
+    let tenant = TenantId::new("acme");
+    d.store
+        .insert(&contact("app-2001", "edsger@example.com"))
+        .await
+        .unwrap();
+    let until = Utc::now() + chrono::Duration::hours(3);
+    d.state
+        .service
+        .state
+        .set_paused_until(&tenant, Provider::HubSpot, Some(until))
+        .await
+        .unwrap();
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/sqs-sync-batch.json"),
+    )
+    .unwrap();
+    let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+    let before = d.store.depth(&tenant).await.unwrap().jobs;
+    let response =
+        shared::lambda::handle_sqs_batch(&d.state.service, d.state.queue.as_ref(), event).await;
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+        "the deferred job is not a failure"
+    );
+    assert_eq!(
+        d.store.depth(&tenant).await.unwrap().jobs,
+        before + 1,
+        "re-queued with a delay"
+    );
+    assert!(
+        d.store.receive(10).await.unwrap().is_empty(),
+        "not due before the quota resets"
+    );
+    let links = d
+        .state
+        .service
+        .links
+        .links_for_contact(&tenant, "app-2001")
+        .await
+        .unwrap();
+    assert!(
+        links.iter().all(|l| l.provider != Provider::HubSpot),
+        "nothing written to the paused CRM: {links:?}"
+    );
+}
