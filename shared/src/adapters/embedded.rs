@@ -57,6 +57,8 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (dead, visible_at);
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     notify: Arc<Notify>,
+    /// How long a received job stays invisible (default [`VISIBILITY`]).
+    visibility: Duration,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -113,7 +115,15 @@ impl EmbeddedStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             notify: Arc::new(Notify::new()),
+            visibility: VISIBILITY,
         })
+    }
+
+    /// Sets how long a received job stays invisible before it is handed out again, like an SQS
+    /// queue's visibility timeout (default 60 s).
+    pub fn with_visibility_timeout(mut self, visibility: Duration) -> Self {
+        self.visibility = visibility;
+        self
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -735,7 +745,11 @@ impl JobQueue for EmbeddedStore {
             let attempt = attempts as u32 + 1;
             tx.execute(
                 "UPDATE jobs SET attempts = ?2, visible_at = ?3 WHERE seq = ?1",
-                params![seq, attempt as i64, now + VISIBILITY.as_millis() as i64],
+                params![
+                    seq,
+                    attempt as i64,
+                    now + self.visibility.as_millis() as i64
+                ],
             )
             .map_err(qbackend)?;
             let event: ChangeEvent = serde_json::from_str(&body).map_err(qbackend)?;

@@ -356,3 +356,37 @@ async fn queue_and_dlq_depths_count_only_the_tenants_jobs() {
     assert_eq!(q.dlq_depth(&other).await.unwrap(), QueueDepth::tenant(2));
     assert_eq!(q.depth(&other).await.unwrap().jobs, 0);
 }
+
+/// A worker that dies with a job in flight (no ack, no fail) loses nothing: after a restart the
+/// job is handed out again once its visibility timeout has passed, as its second attempt.
+#[tokio::test]
+async fn a_job_in_flight_when_the_process_dies_is_redelivered_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("cs-embedded-{}", uuid::Uuid::new_v4()));
+    let visibility = Duration::from_millis(100);
+    {
+        let s = EmbeddedStore::open_dir(&dir)
+            .unwrap()
+            .with_visibility_timeout(visibility);
+        s.enqueue(&[event("c1")]).await.unwrap();
+        let d = s.receive(10).await.unwrap().remove(0);
+        assert_eq!(d.attempt, 1);
+        // The process dies here: the store is dropped without ack or fail.
+    }
+    let s = EmbeddedStore::open_dir(&dir)
+        .unwrap()
+        .with_visibility_timeout(visibility);
+    assert_eq!(s.depth(&tenant()).await.unwrap().jobs, 1, "still queued");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        if let Some(d) = s.receive(10).await.unwrap().pop() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "never redelivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.event.record_id, "c1");
+    assert_eq!(again.attempt, 2);
+    s.ack(&again).await.unwrap();
+    assert_eq!(s.depth(&tenant()).await.unwrap().jobs, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
