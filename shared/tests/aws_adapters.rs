@@ -5,7 +5,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
 use shared::adapters::aws::sqs::SqsQueue;
@@ -354,45 +353,7 @@ async fn sync_state_operations() {
 }
 
 async fn queues(visibility: i32) -> SqsQueue {
-    let cfg = common::moto::sdk_config().await;
-    let client = aws_sdk_sqs::Client::new(&cfg);
-    let name = format!("sync-{}", uuid::Uuid::new_v4().simple());
-    let dlq_url = client
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let url = client
-        .create_queue()
-        .queue_name(&name)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (client, url, dlq_url) = common::moto::sync_queues(visibility).await;
     SqsQueue::new(client, url, dlq_url)
 }
 

@@ -9,8 +9,14 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
+/// The repository root: the nearest folder above the test's crate that holds the venv script
+/// (this file is shared by the tests of several crates).
 fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("infra/scripts/venv.sh").is_file())
+        .expect("the repository root above the crate")
+        .to_path_buf()
 }
 
 fn start_moto() -> String {
@@ -73,4 +79,51 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
         .load()
         .await
+}
+
+/// A fresh sync queue with its DLQ (redrive after 3 receives) on moto: `(client, queue URL,
+/// DLQ URL)`.
+#[allow(dead_code)]
+pub async fn sync_queues(visibility: i32) -> (aws_sdk_sqs::Client, String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let cfg = sdk_config().await;
+    let client = aws_sdk_sqs::Client::new(&cfg);
+    let name = format!("sync-{}", uuid::Uuid::new_v4().simple());
+    let dlq_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let url = client
+        .create_queue()
+        .queue_name(&name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    (client, url, dlq_url)
 }
