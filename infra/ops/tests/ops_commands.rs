@@ -205,9 +205,10 @@ async fn a_bad_tenant_id_or_a_missing_setting_fails_with_a_clear_error() {
         out.contains("tenant ids use letters, digits, - and _"),
         "{out}"
     );
-    let mut cmd_env: Vec<(&str, &str)> = vec![];
-    cmd_env.push(("ONBOARD_API_KEY", "k"));
-    cmd_env.push(("ONBOARD_HUBSPOT_ACCESS_TOKEN", "t"));
+    let cmd_env = [
+        ("ONBOARD_API_KEY", "k"),
+        ("ONBOARD_HUBSPOT_ACCESS_TOKEN", "t"),
+    ];
     let (ok, out) = d.ops(
         &[
             "onboard-tenant",
