@@ -7,13 +7,42 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-/// Allows at most `max` acquisitions in any `window` (a rolling window, like HubSpot's
+/// Allows at most `max` requests in any `window` (a rolling window, like HubSpot's
 /// ten-secondly and Pipedrive's two-secondly burst limits). Waiters sleep; they never spin.
+///
+/// The CRM counts a request when it arrives, somewhere between our send and its answer. So a
+/// request holds its place in the window from when it is sent until `window` after its answer
+/// came back ([`Slot`] moves the stamp when dropped): however the network delays requests, the
+/// CRM never sees more than `max` in any of its windows.
 #[derive(Debug)]
 pub struct RollingWindow {
     max: usize,
     window: Duration,
-    stamps: Mutex<VecDeque<Instant>>,
+    stamps: Mutex<Stamps>,
+}
+
+#[derive(Debug, Default)]
+struct Stamps {
+    next_id: u64,
+    /// `(slot id, when it counts from)`, oldest first.
+    at: VecDeque<(u64, Instant)>,
+}
+
+/// A place in the window, held while the request is under way.
+#[must_use = "a slot counts from when it is dropped: hold it until the answer has arrived"]
+pub struct Slot<'a> {
+    window: &'a RollingWindow,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut stamps = self.window.lock();
+        let now = Instant::now();
+        if let Some(stamp) = stamps.at.iter_mut().find(|(id, _)| *id == self.id) {
+            stamp.1 = now;
+        }
+    }
 }
 
 impl RollingWindow {
@@ -21,44 +50,56 @@ impl RollingWindow {
         Self {
             max: max.max(1) as usize,
             window,
-            stamps: Mutex::new(VecDeque::new()),
+            stamps: Mutex::new(Stamps::default()),
         }
     }
 
-    /// How long until a slot is free, taking it when free now.
-    fn try_take(&self, now: Instant) -> Option<Duration> {
-        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
-        while stamps
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            stamps.pop_front();
-        }
-        if stamps.len() < self.max {
-            stamps.push_back(now);
-            None
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stamps> {
+        self.stamps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place when one is free now (its id), else says how long to wait.
+    fn try_take(&self, now: Instant) -> Result<u64, Duration> {
+        let mut stamps = self.lock();
+        // Stamps moved by finished slots can stand behind a newer one: drop every expired one.
+        stamps
+            .at
+            .retain(|(_, t)| now.saturating_duration_since(*t) < self.window);
+        if stamps.at.len() < self.max {
+            stamps.next_id += 1;
+            let id = stamps.next_id;
+            stamps.at.push_back((id, now));
+            Ok(id)
         } else {
-            let oldest = *stamps.front().expect("non-empty");
-            Some(self.window.saturating_sub(now.duration_since(oldest)) + Duration::from_millis(1))
+            let oldest = stamps.at.iter().map(|(_, t)| *t).min().expect("non-empty");
+            Err(self
+                .window
+                .saturating_sub(now.saturating_duration_since(oldest))
+                + Duration::from_millis(1))
         }
     }
 
-    /// Waits for a slot.
-    pub async fn acquire(&self) {
-        while let Some(wait) = self.try_take(Instant::now()) {
-            tokio::time::sleep(wait).await;
+    /// Waits for a place in the window; hold the slot until the request's answer arrived.
+    pub async fn acquire(&self) -> Slot<'_> {
+        loop {
+            match self.try_take(Instant::now()) {
+                Ok(id) => return Slot { window: self, id },
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
         }
     }
 
     /// Blocks new acquisitions for `pause` (after a 429 whose window we misjudged).
     pub fn back_off(&self, pause: Duration) {
-        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stamps = self.lock();
         let until = Instant::now() + pause;
         // Fill the window with stamps that expire at `until`.
         let stamp = until.checked_sub(self.window).unwrap_or_else(Instant::now);
-        stamps.clear();
+        stamps.at.clear();
         for _ in 0..self.max {
-            stamps.push_back(stamp);
+            stamps.next_id += 1;
+            let id = stamps.next_id;
+            stamps.at.push_back((id, stamp));
         }
     }
 }
@@ -106,10 +147,10 @@ mod tests {
         let w = RollingWindow::new(3, Duration::from_secs(10));
         let start = Instant::now();
         for _ in 0..3 {
-            w.acquire().await;
+            let _ = w.acquire().await;
         }
         assert!(start.elapsed() < Duration::from_millis(5));
-        w.acquire().await;
+        let _ = w.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(10));
         assert!(start.elapsed() < Duration::from_secs(11));
     }
@@ -119,8 +160,21 @@ mod tests {
         let w = RollingWindow::new(5, Duration::from_secs(2));
         let start = Instant::now();
         w.back_off(Duration::from_secs(3));
-        w.acquire().await;
+        let _ = w.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    /// A slow request counts from its answer: the next window starts then, not at its send.
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_counts_until_its_answer_arrived() {
+        let w = RollingWindow::new(1, Duration::from_secs(1));
+        let start = Instant::now();
+        {
+            let _slot = w.acquire().await;
+            tokio::time::sleep(Duration::from_millis(400)).await; // the request is under way
+        }
+        let _ = w.acquire().await;
+        assert!(start.elapsed() >= Duration::from_millis(1400));
     }
 
     #[test]

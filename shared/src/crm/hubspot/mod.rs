@@ -298,10 +298,11 @@ impl HubSpotClient {
             if let Some(until) = self.quota.spent_until() {
                 return Err(CrmError::QuotaExhausted { provider: P, until });
             }
-            match lane {
+            // Held until the answer is read: the window counts from then.
+            let _slot = match lane {
                 Lane::Standard => self.burst.acquire().await,
                 Lane::Search => self.search.acquire().await,
-            }
+            };
             let token = self.bearer().await?;
             let mut req = self
                 .http

@@ -522,10 +522,13 @@ impl PipedriveClient {
         let mut reauthenticated = false;
         loop {
             self.admit(op)?;
-            if op == Op::SearchPersons {
-                self.search.acquire().await;
-            }
-            self.burst.acquire().await;
+            // Held until the answer is read: the windows count from then.
+            let _search = if op == Op::SearchPersons {
+                Some(self.search.acquire().await)
+            } else {
+                None
+            };
+            let _slot = self.burst.acquire().await;
             let (base, (auth_name, auth_value)) = self.credentials().await?;
             let mut req = self
                 .http
