@@ -9,13 +9,10 @@ use crate::adapters::aws::dynamo::{DynamoStore, TableNames};
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
-use crate::ports::TenantRegistry;
-use crate::service::SyncService;
-use crate::settings::{
-    HUBSPOT_VARS, HubSpotSettings, PIPEDRIVE_VARS, PipedriveSettings, SettingsError,
-    refuse_without_credentials, tenant_setup, var,
-};
-use crate::tenant::{TenantConfig, Tenants};
+use crate::provision::{self, Preparation};
+use crate::settings::{SettingsError, crms_from_env, var};
+use crate::sync::SyncService;
+use crate::tenant::{TenantConfig, TenantRegistry, Tenants};
 
 #[derive(Debug, Error)]
 pub enum DeployError {
@@ -48,12 +45,11 @@ impl Deployment {
             var("SYNC_QUEUE_URL").ok_or(SettingsError::Missing("SYNC_QUEUE_URL"))?,
             var("SYNC_DLQ_URL").ok_or(SettingsError::Missing("SYNC_DLQ_URL"))?,
         ));
-        let http = crate::settings::http_client();
-        let mut tenants = Tenants::new();
+        let http = crate::provision::http_client();
+        let mut provisioned = Vec::new();
         // The tenants registered with `contact-sync-ops onboard-tenant`...
         for record in store.registered_tenants().await? {
-            let clients = record.clients(&http)?;
-            tenants.add(record.config, clients);
+            provisioned.push(provision::from_record(&record, &http)?);
         }
         // ...and the one configured in the environment (a single-tenant deployment).
         if let Some(api_key) = var("API_KEY") {
@@ -61,16 +57,11 @@ impl Deployment {
                 TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
             tenant.api_key = Some(api_key);
             tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
-            let hubspot = HubSpotSettings::from_env()?;
-            if hubspot.is_none() {
-                refuse_without_credentials("HubSpot", &HUBSPOT_VARS, &["HUBSPOT_API_BASE"])?;
-            }
-            let pipedrive = PipedriveSettings::from_env()?;
-            if pipedrive.is_none() {
-                refuse_without_credentials("Pipedrive", &PIPEDRIVE_VARS, &["PIPEDRIVE_API_BASE"])?;
-            }
-            let setup = tenant_setup(tenant, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
-            tenants.add(setup.config, setup.clients);
+            provisioned.push(provision::connect(tenant, crms_from_env()?, &http).await?);
+        }
+        let mut tenants = Tenants::new();
+        for p in &provisioned {
+            p.add_to(&mut tenants);
         }
         let service = SyncService::new(
             store.clone(),
@@ -78,6 +69,13 @@ impl Deployment {
             store.clone(),
             Arc::new(tenants),
         );
+        // Fields a cold start finds unprepared (registered tenants were prepared when
+        // onboarded; an environment tenant is prepared on its first cold start).
+        for p in &provisioned {
+            if let Err(e) = p.prepare(&service, Preparation::Missing).await {
+                tracing::warn!(tenant = %p.config.id, error = %e, "could not prepare the CRM fields");
+            }
+        }
         Ok(Self {
             service,
             queue,

@@ -214,6 +214,35 @@ impl FieldPatch {
     }
 }
 
+/// A field that a CRM may keep in a custom field of ours, whose key is stored per tenant and CRM
+/// (a HubSpot property name, a Pipedrive 40-character field key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomField {
+    /// Created on the tenant's request (the pronouns setup): it adds a field to their CRM.
+    Pronouns,
+    /// Where a CRM has no job title field in every account (Pipedrive): found or created when
+    /// the tenant is provisioned.
+    JobTitle,
+}
+
+impl CustomField {
+    pub const ALL: [CustomField; 2] = [CustomField::Pronouns, CustomField::JobTitle];
+
+    /// The name its key is stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomField::Pronouns => "pronouns",
+            CustomField::JobTitle => "job_title",
+        }
+    }
+
+    /// Whether provisioning sets it up without asking (pronouns wait for the tenant's setup).
+    pub fn automatic(self) -> bool {
+        self == CustomField::JobTitle
+    }
+}
+
 /// Which fields a provider can store for a tenant (pronouns need a custom field to be set up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSupport {
@@ -381,9 +410,6 @@ pub enum ChangeKind {
     Merge {
         merged_ids: Vec<String>,
     },
-    /// Sync Now: reconcile the whole tenant (backfill unlinked contacts, poll every CRM, retry
-    /// failed links). `record_id` is `*`.
-    Reconcile,
 }
 
 /// A trigger: "record X at origin O changed". Never carries the data itself.
@@ -419,6 +445,96 @@ impl ChangeEvent {
             event_id: None,
         }
     }
+}
+
+/// A queued unit of work: a message of the sync queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Sync what one change event points at.
+    Change(ChangeEvent),
+    /// One time-boxed round of Sync Now for a tenant: backfill unlinked contacts, poll every
+    /// CRM, retry failed contacts. Round 1 starts a run; a later round continues it.
+    Reconcile { tenant: TenantId, round: u32 },
+}
+
+impl Job {
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Job::Change(e) => &e.tenant,
+            Job::Reconcile { tenant, .. } => tenant,
+        }
+    }
+
+    /// The change event, for a [`Job::Change`].
+    pub fn change(&self) -> Option<&ChangeEvent> {
+        match self {
+            Job::Change(e) => Some(e),
+            Job::Reconcile { .. } => None,
+        }
+    }
+
+    /// Reads a queue message. Messages written before jobs were typed are bare change events,
+    /// with Sync Now as a `reconcile` kind (`provenance: "continue"` for a continuation).
+    pub fn parse(body: &str) -> Result<Job, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(body)?;
+        if value.get("job").is_some() {
+            return serde_json::from_value(value);
+        }
+        if value["kind"]["type"] == "reconcile" {
+            let tenant: TenantId = serde_json::from_value(value["tenant"].clone())?;
+            let round = if value["provenance"] == "continue" {
+                2
+            } else {
+                1
+            };
+            return Ok(Job::Reconcile { tenant, round });
+        }
+        serde_json::from_value(value).map(Job::Change)
+    }
+}
+
+impl From<ChangeEvent> for Job {
+    fn from(event: ChangeEvent) -> Self {
+        Job::Change(event)
+    }
+}
+
+/// One CRM account of a tenant, as webhooks show it: the account they name, how the CRM
+/// authenticates them, and who our own writes come from. Secrets are never logged (the Debug
+/// output leaves them out).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmAccount {
+    pub provider: Provider,
+    /// HubSpot portal id, Pipedrive company id.
+    pub account_id: String,
+    /// The writer behind our own changes in the CRM's webhooks: HubSpot app id, Pipedrive API
+    /// user id.
+    #[serde(default)]
+    pub our_writer: Option<String>,
+    /// How the CRM authenticates its webhooks to us.
+    #[serde(default)]
+    pub webhook_auth: Option<WebhookAuth>,
+}
+
+impl fmt::Debug for CrmAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrmAccount")
+            .field("provider", &self.provider)
+            .field("account_id", &self.account_id)
+            .field("our_writer", &self.our_writer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a CRM authenticates its webhooks.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WebhookAuth {
+    /// Signed with a shared secret (HubSpot: the app's client secret).
+    Signature { secret: String },
+    /// HTTP Basic credentials (Pipedrive).
+    Basic { user: String, password: String },
 }
 
 /// A CRM record as read from a provider, already mapped to universal fields.
@@ -521,5 +637,39 @@ mod tests {
     #[test]
     fn link_sort_key_is_provider_hash_external_id() {
         assert_eq!(link_sort_key(Provider::Pipedrive, "42"), "pipedrive#42");
+    }
+
+    #[test]
+    fn jobs_round_trip_and_untyped_messages_still_parse() {
+        let change = ChangeEvent::new(TenantId::new("t"), Origin::HubSpot, "5", ChangeKind::Upsert);
+        let job = Job::Change(change.clone());
+        assert_eq!(
+            Job::parse(&serde_json::to_string(&job).unwrap()).unwrap(),
+            job
+        );
+        let reconcile = Job::Reconcile {
+            tenant: TenantId::new("t"),
+            round: 3,
+        };
+        assert_eq!(
+            Job::parse(&serde_json::to_string(&reconcile).unwrap()).unwrap(),
+            reconcile
+        );
+        // Messages queued before jobs were typed: a bare change event, or Sync Now as a kind.
+        assert_eq!(
+            Job::parse(&serde_json::to_string(&change).unwrap()).unwrap(),
+            job
+        );
+        let legacy = serde_json::json!({"tenant": "t", "origin": "app", "record_id": "*",
+            "kind": {"type": "reconcile"}, "occurred_at": "2026-01-01T00:00:00Z",
+            "provenance": "continue"});
+        assert_eq!(
+            Job::parse(&legacy.to_string()).unwrap(),
+            Job::Reconcile {
+                tenant: TenantId::new("t"),
+                round: 2
+            }
+        );
+        assert!(Job::parse("{\"job\": \"nonsense\"}").is_err());
     }
 }

@@ -7,26 +7,23 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::domain::{ChangeEvent, Provider};
+use crate::domain::{Job, Provider};
 use crate::ports::JobQueue;
-use crate::service::SyncService;
-use crate::worker::run_event;
+use crate::sync::SyncService;
+use crate::sync::worker::{Settlement, known_for, run, settlement};
 
-/// `sync-worker`: one SQS batch. Failed messages are reported as batch item failures (SQS
-/// retries them; after 3 receives the redrive policy moves them to the DLQ). A job that meets a
-/// spent quota is re-queued with a delay and counts as handled.
+/// `sync-worker`: one SQS batch. Each message is read once; the batch's CRM records are read
+/// in batches; each job is run and settled by the worker's one [`settlement`]: done (SQS deletes
+/// it), deferred past a spent quota (re-queued with a delay, counted as handled), or failed
+/// (reported as a batch item failure: SQS retries it, and after 3 receives its redrive policy
+/// moves it to the DLQ).
 pub async fn handle_sqs_batch(
     service: &SyncService,
     queue: &dyn JobQueue,
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
-    let events: Vec<ChangeEvent> = event
-        .records
-        .iter()
-        .filter_map(|m| m.body.as_deref().and_then(|b| serde_json::from_str(b).ok()))
-        .collect();
-    service.prefetch(&events).await;
+    let mut jobs: Vec<(String, String, Job)> = Vec::new();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let attempt = message
@@ -34,38 +31,38 @@ pub async fn handle_sqs_batch(
             .get("ApproximateReceiveCount")
             .cloned()
             .unwrap_or_else(|| "1".into());
-        let parsed = message
-            .body
-            .as_deref()
-            .map(serde_json::from_str::<ChangeEvent>);
-        let change = match parsed {
-            Some(Ok(c)) => c,
+        match message.body.as_deref().map(Job::parse) {
+            Some(Ok(job)) => jobs.push((id, attempt, job)),
             other => {
                 // Not ours or corrupt: fail it so it ends in the DLQ for a human to look at.
-                error!(message_id = %id, ?other, "unreadable sync message");
+                error!(message_id = %id, error = ?other.map(|r| r.err().map(|e| e.to_string())), "unreadable sync message");
                 response.add_failure(id);
-                continue;
             }
-        };
-        match run_event(service, queue, &change).await {
-            Ok(report) => {
-                info!(tenant = %change.tenant, record = %change.record_id, app_writes = report.app_writes, crm_writes = report.crm_writes, "synced");
+        }
+    }
+    let mut read = service
+        .read_batch(&jobs.iter().map(|(_, _, j)| j).collect::<Vec<_>>())
+        .await;
+    for (id, attempt, job) in jobs {
+        let known = known_for(&mut read, &job);
+        let tenant = job.tenant().clone();
+        match settlement(run(service, queue, &job, known).await) {
+            Settlement::Done(report) => {
+                info!(%tenant, ?job, app_writes = report.app_writes, crm_writes = report.crm_writes, "synced");
             }
-            Err(err) => match err.deferred_until() {
-                Some(until) => {
-                    let delay = (until - Utc::now()).to_std().unwrap_or_default();
-                    if let Err(e) = queue.enqueue_delayed(&change, delay).await {
-                        error!(tenant = %change.tenant, error = %e, "could not defer; will retry");
-                        response.add_failure(id);
-                    } else {
-                        info!(tenant = %change.tenant, record = %change.record_id, %until, "quota spent; deferred");
-                    }
-                }
-                None => {
-                    warn!(tenant = %change.tenant, record = %change.record_id, attempt, error = %err, "sync failed; SQS will retry");
+            Settlement::Defer(until) => {
+                let delay = (until - Utc::now()).to_std().unwrap_or_default();
+                if let Err(e) = queue.enqueue_delayed(&job, delay).await {
+                    error!(%tenant, error = %e, "could not defer; will retry");
                     response.add_failure(id);
+                } else {
+                    info!(%tenant, ?job, %until, "quota spent; deferred");
                 }
-            },
+            }
+            Settlement::Retry { error, .. } => {
+                warn!(%tenant, ?job, attempt, %error, "sync failed; SQS will retry");
+                response.add_failure(id);
+            }
         }
     }
     response

@@ -13,10 +13,10 @@ pub mod http;
 pub mod lambda;
 pub mod logging;
 pub mod ports;
-pub mod service;
+pub mod provision;
 pub mod settings;
 pub mod signature;
+pub mod sync;
 pub mod tenant;
-pub mod worker;
 
 pub use domain::*;

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ChangeEvent, ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, FieldPatch,
-    Provider, TenantId,
+    ChangeEvent, ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, CustomField,
+    FieldPatch, Job, Provider, TenantId,
 };
 use crate::error::{CrmError, QueueError, StoreError};
 
@@ -106,6 +106,23 @@ impl ProviderStats {
     }
 }
 
+/// Progress of a Sync Now run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncNowProgress {
+    pub running: bool,
+    pub phase: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Contacts linked by batch backfill.
+    pub backfilled: usize,
+    /// Rounds this Sync Now took so far (it continues itself when its time budget runs out).
+    #[serde(default)]
+    pub rounds: u32,
+    /// Sync jobs queued (changed CRM records, failed contacts).
+    pub enqueued: usize,
+    pub errors: Vec<String>,
+}
+
 /// A sync problem of a contact that has no link yet (e.g. the create failed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactIssue {
@@ -124,6 +141,17 @@ pub trait SyncState: Send + Sync {
         tenant: &TenantId,
         name: &str,
         value: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The last (or running) Sync Now of the tenant.
+    async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, StoreError>;
+    async fn save_sync_now_progress(
+        &self,
+        tenant: &TenantId,
+        progress: &SyncNowProgress,
     ) -> Result<(), StoreError>;
 
     /// Records the outcome of one sync with a provider (success or error text).
@@ -169,13 +197,13 @@ pub trait SyncState: Send + Sync {
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
     ) -> Result<Option<String>, StoreError>;
     async fn set_field_key(
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
         key: Option<&str>,
     ) -> Result<(), StoreError>;
 
@@ -193,10 +221,10 @@ pub trait SyncState: Send + Sync {
     ) -> Result<Vec<ContactIssue>, StoreError>;
 }
 
-/// A queued sync job: the change event and how often it was delivered.
+/// A queued job and how often it was delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
-    pub event: ChangeEvent,
+    pub job: Job,
     /// 1 on the first delivery.
     pub attempt: u32,
     /// Opaque handle for ack/fail.
@@ -239,10 +267,14 @@ pub enum FailOutcome {
 /// The sync queue and its dead-letter queue.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError>;
-    /// Enqueues one event that becomes due after `delay` (deferral past a spent quota).
-    async fn enqueue_delayed(&self, event: &ChangeEvent, delay: Duration)
-    -> Result<(), QueueError>;
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError>;
+    /// Enqueues change events, each as a [`Job::Change`].
+    async fn enqueue_changes(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
+        let jobs: Vec<Job> = events.iter().cloned().map(Job::Change).collect();
+        self.enqueue(&jobs).await
+    }
+    /// Enqueues one job that becomes due after `delay` (deferral past a spent quota).
+    async fn enqueue_delayed(&self, job: &Job, delay: Duration) -> Result<(), QueueError>;
     /// Up to `max` jobs that are due; each delivery counts as an attempt.
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
@@ -264,16 +296,39 @@ pub trait JobQueue: Send + Sync {
     async fn replay_dlq(&self, tenant: &TenantId) -> Result<usize, QueueError>;
 }
 
-/// Per-call context for a CRM client: the tenant and its CRM-side field keys.
+/// Per-call context for a CRM client: the tenant and the keys of its custom fields in this CRM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmContext {
     pub tenant: TenantId,
-    /// Where pronouns live in this CRM for this tenant; `None` while not set up.
-    pub pronouns_key: Option<String>,
-    /// Where job titles live when the CRM has no standard field for them in every account
-    /// (Pipedrive: `job_title`, or the 40-character key of a custom field); `None` = not
-    /// stored yet (the client finds it itself). HubSpot ignores it.
-    pub job_title_key: Option<String>,
+    /// Where each custom field lives for this tenant; absent while not set up (pronouns) or not
+    /// stored yet (a client may then find it itself, as Pipedrive's job title).
+    pub fields: std::collections::BTreeMap<CustomField, String>,
+}
+
+impl CrmContext {
+    pub fn new(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            fields: Default::default(),
+        }
+    }
+
+    /// The context with `field` stored at `key`.
+    pub fn with_field(mut self, field: CustomField, key: impl Into<String>) -> Self {
+        self.fields.insert(field, key.into());
+        self
+    }
+
+    pub fn field(&self, field: CustomField) -> Option<&str> {
+        self.fields.get(&field).map(String::as_str)
+    }
+
+    /// Which synced fields the CRM can store for this tenant: pronouns only once set up.
+    pub fn support(&self) -> crate::domain::FieldSupport {
+        crate::domain::FieldSupport {
+            pronouns: self.field(CustomField::Pronouns).is_some(),
+        }
+    }
 }
 
 /// A record reported changed by a poll, with its modification time when the CRM gives it, and
@@ -362,10 +417,16 @@ pub trait CrmClient: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError>;
 
-    /// Makes sure the pronouns field exists; returns its key.
-    async fn ensure_pronouns_field(&self, ctx: &CrmContext) -> Result<String, CrmError>;
-    /// Looks the pronouns field up without creating it.
-    async fn find_pronouns_field(&self, ctx: &CrmContext) -> Result<Option<String>, CrmError>;
+    /// The custom fields this CRM keeps our data in (their keys go into [`CrmContext`]).
+    fn custom_fields(&self) -> &'static [CustomField];
+    /// Makes sure a custom field exists (finding it, else creating it); returns its key.
+    async fn ensure_field(&self, ctx: &CrmContext, field: CustomField) -> Result<String, CrmError>;
+    /// Looks a custom field up without creating it.
+    async fn find_field(
+        &self,
+        ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<Option<String>, CrmError>;
 }
 
 /// A patch that sets every field of `fields` (absent ones are left alone).
@@ -377,11 +438,4 @@ pub fn patch_from(fields: &ContactFields) -> FieldPatch {
         }
     }
     patch
-}
-
-/// The registry of tenants one deployment serves (written by the onboarding command).
-#[async_trait]
-pub trait TenantRegistry: Send + Sync {
-    async fn put_tenant(&self, record: &crate::settings::TenantRecord) -> Result<(), StoreError>;
-    async fn registered_tenants(&self) -> Result<Vec<crate::settings::TenantRecord>, StoreError>;
 }

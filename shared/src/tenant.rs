@@ -1,46 +1,18 @@
-//! Tenants and their settings. One deployment serves many tenants; locally there is one.
+//! Tenants: who they are, their CRM accounts, and the registry that keeps them. One deployment
+//! serves many tenants; locally there is one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ConflictPolicy, Provider, TenantId};
+use crate::crm::CrmSettings;
+use crate::domain::{ConflictPolicy, CrmAccount, Provider, TenantId};
+use crate::error::StoreError;
 use crate::ports::CrmClient;
 
-/// HubSpot settings of one tenant.
-#[derive(Clone, Default, Serialize, Deserialize)]
-pub struct HubSpotTenant {
-    pub portal_id: u64,
-    pub app_id: Option<u64>,
-    /// Private-app token (or the current OAuth access token).
-    #[serde(default)]
-    pub access_token: Option<String>,
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Client secret: verifies webhook signatures and refreshes OAuth tokens.
-    #[serde(default)]
-    pub client_secret: Option<String>,
-}
-
-/// Pipedrive settings of one tenant.
-#[derive(Clone, Default, Serialize, Deserialize)]
-pub struct PipedriveTenant {
-    pub company_id: u64,
-    #[serde(default)]
-    pub api_token: Option<String>,
-    #[serde(default)]
-    pub webhook_user: Option<String>,
-    #[serde(default)]
-    pub webhook_password: Option<String>,
-    /// Our API user (`GET /v1/users/me`): webhooks it caused through the API are our echoes.
-    #[serde(default)]
-    pub api_user_id: Option<u64>,
-}
-
-/// Everything known about a tenant. Secrets are never logged (no Debug derive).
+/// Everything known about a tenant. Secrets are never logged (the Debug output leaves them out).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TenantConfig {
     pub id: TenantId,
@@ -52,10 +24,9 @@ pub struct TenantConfig {
     /// HMAC secret of the app webhook.
     #[serde(default)]
     pub app_webhook_secret: Option<String>,
+    /// Its CRM accounts, one per provider.
     #[serde(default)]
-    pub hubspot: Option<HubSpotTenant>,
-    #[serde(default)]
-    pub pipedrive: Option<PipedriveTenant>,
+    pub accounts: Vec<CrmAccount>,
 }
 
 impl std::fmt::Debug for TenantConfig {
@@ -63,8 +34,7 @@ impl std::fmt::Debug for TenantConfig {
         f.debug_struct("TenantConfig")
             .field("id", &self.id)
             .field("conflict_policy", &self.conflict_policy)
-            .field("hubspot", &self.hubspot.as_ref().map(|h| h.portal_id))
-            .field("pipedrive", &self.pipedrive.as_ref().map(|p| p.company_id))
+            .field("accounts", &self.accounts)
             .finish_non_exhaustive()
     }
 }
@@ -76,10 +46,31 @@ impl TenantConfig {
             conflict_policy: ConflictPolicy::default(),
             api_key: None,
             app_webhook_secret: None,
-            hubspot: None,
-            pipedrive: None,
+            accounts: Vec::new(),
         }
     }
+
+    /// The tenant's account with `provider`.
+    pub fn account(&self, provider: Provider) -> Option<&CrmAccount> {
+        self.accounts.iter().find(|a| a.provider == provider)
+    }
+}
+
+/// A registered tenant as the registry stores it: its configuration with the resolved CRM
+/// accounts, and the settings its CRM clients are built from, so a cold start needs no CRM call
+/// to serve it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub config: TenantConfig,
+    #[serde(default)]
+    pub crms: Vec<CrmSettings>,
+}
+
+/// The registry of tenants one deployment serves (written by the onboarding command).
+#[async_trait]
+pub trait TenantRegistry: Send + Sync {
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
+    async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
 }
 
 /// The tenants of a deployment and the CRM clients serving each.
@@ -129,17 +120,11 @@ impl Tenants {
         })
     }
 
-    pub fn by_hubspot_portal(&self, portal_id: u64) -> Option<&TenantConfig> {
-        self.configs
-            .values()
-            .find(|t| t.hubspot.as_ref().is_some_and(|h| h.portal_id == portal_id))
-    }
-
-    pub fn by_pipedrive_company(&self, company_id: u64) -> Option<&TenantConfig> {
+    /// The tenant that owns this CRM account (a webhook's portal or company).
+    pub fn by_account(&self, provider: Provider, account_id: &str) -> Option<&TenantConfig> {
         self.configs.values().find(|t| {
-            t.pipedrive
-                .as_ref()
-                .is_some_and(|p| p.company_id == company_id)
+            t.account(provider)
+                .is_some_and(|a| a.account_id == account_id)
         })
     }
 }

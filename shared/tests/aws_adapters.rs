@@ -13,11 +13,11 @@ use shared::error::StoreError;
 use shared::ports::{
     ContactStore, DepthScope, FailOutcome, JobQueue, LinkStore, QueueDepth, SyncState,
 };
-use shared::service::SyncService;
+use shared::sync::SyncService;
 use shared::tenant::{TenantConfig, Tenants};
 use shared::{
-    ChangeEvent, ChangeKind, ConflictRecord, Contact, ContactFields, ContactLink, LinkStatus,
-    Origin, Provider, TenantId,
+    ChangeEvent, ChangeKind, ConflictRecord, Contact, ContactFields, ContactLink, CustomField,
+    LinkStatus, Origin, Provider, TenantId,
 };
 
 fn tenant() -> TenantId {
@@ -323,21 +323,26 @@ async fn sync_state_operations() {
             .await
             .unwrap()
     );
-    s.set_field_key(&t, Provider::Pipedrive, "pronouns", Some("abc123"))
-        .await
-        .unwrap();
+    s.set_field_key(
+        &t,
+        Provider::Pipedrive,
+        CustomField::Pronouns,
+        Some("abc123"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        s.field_key(&t, Provider::Pipedrive, "pronouns")
+        s.field_key(&t, Provider::Pipedrive, CustomField::Pronouns)
             .await
             .unwrap()
             .as_deref(),
         Some("abc123")
     );
-    s.set_field_key(&t, Provider::Pipedrive, "pronouns", None)
+    s.set_field_key(&t, Provider::Pipedrive, CustomField::Pronouns, None)
         .await
         .unwrap();
     assert_eq!(
-        s.field_key(&t, Provider::Pipedrive, "pronouns")
+        s.field_key(&t, Provider::Pipedrive, CustomField::Pronouns)
             .await
             .unwrap(),
         None
@@ -365,7 +370,7 @@ fn event(tenant: &str, id: &str) -> ChangeEvent {
 async fn sqs_batches_of_ten_receive_ack_depth() {
     let q = queues(30).await;
     let events: Vec<_> = (0..25).map(|i| event("acme", &format!("c{i}"))).collect();
-    q.enqueue(&events).await.unwrap();
+    q.enqueue_changes(&events).await.unwrap();
     assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 25);
     let mut got = Vec::new();
     while got.len() < 25 {
@@ -375,13 +380,17 @@ async fn sqs_batches_of_ten_receive_ack_depth() {
             assert_eq!(d.attempt, 1);
             q.ack(d).await.unwrap();
         }
-        got.extend(batch.into_iter().map(|d| d.event.record_id));
+        got.extend(
+            batch
+                .into_iter()
+                .map(|d| d.job.change().unwrap().record_id.clone()),
+        );
     }
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 25);
     assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
-    q.enqueue_delayed(&event("acme", "later"), Duration::from_secs(60))
+    q.enqueue_delayed(&event("acme", "later").into(), Duration::from_secs(60))
         .await
         .unwrap();
     assert!(
@@ -395,7 +404,7 @@ async fn sqs_batches_of_ten_receive_ack_depth() {
 #[tokio::test]
 async fn sqs_defer_replaces_the_message_with_a_delayed_fresh_copy() {
     let q = queues(0).await;
-    q.enqueue(&[event("acme", "c1")]).await.unwrap();
+    q.enqueue_changes(&[event("acme", "c1")]).await.unwrap();
     let first = q.receive(10).await.unwrap().remove(0);
     assert_eq!(
         q.fail(&first, "boom", Duration::ZERO).await.unwrap(),
@@ -423,7 +432,7 @@ async fn sqs_defer_replaces_the_message_with_a_delayed_fresh_copy() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(back.event.record_id, "c1");
+    assert_eq!(back.job.change().unwrap().record_id, "c1");
     assert_eq!(back.attempt, 1, "a fresh copy: three attempts again");
     q.ack(&back).await.unwrap();
     assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
@@ -432,7 +441,7 @@ async fn sqs_defer_replaces_the_message_with_a_delayed_fresh_copy() {
 #[tokio::test]
 async fn three_failures_dead_letter_and_replay_brings_it_back() {
     let q = queues(1).await;
-    q.enqueue(&[event("acme", "c1"), event("other", "c9")])
+    q.enqueue_changes(&[event("acme", "c1"), event("other", "c9")])
         .await
         .unwrap();
     let mut outcomes = Vec::new();
@@ -449,7 +458,7 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
         }
         for d in &batch {
             outcomes.push((
-                d.event.record_id.clone(),
+                d.job.change().unwrap().record_id.clone(),
                 d.attempt,
                 q.fail(d, "boom", Duration::ZERO).await.unwrap(),
             ));
@@ -473,7 +482,7 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
     assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
     let back = q.receive(10).await.unwrap();
     assert_eq!(back.len(), 1);
-    assert_eq!(back[0].event.record_id, "c1");
+    assert_eq!(back[0].job.change().unwrap().record_id, "c1");
     assert_eq!(
         back[0].attempt, 1,
         "a replayed job gets three fresh attempts"
@@ -497,8 +506,10 @@ async fn sync_service_runs_on_dynamodb_and_sqs() {
     tenants.add(TenantConfig::new("acme"), vec![Arc::new(crm.clone())]);
     let service = SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants));
     s.insert(&contact("c1", "a@x.io")).await.unwrap();
-    q.enqueue(&[event("acme", "c1")]).await.unwrap();
-    let n = shared::worker::run_once(&service, &q, 10).await.unwrap();
+    q.enqueue_changes(&[event("acme", "c1")]).await.unwrap();
+    let n = shared::sync::worker::run_once(&service, &q, 10)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let links = s.links_for_contact(&tenant(), "c1").await.unwrap();
     assert_eq!(links.len(), 1);
@@ -512,15 +523,18 @@ async fn sync_service_runs_on_dynamodb_and_sqs() {
     );
     assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
     // Replaying the same event writes nothing.
-    q.enqueue(&[event("acme", "c1")]).await.unwrap();
-    shared::worker::run_once(&service, &q, 10).await.unwrap();
+    q.enqueue_changes(&[event("acme", "c1")]).await.unwrap();
+    shared::sync::worker::run_once(&service, &q, 10)
+        .await
+        .unwrap();
     assert_eq!(crm.writes(), 1);
 }
 
 #[tokio::test]
 async fn tenant_registry_serves_many_tenants_from_one_deployment() {
-    use shared::ports::TenantRegistry;
-    use shared::settings::{HubSpotSettings, TenantRecord};
+    use shared::crm::CrmSettings;
+    use shared::crm::hubspot::settings::HubSpotSettings;
+    use shared::tenant::{TenantRecord, TenantRegistry};
     let s = store().await;
     for (id, portal) in [("acme", 111u64), ("globex", 222u64)] {
         let mut config = TenantConfig::new(id);
@@ -535,11 +549,10 @@ async fn tenant_registry_serves_many_tenants_from_one_deployment() {
             portal_id: portal,
             burst_limit: 100,
         };
-        config.hubspot = Some(hubspot.tenant());
+        config.accounts = vec![hubspot.account()];
         s.put_tenant(&TenantRecord {
             config,
-            hubspot: Some(hubspot),
-            pipedrive: None,
+            crms: vec![CrmSettings::HubSpot(hubspot)],
         })
         .await
         .unwrap();
@@ -549,16 +562,16 @@ async fn tenant_registry_serves_many_tenants_from_one_deployment() {
     let http = reqwest::Client::new();
     let mut tenants = Tenants::new();
     for r in records {
-        let clients = r.clients(&http).unwrap();
-        assert_eq!(clients.len(), 1);
-        tenants.add(r.config, clients);
+        let provisioned = shared::provision::from_record(&r, &http).unwrap();
+        assert_eq!(provisioned.clients().len(), 1);
+        provisioned.add_to(&mut tenants);
     }
     assert_eq!(
         tenants.by_api_key("key-globex").unwrap().id,
         TenantId::new("globex")
     );
     assert_eq!(
-        tenants.by_hubspot_portal(111).unwrap().id,
+        tenants.by_account(Provider::HubSpot, "111").unwrap().id,
         TenantId::new("acme")
     );
     assert!(tenants.by_api_key("key-nobody").is_none());
@@ -567,8 +580,7 @@ async fn tenant_registry_serves_many_tenants_from_one_deployment() {
     again.api_key = Some("key-acme-2".into());
     s.put_tenant(&TenantRecord {
         config: again,
-        hubspot: None,
-        pipedrive: None,
+        crms: Vec::new(),
     })
     .await
     .unwrap();

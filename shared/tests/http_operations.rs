@@ -12,10 +12,10 @@ use shared::adapters::embedded::EmbeddedStore;
 use shared::crm::memory::MemoryCrm;
 use shared::http::{AppState, HttpSettings};
 use shared::ports::{ContactStore, FailOutcome, JobQueue};
-use shared::service::SyncService;
 use shared::signature::app_webhook_signature;
+use shared::sync::SyncService;
+use shared::sync::worker;
 use shared::tenant::{TenantConfig, Tenants};
-use shared::worker;
 use shared::{ChangeKind, Field, FieldPatch, Origin, Provider, TenantId};
 use tower::ServiceExt;
 
@@ -127,7 +127,7 @@ impl World {
     /// Dead-letters one job of `tenant` (three failed attempts, no backoff).
     async fn dead_letter(&self, tenant: &TenantId, record: &str) {
         let q: &dyn JobQueue = &self.store;
-        q.enqueue(&[shared::ChangeEvent::new(
+        q.enqueue_changes(&[shared::ChangeEvent::new(
             tenant.clone(),
             Origin::App,
             record,
@@ -141,7 +141,7 @@ impl World {
                 .await
                 .unwrap()
                 .into_iter()
-                .find(|d| d.event.record_id == record);
+                .find(|d| d.job.change().unwrap().record_id == record);
             let Some(d) = d else {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
@@ -303,9 +303,9 @@ async fn sync_now_and_the_crm_figures_concern_only_the_caller() {
     let jobs = q.receive(10).await.unwrap();
     let reconcile = jobs
         .iter()
-        .find(|d| d.event.kind == ChangeKind::Reconcile)
+        .find(|d| matches!(d.job, shared::Job::Reconcile { .. }))
         .expect("the reconcile job");
-    assert_eq!(reconcile.event.tenant, acme());
+    assert_eq!(reconcile.job.tenant(), &acme());
 }
 
 #[tokio::test]

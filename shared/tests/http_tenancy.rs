@@ -9,8 +9,8 @@ use serde_json::Value;
 use shared::adapters::embedded::EmbeddedStore;
 use shared::http::{AppState, HttpSettings};
 use shared::ports::{ContactStore, JobQueue, QueueDepth};
-use shared::service::SyncService;
 use shared::signature::app_webhook_signature;
+use shared::sync::SyncService;
 use shared::tenant::{TenantConfig, Tenants};
 use shared::{Contact, ContactFields, TenantId};
 use tower::ServiceExt;
@@ -256,23 +256,20 @@ struct FlakyQueue {
 
 #[async_trait::async_trait]
 impl JobQueue for FlakyQueue {
-    async fn enqueue(
-        &self,
-        events: &[shared::ChangeEvent],
-    ) -> Result<(), shared::error::QueueError> {
+    async fn enqueue(&self, jobs: &[shared::Job]) -> Result<(), shared::error::QueueError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(shared::error::QueueError::Backend(
                 "queue unreachable".into(),
             ));
         }
-        self.inner.enqueue(events).await
+        self.inner.enqueue(jobs).await
     }
     async fn enqueue_delayed(
         &self,
-        event: &shared::ChangeEvent,
+        job: &shared::Job,
         delay: std::time::Duration,
     ) -> Result<(), shared::error::QueueError> {
-        self.inner.enqueue_delayed(event, delay).await
+        self.inner.enqueue_delayed(job, delay).await
     }
     async fn receive(
         &self,
@@ -316,10 +313,13 @@ async fn a_webhook_that_could_not_be_enqueued_is_accepted_on_redelivery() {
     let store = EmbeddedStore::in_memory().unwrap();
     let mut tenant = TenantConfig::new("acme");
     tenant.api_key = Some("key-acme".into());
-    tenant.hubspot = Some(shared::tenant::HubSpotTenant {
-        portal_id: 62515,
-        client_secret: Some("hs-secret".into()),
-        ..Default::default()
+    tenant.accounts.push(shared::CrmAccount {
+        provider: shared::Provider::HubSpot,
+        account_id: "62515".into(),
+        our_writer: None,
+        webhook_auth: Some(shared::WebhookAuth::Signature {
+            secret: "hs-secret".into(),
+        }),
     });
     let mut tenants = Tenants::new();
     tenants.add(tenant, vec![]);

@@ -8,7 +8,7 @@ use crm_sim::{SimConfig, SimServer};
 use shared::crm::hubspot::{HubSpotAuth, HubSpotClient, HubSpotClientConfig};
 use shared::error::CrmError;
 use shared::ports::{CrmClient, CrmContext};
-use shared::{ContactFields, Field, FieldPatch, TenantId};
+use shared::{ContactFields, CustomField, Field, FieldPatch, TenantId};
 
 async fn sim(config: SimConfig) -> SimServer {
     crm_sim::start(config, "127.0.0.1:0".parse().unwrap())
@@ -28,10 +28,11 @@ fn token() -> HubSpotAuth {
 }
 
 fn ctx(pronouns: bool) -> CrmContext {
-    CrmContext {
-        tenant: TenantId::new("t"),
-        pronouns_key: pronouns.then(|| "pronouns".to_string()),
-        job_title_key: None,
+    let c = CrmContext::new(TenantId::new("t"));
+    if pronouns {
+        c.with_field(CustomField::Pronouns, "pronouns")
+    } else {
+        c
     }
 }
 
@@ -56,14 +57,23 @@ async fn crud_pronouns_and_conflicts() {
     assert_eq!(r.fields.first_name.as_deref(), Some("Ann"));
     assert_eq!(r.fields.pronouns, None);
 
-    assert_eq!(c.find_pronouns_field(&ctx(false)).await.unwrap(), None);
     assert_eq!(
-        c.ensure_pronouns_field(&ctx(false)).await.unwrap(),
+        c.find_field(&ctx(false), CustomField::Pronouns)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        c.ensure_field(&ctx(false), CustomField::Pronouns)
+            .await
+            .unwrap(),
         "pronouns"
     );
     assert!(s.hubspot.property_exists("pronouns"));
     assert_eq!(
-        c.ensure_pronouns_field(&ctx(true)).await.unwrap(),
+        c.ensure_field(&ctx(true), CustomField::Pronouns)
+            .await
+            .unwrap(),
         "pronouns",
         "idempotent"
     );
@@ -109,7 +119,9 @@ async fn crud_pronouns_and_conflicts() {
 async fn batch_upsert_takes_100_per_call_and_maps_results_by_email() {
     let s = sim(SimConfig::default()).await;
     let c = client(&s, token());
-    c.ensure_pronouns_field(&ctx(false)).await.unwrap();
+    c.ensure_field(&ctx(false), CustomField::Pronouns)
+        .await
+        .unwrap();
     // One contact exists already: upsert updates it instead of duplicating.
     let existing = c
         .create(&ctx(true), &fields("p7@x.io", "Old"))
@@ -347,7 +359,7 @@ async fn batch_read_takes_100_ids_per_call_and_skips_missing_ones() {
 async fn worker_batches_reads_of_a_queue_batch() {
     use shared::adapters::embedded::EmbeddedStore;
     use shared::ports::JobQueue;
-    use shared::service::SyncService;
+    use shared::sync::SyncService;
     use shared::tenant::{TenantConfig, Tenants};
     use shared::{ChangeEvent, ChangeKind, Origin};
 
@@ -381,10 +393,10 @@ async fn worker_batches_reads_of_a_queue_batch() {
             )
         })
         .collect();
-    store.enqueue(&events).await.unwrap();
+    store.enqueue_changes(&events).await.unwrap();
     s.hubspot.reset_stats();
     assert_eq!(
-        shared::worker::run_once(&service, store.as_ref(), 10)
+        shared::sync::worker::run_once(&service, store.as_ref(), 10)
             .await
             .unwrap(),
         10
@@ -471,7 +483,7 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
 async fn a_207_fails_only_its_record_and_the_backfill_links_the_rest() {
     use shared::adapters::embedded::EmbeddedStore;
     use shared::ports::{ContactStore, LinkStore, SyncState};
-    use shared::service::SyncService;
+    use shared::sync::SyncService;
     use shared::tenant::{TenantConfig, Tenants};
     use shared::{Contact, Provider};
 
@@ -524,7 +536,12 @@ async fn a_207_fails_only_its_record_and_the_backfill_links_the_rest() {
     let store = Arc::new(EmbeddedStore::in_memory().unwrap());
     let t = TenantId::new("t");
     store
-        .set_field_key(&t, Provider::HubSpot, "pronouns", Some("pronouns"))
+        .set_field_key(
+            &t,
+            Provider::HubSpot,
+            shared::CustomField::Pronouns,
+            Some("pronouns"),
+        )
         .await
         .unwrap();
     for (i, f) in [own("b1@x.io", "ze/zir"), taken, own("b2@x.io", "fae/faer")]

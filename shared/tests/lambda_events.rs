@@ -12,9 +12,9 @@ use shared::adapters::embedded::EmbeddedStore;
 use shared::crm::memory::MemoryCrm;
 use shared::http::{AppState, HttpSettings};
 use shared::ports::{ContactStore, JobQueue};
-use shared::service::SyncService;
-use shared::tenant::{HubSpotTenant, PipedriveTenant, TenantConfig, Tenants};
-use shared::{Contact, ContactFields, Provider, TenantId};
+use shared::sync::SyncService;
+use shared::tenant::{TenantConfig, Tenants};
+use shared::{Contact, ContactFields, CrmAccount, Provider, TenantId, WebhookAuth};
 use tower::ServiceExt;
 
 struct Deps {
@@ -27,19 +27,25 @@ fn deps() -> Deps {
     let mut tenant = TenantConfig::new("acme");
     tenant.api_key = Some("events-api-key".into());
     tenant.app_webhook_secret = Some("events-app-secret".into());
-    tenant.hubspot = Some(HubSpotTenant {
-        portal_id: 62515,
-        app_id: Some(1234567),
-        client_secret: Some("events-hubspot-secret".into()),
-        ..Default::default()
-    });
-    tenant.pipedrive = Some(PipedriveTenant {
-        company_id: 7001,
-        webhook_user: Some("pipedrive-hook".into()),
-        webhook_password: Some("events-pipedrive-password".into()),
-        api_user_id: Some(9001),
-        ..Default::default()
-    });
+    tenant.accounts = vec![
+        CrmAccount {
+            provider: Provider::HubSpot,
+            account_id: "62515".into(),
+            our_writer: Some("1234567".into()),
+            webhook_auth: Some(WebhookAuth::Signature {
+                secret: "events-hubspot-secret".into(),
+            }),
+        },
+        CrmAccount {
+            provider: Provider::Pipedrive,
+            account_id: "7001".into(),
+            our_writer: Some("9001".into()),
+            webhook_auth: Some(WebhookAuth::Basic {
+                user: "pipedrive-hook".into(),
+                password: "events-pipedrive-password".into(),
+            }),
+        },
+    ];
     let mut tenants = Tenants::new();
     tenants.add(
         tenant,

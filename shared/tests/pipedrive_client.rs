@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shared::crm::pipedrive::{PipedriveAuth, PipedriveClient, PipedriveClientConfig};
 use shared::error::CrmError;
 use shared::ports::{CrmClient, CrmContext};
-use shared::{ContactFields, Field, FieldPatch, TenantId};
+use shared::{ContactFields, CustomField, Field, FieldPatch, TenantId};
 
 const TOKEN: &str = "sim-pipedrive-token";
 
@@ -26,10 +26,10 @@ fn client(s: &SimServer) -> PipedriveClient {
 }
 
 fn ctx(pronouns: Option<&str>) -> CrmContext {
-    CrmContext {
-        tenant: TenantId::new("t"),
-        pronouns_key: pronouns.map(str::to_owned),
-        job_title_key: None,
+    let c = CrmContext::new(TenantId::new("t"));
+    match pronouns {
+        Some(key) => c.with_field(CustomField::Pronouns, key),
+        None => c,
     }
 }
 
@@ -57,20 +57,33 @@ fn calls(s: &SimServer, endpoint: &str) -> u64 {
 async fn crud_custom_fields_and_other_emails_survive_updates() {
     let s = sim(SimConfig::default()).await;
     let c = client(&s);
-    assert_eq!(c.find_pronouns_field(&ctx(None)).await.unwrap(), None);
-    let key = c.ensure_pronouns_field(&ctx(None)).await.unwrap();
+    assert_eq!(
+        c.find_field(&ctx(None), CustomField::Pronouns)
+            .await
+            .unwrap(),
+        None
+    );
+    let key = c
+        .ensure_field(&ctx(None), CustomField::Pronouns)
+        .await
+        .unwrap();
     assert_eq!(key.len(), 40, "a 40-character field key: {key}");
     assert_eq!(
         s.pipedrive.field_key("pronouns").as_deref(),
         Some(key.as_str())
     );
     assert_eq!(
-        c.ensure_pronouns_field(&ctx(None)).await.unwrap(),
+        c.ensure_field(&ctx(None), CustomField::Pronouns)
+            .await
+            .unwrap(),
         key,
         "idempotent"
     );
     assert_eq!(
-        c.find_pronouns_field(&ctx(None)).await.unwrap().as_deref(),
+        c.find_field(&ctx(None), CustomField::Pronouns)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(key.as_str())
     );
     assert_eq!(
@@ -191,8 +204,7 @@ async fn standard_job_title_is_used_when_the_account_has_contact_sync() {
     assert_eq!(u.fields.job_title, None);
     // A context that carries the key skips the field lookup.
     let before = calls(&s, "GET /api/v2/personFields");
-    let mut with_key = ctx(None);
-    with_key.job_title_key = Some("job_title".into());
+    let with_key = ctx(None).with_field(CustomField::JobTitle, "job_title");
     client(&s).get(&with_key, &r.id).await.unwrap().unwrap();
     assert_eq!(calls(&s, "GET /api/v2/personFields"), before);
 }
@@ -217,7 +229,10 @@ async fn nameless_contacts_round_trip_without_inventing_a_name() {
 async fn upsert_many_links_existing_persons_and_creates_the_rest_once() {
     let s = sim(SimConfig::default()).await;
     let c = client(&s);
-    let key = c.ensure_pronouns_field(&ctx(None)).await.unwrap();
+    let key = c
+        .ensure_field(&ctx(None), CustomField::Pronouns)
+        .await
+        .unwrap();
     let ctx = ctx(Some(&key));
     let existing = s.pipedrive.ui_create(json!({"name": "Old Name",
         "emails": [{"value": "p3@x.io", "primary": true}]}));
@@ -380,13 +395,12 @@ async fn burst_429s_are_waited_out() {
 }
 
 fn job_ctx(s: &SimServer) -> CrmContext {
-    let mut c = ctx(None);
-    c.job_title_key = Some(
+    ctx(None).with_field(
+        CustomField::JobTitle,
         s.pipedrive
             .create_field("job_title", "varchar", &[])
             .unwrap(),
-    );
-    c
+    )
 }
 
 #[tokio::test]
@@ -560,7 +574,9 @@ async fn oauth_refresh_sends_requests_to_the_api_domain() {
         reqwest::Client::new(),
     );
     assert_eq!(c.own_user().await.unwrap().id, 9001);
-    c.find_pronouns_field(&ctx(None)).await.unwrap();
+    c.find_field(&ctx(None), CustomField::Pronouns)
+        .await
+        .unwrap();
     assert_eq!(c.stats().token_refreshes, 1);
     assert_eq!(c.current_refresh_token().as_deref(), Some("r2"));
     assert!(

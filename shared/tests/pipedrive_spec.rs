@@ -10,7 +10,7 @@ use crm_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 use shared::crm::pipedrive::{PipedriveAuth, PipedriveClient, PipedriveClientConfig, TOKEN_COSTS};
 use shared::ports::{CrmClient, CrmContext};
-use shared::{ContactFields, Field, FieldPatch, TenantId};
+use shared::{ContactFields, CustomField, Field, FieldPatch, TenantId};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,10 +90,10 @@ async fn sim(config: SimConfig) -> SimServer {
 }
 
 fn ctx(pronouns: Option<String>) -> CrmContext {
-    CrmContext {
-        tenant: TenantId::new("t"),
-        pronouns_key: pronouns,
-        job_title_key: None,
+    let c = CrmContext::new(TenantId::new("t"));
+    match pronouns {
+        Some(key) => c.with_field(CustomField::Pronouns, key),
+        None => c,
     }
 }
 
@@ -117,8 +117,16 @@ async fn exercise_every_operation() -> Vec<Value> {
     c.ensure_webhook(url, Some("user"), Some("pw2"))
         .await
         .unwrap();
-    assert_eq!(c.find_pronouns_field(&ctx(None)).await.unwrap(), None);
-    let key = c.ensure_pronouns_field(&ctx(None)).await.unwrap();
+    assert_eq!(
+        c.find_field(&ctx(None), CustomField::Pronouns)
+            .await
+            .unwrap(),
+        None
+    );
+    let key = c
+        .ensure_field(&ctx(None), CustomField::Pronouns)
+        .await
+        .unwrap();
     let ctx = ctx(Some(key));
     let full = |i: usize| ContactFields {
         email: Some(format!("p{i}@example.com")),

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shared::settings::{self, HUBSPOT_VARS, HubSpotSettings, PIPEDRIVE_VARS, PipedriveSettings};
+use shared::crm::hubspot::settings::{ENV_VARS as HUBSPOT_VARS, HubSpotSettings};
+use shared::crm::pipedrive::settings::{ENV_VARS as PIPEDRIVE_VARS, PipedriveSettings};
+use shared::settings;
 
 /// The local tenant's API key when `API_KEY` is not set.
 pub const DEFAULT_API_KEY: &str = "local-dev-key";

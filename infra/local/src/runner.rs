@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::adapters::embedded::EmbeddedStore;
+use shared::crm::CrmSettings;
+use shared::crm::hubspot::settings::HubSpotSettings;
+use shared::crm::pipedrive::settings::PipedriveSettings;
 use shared::http::{AppState, HttpSettings};
-use shared::service::SyncService;
-use shared::settings::{self, HubSpotSettings, PipedriveSettings};
+use shared::provision::{self, Preparation};
+use shared::sync::SyncService;
+use shared::sync::worker;
 use shared::tenant::{TenantConfig, Tenants};
-use shared::worker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -168,7 +171,7 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         sim = Some(server);
     }
 
-    let http = settings::http_client();
+    let http = provision::http_client();
     let mut tenant = TenantConfig::new(config.tenant_id.clone());
     tenant.api_key = Some(config.api_key.clone());
     tenant.app_webhook_secret = config.app_webhook_secret.clone();
@@ -178,11 +181,16 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
             crate::config::DEFAULT_API_KEY
         );
     }
-    let setup = settings::tenant_setup(tenant, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
-    let tenant = setup.config;
-    let tenant_id = tenant.id.clone();
+    let crms: Vec<CrmSettings> = [
+        hubspot.map(CrmSettings::HubSpot),
+        pipedrive.map(CrmSettings::Pipedrive),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let provisioned = provision::connect(tenant, crms, &http).await?;
     let mut tenants = Tenants::new();
-    tenants.add(tenant, setup.clients);
+    provisioned.add_to(&mut tenants);
 
     let shared_store = Arc::new(store.clone());
     let service = SyncService::new(
@@ -191,26 +199,14 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         shared_store.clone(),
         Arc::new(tenants),
     );
-    // Learn which CRMs already have the pronouns field.
-    match service.refresh_pronouns_fields(&tenant_id).await {
-        Ok(found) => {
-            for (provider, r) in found {
-                if let Err(e) = r {
-                    tracing::warn!(%provider, error = %e, "could not check the pronouns field");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not check the pronouns fields"),
+    if let Err(e) = provisioned.prepare(&service, Preparation::Fresh).await {
+        tracing::warn!(error = %e, "could not prepare the CRM fields");
     }
-    let mut setup_tasks = Vec::new();
-    if let (Some(client), Some(pd)) = (setup.pipedrive, pipedrive.clone()) {
-        settings::prepare_pipedrive_job_title(&service, &tenant_id, &client).await;
-        // In the background: Pipedrive may call the URL while the webhook is registered.
-        let (tenant, base) = (tenant_id.clone(), public_base.clone());
-        setup_tasks.push(tokio::spawn(async move {
-            settings::register_pipedrive_webhook(&tenant, &client, &pd, &base).await;
-        }));
-    }
+    // In the background: Pipedrive may call the URL while its webhook is registered.
+    let base = public_base.clone();
+    let setup_tasks = vec![tokio::spawn(async move {
+        provisioned.register_webhooks(&base).await;
+    })];
 
     let settings = HttpSettings {
         public_base_url: Some(public_base.clone()),

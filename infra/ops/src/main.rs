@@ -4,10 +4,13 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared::TenantId;
+use shared::crm::CrmSettings;
+use shared::crm::hubspot::settings::HubSpotSettings;
+use shared::crm::pipedrive::settings::PipedriveSettings;
 use shared::deploy::Deployment;
-use shared::ports::{JobQueue, TenantRegistry};
-use shared::settings::{self, HubSpotSettings, PipedriveSettings, TenantRecord};
-use shared::tenant::TenantConfig;
+use shared::ports::JobQueue;
+use shared::provision::{self, Preparation};
+use shared::tenant::{TenantConfig, TenantRegistry};
 
 #[derive(Parser)]
 #[command(name = "contact-sync-ops", version, about)]
@@ -150,38 +153,32 @@ async fn main() -> anyhow::Result<()> {
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
                 "tenant ids use letters, digits, - and _"
             );
-            let (hubspot, pipedrive) = (o.hubspot()?, o.pipedrive());
+            let crms: Vec<CrmSettings> = [
+                o.hubspot()?.map(CrmSettings::HubSpot),
+                o.pipedrive().map(CrmSettings::Pipedrive),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let mut config = TenantConfig::new(o.tenant.clone());
             config.api_key = Some(o.api_key.clone());
             config.app_webhook_secret = o.app_webhook_secret.clone();
-            let http = settings::http_client();
-            let setup =
-                settings::tenant_setup(config, hubspot.as_ref(), pipedrive.as_ref(), &http).await?;
-            let id = setup.config.id.clone();
-            if let (Some(client), Some(pd)) = (&setup.pipedrive, &pipedrive) {
-                settings::register_pipedrive_webhook(&id, client, pd, &o.public_base_url).await;
-            }
-            deployment
-                .store
-                .put_tenant(&TenantRecord {
-                    config: setup.config.clone(),
-                    hubspot,
-                    pipedrive,
-                })
-                .await?;
+            let http = provision::http_client();
+            let provisioned = provision::connect(config, crms, &http).await?;
+            let id = provisioned.config.id.clone();
+            provisioned.register_webhooks(&o.public_base_url).await;
+            deployment.store.put_tenant(&provisioned.record()).await?;
             println!("tenant {id} registered");
-            // Serve it from this process too, to create its CRM fields now.
+            // Serve it from this process too, to prepare its CRM fields now.
             let mut tenants = shared::tenant::Tenants::new();
-            tenants.add(setup.config, setup.clients);
-            let service = shared::service::SyncService::new(
+            provisioned.add_to(&mut tenants);
+            let service = shared::sync::SyncService::new(
                 deployment.store.clone(),
                 deployment.store.clone(),
                 deployment.store.clone(),
                 std::sync::Arc::new(tenants),
             );
-            if let Some(client) = &setup.pipedrive {
-                settings::prepare_pipedrive_job_title(&service, &id, client).await;
-            }
+            provisioned.prepare(&service, Preparation::Fresh).await?;
             for (provider, r) in service.setup_pronouns(&id).await? {
                 match r {
                     Ok(key) => println!("{provider}: pronouns field ready ({key})"),

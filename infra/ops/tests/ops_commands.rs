@@ -7,8 +7,8 @@ mod moto;
 use std::process::Command;
 
 use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
-use shared::ports::TenantRegistry;
-use shared::{ChangeEvent, ChangeKind, Origin, TenantId};
+use shared::tenant::TenantRegistry;
+use shared::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
 
 struct Deployment {
     store: DynamoStore,
@@ -147,10 +147,12 @@ async fn onboard_tenant_then_setup_crm_fields_then_replay_dlq() {
         .find(|r| r.config.id == TenantId::new("acme"))
         .expect("acme registered");
     assert_eq!(acme.config.api_key.as_deref(), Some("acme-api-key"));
-    let pd = acme.config.pipedrive.as_ref().unwrap();
-    assert_eq!(pd.company_id, 7001);
-    assert_eq!(pd.api_user_id, Some(9001));
-    assert_eq!(acme.config.hubspot.as_ref().unwrap().portal_id, 62515);
+    let pd = acme.config.account(Provider::Pipedrive).unwrap();
+    assert_eq!(pd.account_id, "7001");
+    assert_eq!(pd.our_writer.as_deref(), Some("9001"));
+    let hs = acme.config.account(Provider::HubSpot).unwrap();
+    assert_eq!(hs.account_id, "62515");
+    assert_eq!(hs.our_writer.as_deref(), Some("1234567"));
     // Its Pipedrive webhook points at the deployment, with the given credentials.
     let hooks: serde_json::Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/webhooks"))

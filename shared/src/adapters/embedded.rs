@@ -13,14 +13,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::domain::{
-    ChangeEvent, ConflictRecord, Contact, ContactLink, Provider, TenantId, link_sort_key,
+    ConflictRecord, Contact, ContactLink, CustomField, Job, Provider, TenantId, link_sort_key,
 };
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
     ContactIssue, ContactStore, Delivery, FailOutcome, JobQueue, LinkStore, Page, ProviderStats,
-    QueueDepth, SyncState, TenantRegistry,
+    QueueDepth, SyncNowProgress, SyncState,
 };
-use crate::settings::TenantRecord;
+use crate::tenant::{TenantRecord, TenantRegistry};
 
 /// Attempts before a job is dead-lettered (as the SQS redrive policy's maxReceiveCount).
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -473,6 +473,26 @@ impl SyncState for EmbeddedStore {
         self.put_state(tenant, &format!("cursor#{name}"), &value)
     }
 
+    async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, StoreError> {
+        Ok(self
+            .cursor(tenant, "sync_now")
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    async fn save_sync_now_progress(
+        &self,
+        tenant: &TenantId,
+        progress: &SyncNowProgress,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(progress).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.set_cursor(tenant, "sync_now", &json).await
+    }
+
     async fn record_outcome(
         &self,
         tenant: &TenantId,
@@ -567,19 +587,19 @@ impl SyncState for EmbeddedStore {
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
     ) -> Result<Option<String>, StoreError> {
-        self.get_state(tenant, &format!("field#{provider}#{field}"))
+        self.get_state(tenant, &format!("field#{provider}#{}", field.as_str()))
     }
 
     async fn set_field_key(
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
-        let k = format!("field#{provider}#{field}");
+        let k = format!("field#{provider}#{}", field.as_str());
         match key {
             Some(v) => self.put_state(tenant, &k, &v),
             None => {
@@ -684,15 +704,15 @@ fn parse_receipt(r: &str) -> Result<(i64, i64), QueueError> {
 
 #[async_trait]
 impl JobQueue for EmbeddedStore {
-    async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
         {
             let mut db = self.db();
             let tx = db.transaction().map_err(qbackend)?;
-            for e in events {
-                let body = serde_json::to_string(e).map_err(qbackend)?;
+            for job in jobs {
+                let body = serde_json::to_string(job).map_err(qbackend)?;
                 tx.execute(
                     "INSERT INTO jobs (tenant, body, visible_at) VALUES (?1, ?2, ?3)",
-                    params![e.tenant.as_str(), body, now_ms()],
+                    params![job.tenant().as_str(), body, now_ms()],
                 )
                 .map_err(qbackend)?;
             }
@@ -703,17 +723,13 @@ impl JobQueue for EmbeddedStore {
         Ok(())
     }
 
-    async fn enqueue_delayed(
-        &self,
-        event: &ChangeEvent,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        let body = serde_json::to_string(event).map_err(qbackend)?;
+    async fn enqueue_delayed(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(job).map_err(qbackend)?;
         self.db()
             .execute(
                 "INSERT INTO jobs (tenant, body, visible_at) VALUES (?1, ?2, ?3)",
                 params![
-                    event.tenant.as_str(),
+                    job.tenant().as_str(),
                     body,
                     now_ms() + delay.as_millis() as i64
                 ],
@@ -752,9 +768,9 @@ impl JobQueue for EmbeddedStore {
                 ],
             )
             .map_err(qbackend)?;
-            let event: ChangeEvent = serde_json::from_str(&body).map_err(qbackend)?;
+            let job = Job::parse(&body).map_err(qbackend)?;
             out.push(Delivery {
-                event,
+                job,
                 attempt,
                 receipt: receipt(seq, attempt),
             });

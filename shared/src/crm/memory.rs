@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
+use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
 
@@ -116,7 +116,7 @@ impl MemoryCrm {
     }
 
     fn strip(&self, ctx: &CrmContext, mut fields: ContactFields) -> ContactFields {
-        if ctx.pronouns_key.is_none() {
+        if ctx.field(CustomField::Pronouns).is_none() {
             fields.pronouns = None;
         }
         fields
@@ -190,7 +190,7 @@ impl CrmClient for MemoryCrm {
             });
         };
         r.fields.apply(patch);
-        if ctx.pronouns_key.is_none() {
+        if ctx.field(CustomField::Pronouns).is_none() {
             r.fields.pronouns = None;
         }
         r.updated_at = Some(Utc::now());
@@ -243,14 +243,26 @@ impl CrmClient for MemoryCrm {
         })
     }
 
-    async fn ensure_pronouns_field(&self, _ctx: &CrmContext) -> Result<String, CrmError> {
-        self.check()?;
-        self.lock().pronouns_field = true;
-        Ok("pronouns".into())
+    fn custom_fields(&self) -> &'static [CustomField] {
+        &[CustomField::Pronouns]
     }
 
-    async fn find_pronouns_field(&self, _ctx: &CrmContext) -> Result<Option<String>, CrmError> {
+    async fn ensure_field(
+        &self,
+        _ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<String, CrmError> {
         self.check()?;
-        Ok(self.lock().pronouns_field.then(|| "pronouns".into()))
+        self.lock().pronouns_field = true;
+        Ok(field.as_str().into())
+    }
+
+    async fn find_field(
+        &self,
+        _ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<Option<String>, CrmError> {
+        self.check()?;
+        Ok(self.lock().pronouns_field.then(|| field.as_str().into()))
     }
 }

@@ -120,7 +120,7 @@ pub async fn app(
             ));
         }
     }
-    state.queue.enqueue(&events).await?;
+    state.queue.enqueue_changes(&events).await?;
     tracing::info!(tenant = %tenant_id, accepted = events.len(), "app webhook");
     Ok(Json(json!({"accepted": events.len()})))
 }

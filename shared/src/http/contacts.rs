@@ -214,7 +214,7 @@ async fn enqueue(
     kind: ChangeKind,
 ) -> Result<(), ApiError> {
     let event = ChangeEvent::new(tenant.clone(), Origin::App, id, kind);
-    state.queue.enqueue(&[event]).await?;
+    state.queue.enqueue_changes(&[event]).await?;
     Ok(())
 }
 

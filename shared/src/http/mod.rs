@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 
 use crate::domain::TenantId;
 use crate::ports::JobQueue;
-use crate::service::SyncService;
+use crate::sync::SyncService;
 
 pub use errors::ApiError;
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
-use crate::domain::TenantId;
+use crate::domain::{Provider, TenantId, WebhookAuth};
 use crate::signature::verify_basic_auth;
 
 /// How long a webhook event id is remembered (Pipedrive retries within minutes).
@@ -27,12 +27,13 @@ fn authenticated_tenants(state: &AppState, header: &str) -> Vec<TenantId> {
         .tenants
         .all()
         .filter(|t| {
-            t.pipedrive.as_ref().is_some_and(|p| {
-                match (p.webhook_user.as_deref(), p.webhook_password.as_deref()) {
-                    (Some(u), Some(pw)) => verify_basic_auth(Some(header), u, pw).is_ok(),
+            t.account(Provider::Pipedrive)
+                .is_some_and(|a| match &a.webhook_auth {
+                    Some(WebhookAuth::Basic { user, password }) => {
+                        verify_basic_auth(Some(header), user, password).is_ok()
+                    }
                     _ => false,
-                }
-            })
+                })
         })
         .map(|t| t.id.clone())
         .collect()
@@ -63,13 +64,16 @@ pub async fn pipedrive(
     let tenant = state
         .service
         .tenants
-        .by_pipedrive_company(company)
+        .by_account(Provider::Pipedrive, &company.to_string())
         .ok_or_else(|| ApiError::not_found(format!("no tenant for Pipedrive company {company}")))?;
     if !allowed.contains(&tenant.id) {
         return Err(ApiError::unauthorized("webhook credentials rejected"));
     }
     let tenant_id = tenant.id.clone();
-    let our_user = tenant.pipedrive.as_ref().and_then(|p| p.api_user_id);
+    let our_user = tenant
+        .account(Provider::Pipedrive)
+        .and_then(|a| a.our_writer.as_deref())
+        .and_then(|id| id.parse().ok());
     let action = hook.meta.action.as_str();
     if hook.is_own_write(our_user) {
         tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: our own write, dropped");
@@ -88,7 +92,11 @@ pub async fn pipedrive(
         tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: repeated delivery, dropped");
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     }
-    if let Err(e) = state.queue.enqueue(std::slice::from_ref(&change)).await {
+    if let Err(e) = state
+        .queue
+        .enqueue_changes(std::slice::from_ref(&change))
+        .await
+    {
         // Not enqueued: Pipedrive's retry of this event must not be taken for a duplicate.
         let _ = state
             .service

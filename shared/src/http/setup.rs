@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::errors::ApiError;
 use super::{AppState, Tenant};
-use crate::service::PRONOUNS;
+use crate::domain::CustomField;
 
 /// `POST /setup/pronouns-fields`: creates the pronouns field where it is missing (idempotent).
 pub async fn create_fields(
@@ -35,7 +35,7 @@ pub async fn status(
         let key = state
             .service
             .state
-            .field_key(&tenant, provider, PRONOUNS)
+            .field_key(&tenant, provider, CustomField::Pronouns)
             .await?;
         crms.push(json!({"provider": provider, "ready": key.is_some(), "field_key": key}));
     }

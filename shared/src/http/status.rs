@@ -7,10 +7,8 @@ use serde::Serialize;
 
 use super::errors::ApiError;
 use super::{AppState, Tenant};
-use crate::domain::{ChangeEvent, ChangeKind, Origin};
-use crate::domain::{LinkStatus, Provider, TenantId};
-use crate::ports::DepthScope;
-use crate::service::{PRONOUNS, SyncNowProgress};
+use crate::domain::{CustomField, Job, LinkStatus, Provider, TenantId};
+use crate::ports::{DepthScope, SyncNowProgress};
 
 #[derive(Debug, Serialize)]
 pub struct CrmStatus {
@@ -52,8 +50,11 @@ pub async fn sync_now(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
 ) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
-    let event = ChangeEvent::new(tenant.clone(), Origin::App, "*", ChangeKind::Reconcile);
-    state.queue.enqueue(&[event]).await?;
+    let job = Job::Reconcile {
+        tenant: tenant.clone(),
+        round: 1,
+    };
+    state.queue.enqueue(&[job]).await?;
     tracing::info!(%tenant, "sync now queued");
     Ok((
         axum::http::StatusCode::ACCEPTED,
@@ -79,7 +80,7 @@ pub async fn sync_status(
         let paused = stats.paused_until.filter(|u| *u > Utc::now());
         let pronouns_field = svc
             .state
-            .field_key(&tenant, provider, PRONOUNS)
+            .field_key(&tenant, provider, CustomField::Pronouns)
             .await?
             .is_some();
         crms.push(CrmStatus {

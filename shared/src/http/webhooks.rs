@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::errors::ApiError;
 use crate::crm::hubspot::webhook::{HubSpotEvent, MAX_EVENTS, coalesce};
+use crate::domain::{Provider, WebhookAuth};
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
 
 /// How long a webhook event is remembered for dedupe.
@@ -72,15 +73,17 @@ pub async fn hubspot(
     let tenant = state
         .service
         .tenants
-        .by_hubspot_portal(portal)
+        .by_account(Provider::HubSpot, &portal.to_string())
         .ok_or_else(|| ApiError::not_found(format!("no tenant for HubSpot portal {portal}")))?;
-    let hs = tenant
-        .hubspot
-        .as_ref()
-        .expect("found by its HubSpot settings");
-    let secret = hs.client_secret.as_deref().ok_or_else(|| {
-        ApiError::unauthorized("no HubSpot client secret configured for this portal")
-    })?;
+    let account = tenant
+        .account(Provider::HubSpot)
+        .expect("found by its HubSpot account");
+    let Some(WebhookAuth::Signature { secret }) = &account.webhook_auth else {
+        return Err(ApiError::unauthorized(
+            "no HubSpot client secret configured for this portal",
+        ));
+    };
+    let app_id = account.our_writer.as_deref().and_then(|id| id.parse().ok());
     let sig = HubSpotSignatureHeaders {
         signature: header(&headers, "x-hubspot-signature"),
         version: header(&headers, "x-hubspot-signature-version"),
@@ -103,7 +106,7 @@ pub async fn hubspot(
     let mut marked = Vec::new();
     let mut dropped = 0usize;
     for e in &events {
-        if e.is_own_write(hs.app_id) {
+        if e.is_own_write(app_id) {
             dropped += 1;
             continue;
         }
@@ -123,7 +126,7 @@ pub async fn hubspot(
         }
     }
     let changes = coalesce(changes);
-    if let Err(e) = state.queue.enqueue(&changes).await {
+    if let Err(e) = state.queue.enqueue_changes(&changes).await {
         // Not enqueued: HubSpot retries on our error answer, and that retry must not be taken
         // for a duplicate.
         for key in &marked {

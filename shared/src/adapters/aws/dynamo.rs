@@ -24,12 +24,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::sdk_message;
-use crate::domain::{ConflictRecord, Contact, ContactLink, Provider, TenantId, link_sort_key};
+use crate::domain::{
+    ConflictRecord, Contact, ContactLink, CustomField, Provider, TenantId, link_sort_key,
+};
 use crate::error::StoreError;
 use crate::ports::{
-    ContactIssue, ContactStore, LinkStore, Page, ProviderStats, SyncState, TenantRegistry,
+    ContactIssue, ContactStore, LinkStore, Page, ProviderStats, SyncNowProgress, SyncState,
 };
-use crate::settings::TenantRecord;
+use crate::tenant::{TenantRecord, TenantRegistry};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -709,6 +711,26 @@ impl SyncState for DynamoStore {
             .await
     }
 
+    async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, StoreError> {
+        Ok(self
+            .cursor(tenant, "sync_now")
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    async fn save_sync_now_progress(
+        &self,
+        tenant: &TenantId,
+        progress: &SyncNowProgress,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(progress).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.set_cursor(tenant, "sync_now", &json).await
+    }
+
     async fn record_outcome(
         &self,
         tenant: &TenantId,
@@ -802,9 +824,9 @@ impl SyncState for DynamoStore {
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
     ) -> Result<Option<String>, StoreError> {
-        self.state_get(tenant, &format!("field#{provider}#{field}"))
+        self.state_get(tenant, &format!("field#{provider}#{}", field.as_str()))
             .await
     }
 
@@ -812,10 +834,10 @@ impl SyncState for DynamoStore {
         &self,
         tenant: &TenantId,
         provider: Provider,
-        field: &str,
+        field: CustomField,
         key: Option<&str>,
     ) -> Result<(), StoreError> {
-        let k = format!("field#{provider}#{field}");
+        let k = format!("field#{provider}#{}", field.as_str());
         match key {
             Some(v) => self.state_put(tenant, &k, &v).await,
             None => self.state_delete(tenant, &k).await,

@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::{
 use chrono::{DateTime, Utc};
 
 use super::sdk_message;
-use crate::domain::{ChangeEvent, TenantId};
+use crate::domain::{Job, TenantId};
 use crate::error::QueueError;
 use crate::ports::{Delivery, DepthScope, FailOutcome, JobQueue, QueueDepth};
 
@@ -53,15 +53,15 @@ impl SqsQueue {
         &self.dlq_url
     }
 
-    fn entry(id: usize, event: &ChangeEvent) -> Result<SendMessageBatchRequestEntry, QueueError> {
+    fn entry(id: usize, job: &Job) -> Result<SendMessageBatchRequestEntry, QueueError> {
         SendMessageBatchRequestEntry::builder()
             .id(format!("m{id}"))
-            .message_body(serde_json::to_string(event).map_err(backend)?)
+            .message_body(serde_json::to_string(job).map_err(backend)?)
             .message_attributes(
                 "tenant",
                 MessageAttributeValue::builder()
                     .data_type("String")
-                    .string_value(event.tenant.as_str())
+                    .string_value(job.tenant().as_str())
                     .build()
                     .map_err(backend)?,
             )
@@ -70,9 +70,9 @@ impl SqsQueue {
     }
 
     /// Sends raw bodies in batches of 10, resending entries SQS reports as failed (once).
-    async fn send_bodies(&self, queue_url: &str, events: &[ChangeEvent]) -> Result<(), QueueError> {
-        for chunk in events.chunks(BATCH) {
-            let mut pending: Vec<(usize, &ChangeEvent)> = chunk.iter().enumerate().collect();
+    async fn send_bodies(&self, queue_url: &str, jobs: &[Job]) -> Result<(), QueueError> {
+        for chunk in jobs.chunks(BATCH) {
+            let mut pending: Vec<(usize, &Job)> = chunk.iter().enumerate().collect();
             for attempt in 0..3 {
                 let entries = pending
                     .iter()
@@ -105,11 +105,11 @@ impl SqsQueue {
     }
 
     /// Sends an event with a delay (at most 15 minutes; a longer wait repeats the defer).
-    async fn send_delayed(&self, event: &ChangeEvent, delay: Duration) -> Result<(), QueueError> {
+    async fn send_delayed(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(serde_json::to_string(event).map_err(backend)?)
+            .message_body(serde_json::to_string(job).map_err(backend)?)
             .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
             .send()
             .await
@@ -140,16 +140,12 @@ impl SqsQueue {
 
 #[async_trait]
 impl JobQueue for SqsQueue {
-    async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
-        self.send_bodies(&self.queue_url, events).await
+    async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
+        self.send_bodies(&self.queue_url, jobs).await
     }
 
-    async fn enqueue_delayed(
-        &self,
-        event: &ChangeEvent,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        self.send_delayed(event, delay).await
+    async fn enqueue_delayed(&self, job: &Job, delay: Duration) -> Result<(), QueueError> {
+        self.send_delayed(job, delay).await
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -173,9 +169,9 @@ impl JobQueue for SqsQueue {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
-            match serde_json::from_str::<ChangeEvent>(body) {
-                Ok(event) => deliveries.push(Delivery {
-                    event,
+            match Job::parse(body) {
+                Ok(job) => deliveries.push(Delivery {
+                    job,
                     attempt,
                     receipt: receipt.to_string(),
                 }),
@@ -222,7 +218,7 @@ impl JobQueue for SqsQueue {
     /// A fresh, delayed copy (its receive count starts again) replaces the message.
     async fn defer(&self, delivery: &Delivery, until: DateTime<Utc>) -> Result<(), QueueError> {
         let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        self.send_delayed(&delivery.event, wait).await?;
+        self.send_delayed(&delivery.job, wait).await?;
         self.ack(delivery).await
     }
 
@@ -259,9 +255,9 @@ impl JobQueue for SqsQueue {
                 let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
                     continue;
                 };
-                match serde_json::from_str::<ChangeEvent>(body) {
-                    Ok(event) if &event.tenant == tenant => {
-                        self.send_bodies(&self.queue_url, std::slice::from_ref(&event))
+                match Job::parse(body) {
+                    Ok(job) if job.tenant() == tenant => {
+                        self.send_bodies(&self.queue_url, std::slice::from_ref(&job))
                             .await?;
                         self.client
                             .delete_message()

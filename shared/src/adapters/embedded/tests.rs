@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{ChangeKind, ContactFields, LinkStatus, Origin};
+use crate::domain::{ChangeEvent, ChangeKind, ContactFields, CustomField, LinkStatus, Origin};
 
 fn tenant() -> TenantId {
     TenantId::new("t1")
@@ -200,18 +200,18 @@ async fn state_cursors_fields_stats_conflicts_dedupe() {
         s.cursor(&t, "pipedrive").await.unwrap().as_deref(),
         Some("2026-01-01T00:00:00Z")
     );
-    s.set_field_key(&t, Provider::Pipedrive, "pronouns", Some("abc"))
+    s.set_field_key(&t, Provider::Pipedrive, CustomField::Pronouns, Some("abc"))
         .await
         .unwrap();
     assert_eq!(
-        s.field_key(&t, Provider::Pipedrive, "pronouns")
+        s.field_key(&t, Provider::Pipedrive, CustomField::Pronouns)
             .await
             .unwrap()
             .as_deref(),
         Some("abc")
     );
     assert_eq!(
-        s.field_key(&t, Provider::HubSpot, "pronouns")
+        s.field_key(&t, Provider::HubSpot, CustomField::Pronouns)
             .await
             .unwrap(),
         None
@@ -268,7 +268,9 @@ fn event(id: &str) -> ChangeEvent {
 #[tokio::test]
 async fn queue_retries_three_times_then_dead_letters_and_replays() {
     let q = EmbeddedStore::in_memory().unwrap();
-    q.enqueue(&[event("c1"), event("c2")]).await.unwrap();
+    q.enqueue_changes(&[event("c1"), event("c2")])
+        .await
+        .unwrap();
     assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 2);
     let got = q.receive(10).await.unwrap();
     assert_eq!(got.len(), 2);
@@ -295,14 +297,14 @@ async fn queue_retries_three_times_then_dead_letters_and_replays() {
     assert_eq!(q.replay_dlq(&tenant()).await.unwrap(), 1);
     let again = q.receive(10).await.unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].event.record_id, "c1");
+    assert_eq!(again[0].job.change().unwrap().record_id, "c1");
     assert_eq!(again[0].attempt, 1);
 }
 
 #[tokio::test]
 async fn deferred_jobs_wait_and_keep_their_attempts() {
     let q = EmbeddedStore::in_memory().unwrap();
-    q.enqueue(&[event("c1")]).await.unwrap();
+    q.enqueue_changes(&[event("c1")]).await.unwrap();
     let d = q.receive(1).await.unwrap().remove(0);
     q.defer(&d, Utc::now() + chrono::Duration::milliseconds(30))
         .await
@@ -319,7 +321,7 @@ async fn data_survives_reopening_the_file() {
     {
         let s = EmbeddedStore::open_dir(&dir).unwrap();
         s.insert(&contact("c1", "a@x.io")).await.unwrap();
-        s.enqueue(&[event("c1")]).await.unwrap();
+        s.enqueue_changes(&[event("c1")]).await.unwrap();
     }
     let s = EmbeddedStore::open_dir(&dir).unwrap();
     assert!(s.get(&tenant(), "c1").await.unwrap().is_some());
@@ -331,7 +333,7 @@ async fn data_survives_reopening_the_file() {
 async fn queue_and_dlq_depths_count_only_the_tenants_jobs() {
     let q = EmbeddedStore::in_memory().unwrap();
     let other = TenantId::new("t2");
-    q.enqueue(&[
+    q.enqueue_changes(&[
         event("c1"),
         ChangeEvent::new(other.clone(), Origin::App, "x1", ChangeKind::Upsert),
         ChangeEvent::new(other.clone(), Origin::App, "x2", ChangeKind::Upsert),
@@ -348,7 +350,7 @@ async fn queue_and_dlq_depths_count_only_the_tenants_jobs() {
                 .await
                 .unwrap()
                 .into_iter()
-                .find(|x| x.event.record_id == d.event.record_id)
+                .find(|x| x.job.change().unwrap().record_id == d.job.change().unwrap().record_id)
                 .unwrap();
         }
     }
@@ -367,7 +369,7 @@ async fn a_job_in_flight_when_the_process_dies_is_redelivered_after_a_restart() 
         let s = EmbeddedStore::open_dir(&dir)
             .unwrap()
             .with_visibility_timeout(visibility);
-        s.enqueue(&[event("c1")]).await.unwrap();
+        s.enqueue_changes(&[event("c1")]).await.unwrap();
         let d = s.receive(10).await.unwrap().remove(0);
         assert_eq!(d.attempt, 1);
         // The process dies here: the store is dropped without ack or fail.
@@ -384,7 +386,7 @@ async fn a_job_in_flight_when_the_process_dies_is_redelivered_after_a_restart() 
         assert!(std::time::Instant::now() < deadline, "never redelivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(again.event.record_id, "c1");
+    assert_eq!(again.job.change().unwrap().record_id, "c1");
     assert_eq!(again.attempt, 2);
     s.ack(&again).await.unwrap();
     assert_eq!(s.depth(&tenant()).await.unwrap().jobs, 0);

@@ -2,6 +2,7 @@
 //! properties APIs, with pacing, 429 handling and OAuth refresh.
 
 pub mod mapping;
+pub mod settings;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::pacer::{QuotaLatch, RollingWindow, next_midnight_utc};
-use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider};
+use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
 
@@ -180,6 +181,15 @@ pub fn parse_existing_id(message: &str) -> Option<String> {
         .take_while(char::is_ascii_digit)
         .collect();
     (!id.is_empty()).then_some(id)
+}
+
+/// HubSpot has standard properties for every synced field but pronouns.
+fn not_a_custom_field(field: CustomField) -> CrmError {
+    CrmError::Rejected {
+        provider: P,
+        status: 400,
+        message: format!("HubSpot keeps {} in a standard property", field.as_str()),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -383,7 +393,7 @@ impl HubSpotClient {
         id: &str,
         id_property: Option<&str>,
     ) -> Result<Option<CrmRecord>, CrmError> {
-        let key = ctx.pronouns_key.as_deref();
+        let key = ctx.field(CustomField::Pronouns);
         let mut query = vec![("properties", mapping::read_properties(key).join(","))];
         if let Some(p) = id_property {
             query.push(("idProperty", p.to_string()));
@@ -427,7 +437,7 @@ impl HubSpotClient {
         ctx: &CrmContext,
         chunk: &[ContactFields],
     ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
-        let key = ctx.pronouns_key.as_deref();
+        let key = ctx.field(CustomField::Pronouns);
         let inputs: Vec<Value> = chunk
             .iter()
             .map(|f| {
@@ -510,7 +520,7 @@ impl CrmClient for HubSpotClient {
         ctx: &CrmContext,
         fields: &ContactFields,
     ) -> Result<CrmRecord, CrmError> {
-        let key = ctx.pronouns_key.as_deref();
+        let key = ctx.field(CustomField::Pronouns);
         let body = json!({ "properties": mapping::to_properties(fields, key), "associations": [] });
         let (status, body) = self
             .call(
@@ -533,7 +543,7 @@ impl CrmClient for HubSpotClient {
         id: &str,
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError> {
-        let key = ctx.pronouns_key.as_deref();
+        let key = ctx.field(CustomField::Pronouns);
         let body = json!({ "properties": mapping::patch_properties(patch, key) });
         let (status, body) = self
             .call(
@@ -572,7 +582,7 @@ impl CrmClient for HubSpotClient {
         ctx: &CrmContext,
         ids: &[String],
     ) -> Result<HashMap<String, CrmRecord>, CrmError> {
-        let key = ctx.pronouns_key.as_deref();
+        let key = ctx.field(CustomField::Pronouns);
         let mut out = HashMap::new();
         for chunk in ids.chunks(BATCH_LIMIT) {
             let body = json!({
@@ -676,8 +686,15 @@ impl CrmClient for HubSpotClient {
         })
     }
 
-    async fn ensure_pronouns_field(&self, ctx: &CrmContext) -> Result<String, CrmError> {
-        if let Some(k) = self.find_pronouns_field(ctx).await? {
+    fn custom_fields(&self) -> &'static [CustomField] {
+        &[CustomField::Pronouns]
+    }
+
+    async fn ensure_field(&self, ctx: &CrmContext, field: CustomField) -> Result<String, CrmError> {
+        let CustomField::Pronouns = field else {
+            return Err(not_a_custom_field(field));
+        };
+        if let Some(k) = self.find_field(ctx, field).await? {
             return Ok(k);
         }
         let body = json!({
@@ -706,7 +723,14 @@ impl CrmClient for HubSpotClient {
         }
     }
 
-    async fn find_pronouns_field(&self, _ctx: &CrmContext) -> Result<Option<String>, CrmError> {
+    async fn find_field(
+        &self,
+        _ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<Option<String>, CrmError> {
+        let CustomField::Pronouns = field else {
+            return Err(not_a_custom_field(field));
+        };
         let (status, body) = self
             .call(
                 Lane::Standard,

@@ -153,7 +153,7 @@ pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
         match k {
             ChangeKind::Merge { .. } => 0,
             ChangeKind::Delete => 1,
-            ChangeKind::Upsert | ChangeKind::Reconcile => 2,
+            ChangeKind::Upsert => 2,
         }
     }
     changes.sort_by(|a, b| {

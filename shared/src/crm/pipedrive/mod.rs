@@ -6,6 +6,7 @@
 //! token's `api_domain`): `/api/v2/...` and `/api/v1/...`.
 
 pub mod mapping;
+pub mod settings;
 pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use self::mapping::{Person, STANDARD_JOB_TITLE, Slots};
 use super::pacer::{QuotaLatch, RollingWindow, next_midnight_utc};
-use crate::domain::{ContactFields, CrmRecord, FieldPatch, Provider, TenantId};
+use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider, TenantId};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
 
@@ -733,9 +734,9 @@ impl PipedriveClient {
     /// has it (contact sync set up), else our `job_title` custom field, created when missing.
     /// The answer is cached per tenant; store it (field-key map) so that `CrmContext` carries
     /// it and no lookup is needed after a restart.
-    pub async fn ensure_job_title_field(&self, ctx: &CrmContext) -> Result<String, CrmError> {
-        if let Some(k) = &ctx.job_title_key {
-            return Ok(k.clone());
+    async fn ensure_job_title_field(&self, ctx: &CrmContext) -> Result<String, CrmError> {
+        if let Some(k) = ctx.field(CustomField::JobTitle) {
+            return Ok(k.to_string());
         }
         let mut known = self.fields.lock().await;
         if let Some(k) = known.get(&ctx.tenant) {
@@ -756,7 +757,7 @@ impl PipedriveClient {
 
     async fn slots(&self, ctx: &CrmContext) -> Result<(Option<String>, String), CrmError> {
         let job = self.ensure_job_title_field(ctx).await?;
-        Ok((ctx.pronouns_key.clone(), job))
+        Ok((ctx.field(CustomField::Pronouns).map(str::to_owned), job))
     }
 
     fn record(p: &Person, pronouns: Option<&str>, job: &str) -> CrmRecord {
@@ -1247,12 +1248,19 @@ impl CrmClient for PipedriveClient {
         })
     }
 
-    #[tracing::instrument(name = "pipedrive.ensure_pronouns_field", skip_all, fields(tenant = %ctx.tenant))]
-    async fn ensure_pronouns_field(&self, ctx: &CrmContext) -> Result<String, CrmError> {
+    fn custom_fields(&self) -> &'static [CustomField] {
+        &[CustomField::Pronouns, CustomField::JobTitle]
+    }
+
+    #[tracing::instrument(name = "pipedrive.ensure_field", skip_all, fields(tenant = %ctx.tenant, field = field.as_str()))]
+    async fn ensure_field(&self, ctx: &CrmContext, field: CustomField) -> Result<String, CrmError> {
+        if field == CustomField::JobTitle {
+            return self.ensure_job_title_field(ctx).await;
+        }
         // Under the fields lock: two setups at once must not create two fields.
         let mut known = self.fields.lock().await;
         let fields = self.list_fields().await?;
-        if ctx.job_title_key.is_none()
+        if ctx.field(CustomField::JobTitle).is_none()
             && !known.contains_key(&ctx.tenant)
             && let Some(k) = Self::job_title_in(&fields)
         {
@@ -1266,11 +1274,19 @@ impl CrmClient for PipedriveClient {
         Ok(key)
     }
 
-    #[tracing::instrument(name = "pipedrive.find_pronouns_field", skip_all, fields(tenant = %ctx.tenant))]
-    async fn find_pronouns_field(&self, ctx: &CrmContext) -> Result<Option<String>, CrmError> {
-        let _ = ctx;
+    #[tracing::instrument(name = "pipedrive.find_field", skip_all, fields(tenant = %ctx.tenant, field = field.as_str()))]
+    async fn find_field(
+        &self,
+        ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<Option<String>, CrmError> {
         let fields = self.list_fields().await?;
-        Ok(Self::custom_field_named(&fields, PRONOUNS_FIELD).map(str::to_owned))
+        Ok(match field {
+            CustomField::Pronouns => {
+                Self::custom_field_named(&fields, PRONOUNS_FIELD).map(str::to_owned)
+            }
+            CustomField::JobTitle => Self::job_title_in(&fields),
+        })
     }
 }
 

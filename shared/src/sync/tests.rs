@@ -1,11 +1,22 @@
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::reconcile::already_agreed;
+use super::worker::{self, JobOutcome};
 use super::*;
 use crate::adapters::embedded::EmbeddedStore;
 use crate::crm::memory::MemoryCrm;
-use crate::domain::{ChangeKind, ContactFields, Field, FieldPatch, Origin, Side};
-use crate::ports::JobQueue;
-use crate::worker::{self, JobOutcome};
+use crate::domain::{
+    ChangeKind, Contact, ContactFields, ContactLink, CustomField, Field, FieldPatch, FieldSupport,
+    LinkStatus, Origin, Side,
+};
+use crate::engine;
+use crate::error::{CrmError, StoreError};
+use crate::ports::{ChangedRecord, ContactStore, JobQueue, LinkStore};
+use crate::tenant::{TenantConfig, Tenants};
 
 struct Fixture {
     store: EmbeddedStore,
@@ -28,12 +39,22 @@ async fn fixture(pronouns_in_pipedrive: bool) -> Fixture {
         vec![Arc::new(hubspot.clone()), Arc::new(pipedrive.clone())],
     );
     store
-        .set_field_key(&tenant(), Provider::HubSpot, PRONOUNS, Some("pronouns"))
+        .set_field_key(
+            &tenant(),
+            Provider::HubSpot,
+            CustomField::Pronouns,
+            Some("pronouns"),
+        )
         .await
         .unwrap();
     if pronouns_in_pipedrive {
         store
-            .set_field_key(&tenant(), Provider::Pipedrive, PRONOUNS, Some("a1b2"))
+            .set_field_key(
+                &tenant(),
+                Provider::Pipedrive,
+                CustomField::Pronouns,
+                Some("a1b2"),
+            )
             .await
             .unwrap();
     }
@@ -384,7 +405,7 @@ async fn failures_retry_three_times_then_dead_letter_and_replay_recovers() {
         provider: Provider::Pipedrive,
         message: "connection refused".into(),
     }));
-    f.store.enqueue(&[app_event("c1")]).await.unwrap();
+    f.store.enqueue_changes(&[app_event("c1")]).await.unwrap();
     let q: &dyn JobQueue = &f.store;
     let mut outcomes = Vec::new();
     for _ in 0..3 {
@@ -428,7 +449,7 @@ async fn spent_quota_defers_without_calling_again() {
         provider: Provider::HubSpot,
         until,
     }));
-    f.store.enqueue(&[app_event("c1")]).await.unwrap();
+    f.store.enqueue_changes(&[app_event("c1")]).await.unwrap();
     let q: &dyn JobQueue = &f.store;
     let d = q.receive(1).await.unwrap().remove(0);
     assert_eq!(
@@ -441,7 +462,7 @@ async fn spent_quota_defers_without_calling_again() {
     f.hubspot.fail_with(None);
     let err = f
         .service
-        .sync_contact(&tenant(), "c1", None)
+        .sync_contact(&tenant(), "c1", None, None)
         .await
         .unwrap_err();
     assert!(err.deferred_until().is_some());
@@ -474,7 +495,7 @@ async fn backfill_links_unlinked_contacts_in_batches() {
     // Linked by backfill: a later sync writes nothing to HubSpot.
     let before = f.hubspot.writes();
     f.service
-        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot))
+        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot), None)
         .await
         .unwrap();
     assert_eq!(f.hubspot.writes(), before);
@@ -646,12 +667,10 @@ async fn sync_now_continues_itself_past_its_time_budget() {
 
     let q: &dyn JobQueue = &f.store;
     f.store
-        .enqueue(&[ChangeEvent::new(
-            tenant(),
-            Origin::App,
-            "*",
-            ChangeKind::Reconcile,
-        )])
+        .enqueue(&[Job::Reconcile {
+            tenant: tenant(),
+            round: 1,
+        }])
         .await
         .unwrap();
     // No time budget at all: every job does one chunk per CRM, then continues itself.

@@ -1,0 +1,220 @@
+//! The sync service, by stage. A [`ChangeEvent`] enters at [`SyncService::handle`]:
+//!
+//! 1. [`inbound`]: a CRM record is mapped to its app contact (linked, imported, re-keyed after a
+//!    merge, revived after a restore);
+//! 2. [`pair`]: the contact is synced with each CRM of its tenant — read both sides, plan with
+//!    the pure engine, apply the plan, store the link;
+//! 3. [`reconcile`]: Sync Now, the scheduled poll and the batch backfill find what events missed;
+//! 4. [`fields`]: our custom fields in the CRMs (pronouns, job title);
+//! 5. [`worker`]: runs queued [`Job`]s and settles them (retry, defer, dead letter), locally and
+//!    in Lambda alike.
+
+mod fields;
+mod inbound;
+mod pair;
+mod reconcile;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::warn;
+
+use crate::domain::{ChangeEvent, ChangeKind, CrmRecord, Job, Provider, TenantId};
+use crate::error::{CrmError, SyncError};
+use crate::ports::{ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
+use crate::tenant::{TenantConfig, Tenants};
+
+pub use crate::ports::SyncNowProgress;
+
+/// How long one Sync Now job works before it queues its continuation, by default.
+const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one handled event did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub contact_id: Option<String>,
+    pub app_writes: usize,
+    pub crm_writes: usize,
+    pub conflicts: usize,
+}
+
+impl SyncReport {
+    fn add(&mut self, other: &SyncReport) {
+        self.app_writes += other.app_writes;
+        self.crm_writes += other.crm_writes;
+        self.conflicts += other.conflicts;
+    }
+}
+
+/// A CRM record already read (by a batch read of a queue batch, or by an earlier stage): what
+/// the CRM holds under `id`, `record: None` when nothing live is there. Handed on to the stage
+/// that needs it instead of being read again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known {
+    pub id: String,
+    pub record: Option<CrmRecord>,
+}
+
+/// Records read by [`SyncService::read_batch`], by tenant, CRM and record id (`None`: not there).
+pub type BatchRead = HashMap<(TenantId, Provider, String), Option<CrmRecord>>;
+
+/// The sync logic over the ports.
+#[derive(Clone)]
+pub struct SyncService {
+    pub contacts: Arc<dyn ContactStore>,
+    pub links: Arc<dyn LinkStore>,
+    pub state: Arc<dyn SyncState>,
+    pub tenants: Arc<Tenants>,
+    reconcile_budget: std::time::Duration,
+}
+
+impl SyncService {
+    pub fn new(
+        contacts: Arc<dyn ContactStore>,
+        links: Arc<dyn LinkStore>,
+        state: Arc<dyn SyncState>,
+        tenants: Arc<Tenants>,
+    ) -> Self {
+        Self {
+            contacts,
+            links,
+            state,
+            tenants,
+            reconcile_budget: RECONCILE_BUDGET,
+        }
+    }
+
+    /// How long one Sync Now job works before it queues its continuation (default 10 s).
+    pub fn with_reconcile_budget(mut self, budget: std::time::Duration) -> Self {
+        self.reconcile_budget = budget;
+        self
+    }
+
+    fn tenant(&self, id: &TenantId) -> Result<&TenantConfig, SyncError> {
+        self.tenants
+            .get(id)
+            .ok_or_else(|| SyncError::UnknownTenant(id.to_string()))
+    }
+
+    /// The per-call CRM context: the tenant and the stored keys of the CRM's custom fields.
+    pub async fn crm_context(
+        &self,
+        tenant: &TenantId,
+        client: &dyn CrmClient,
+    ) -> Result<CrmContext, SyncError> {
+        let mut ctx = CrmContext::new(tenant.clone());
+        for &field in client.custom_fields() {
+            if let Some(key) = self
+                .state
+                .field_key(tenant, client.provider(), field)
+                .await?
+            {
+                ctx = ctx.with_field(field, key);
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// Fails with the CRM's quota error while its daily quota is spent for the tenant (the job
+    /// is deferred, not retried); clears a pause that has run out.
+    async fn ensure_not_paused(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<(), SyncError> {
+        let stats = self.state.stats(tenant, provider).await?;
+        match stats.paused_until {
+            Some(until) if until > Utc::now() => {
+                Err(CrmError::QuotaExhausted { provider, until }.into())
+            }
+            Some(_) => {
+                self.state.set_paused_until(tenant, provider, None).await?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the CRM records behind a batch of jobs with the CRMs' batch endpoints (HubSpot:
+    /// batch read, 100 per call), so handling the jobs afterwards needs no single reads. A CRM
+    /// with fewer than two records in the batch, paused or failing, is left to single reads.
+    pub async fn read_batch(&self, jobs: &[&Job]) -> BatchRead {
+        let mut groups: HashMap<(TenantId, Provider), Vec<String>> = HashMap::new();
+        for job in jobs {
+            if let Job::Change(e) = job
+                && let (Some(p), ChangeKind::Upsert | ChangeKind::Delete) =
+                    (e.origin.provider(), &e.kind)
+            {
+                groups
+                    .entry((e.tenant.clone(), p))
+                    .or_default()
+                    .push(e.record_id.clone());
+            }
+        }
+        let mut read = BatchRead::new();
+        for ((tenant, provider), mut ids) in groups {
+            ids.sort();
+            ids.dedup();
+            if ids.len() < 2 || self.ensure_not_paused(&tenant, provider).await.is_err() {
+                continue;
+            }
+            let Some(client) = self.tenants.client(&tenant, provider).cloned() else {
+                continue;
+            };
+            let Ok(ctx) = self.crm_context(&tenant, client.as_ref()).await else {
+                continue;
+            };
+            match client.get_many(&ctx, &ids).await {
+                Ok(mut found) => {
+                    for id in ids {
+                        let record = found.remove(&id);
+                        read.insert((tenant.clone(), provider, id), record);
+                    }
+                }
+                Err(e) => {
+                    warn!(%tenant, %provider, error = %e, "batch read failed; records are read one by one")
+                }
+            }
+        }
+        read
+    }
+
+    /// Handles one change event. Idempotent: duplicated, late or reordered events are harmless
+    /// because the current state is read from its source.
+    pub async fn handle(&self, event: &ChangeEvent) -> Result<SyncReport, SyncError> {
+        self.handle_known(event, None).await
+    }
+
+    /// [`handle`](Self::handle), with the event's CRM record when a batch read already has it.
+    #[tracing::instrument(skip(self, event, known), fields(tenant = %event.tenant, origin = ?event.origin, record = %event.record_id))]
+    pub async fn handle_known(
+        &self,
+        event: &ChangeEvent,
+        known: Option<Known>,
+    ) -> Result<SyncReport, SyncError> {
+        let cfg = self.tenant(&event.tenant)?;
+        let (contact_id, first, record) = match event.origin.provider() {
+            None => (event.record_id.clone(), None, None),
+            Some(provider) => {
+                let Some(client) = self.tenants.client(&cfg.id, provider).cloned() else {
+                    warn!(%provider, "event for a provider this tenant does not use");
+                    return Ok(SyncReport::default());
+                };
+                let Some(found) = self.inbound(cfg, client.as_ref(), event, known).await? else {
+                    return Ok(SyncReport::default());
+                };
+                (found.contact_id, Some(provider), found.record)
+            }
+        };
+        let mut report = self
+            .sync_contact(&cfg.id, &contact_id, first, record)
+            .await?;
+        report.contact_id = Some(contact_id);
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests;

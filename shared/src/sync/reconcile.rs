@@ -1,0 +1,294 @@
+//! Finding what events missed: Sync Now (backfill, poll, retry of failed contacts) in
+//! time-boxed rounds that queue their own continuation, the scheduled poll of one CRM, and the
+//! batch backfill of unlinked contacts.
+
+use chrono::Utc;
+use tracing::info;
+
+use super::SyncService;
+use crate::domain::{
+    ChangeEvent, ChangeKind, ContactLink, FieldSupport, Job, LinkStatus, Origin, Provider, TenantId,
+};
+use crate::engine;
+use crate::error::{StoreError, SyncError};
+use crate::ports::{ChangedRecord, JobQueue, SyncNowProgress};
+
+/// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
+const MAX_RECONCILE_ROUNDS: u32 = 500;
+
+/// Whether a polled record holds what its link last agreed. With the record's values at hand
+/// (Pipedrive's listing), they decide: equal to the base on every field the CRM stores means
+/// nothing to sync, whatever the timestamps say. Otherwise the modification time decides; a
+/// timestamp in whole seconds cannot tell our write from a user's edit in the same second, so
+/// equality counts as seen only with sub-second precision (HubSpot's milliseconds).
+pub(super) fn already_agreed(
+    rec: &ChangedRecord,
+    link: &ContactLink,
+    support: FieldSupport,
+) -> bool {
+    use chrono::Timelike;
+    if let Some(fields) = &rec.fields {
+        let fields = fields.clone().normalized();
+        return crate::domain::Field::ALL
+            .into_iter()
+            .filter(|f| support.supports(*f))
+            .all(|f| fields.get(f) == link.base.get(f));
+    }
+    match (rec.updated_at, link.crm_last_modified) {
+        (Some(updated), Some(seen)) => {
+            seen > updated || (seen == updated && updated.nanosecond() != 0)
+        }
+        _ => false,
+    }
+}
+
+impl SyncService {
+    /// One round of Sync Now: backfills unlinked contacts into every CRM, polls every CRM for
+    /// changes and re-queues contacts whose last sync failed. A round works for the service's
+    /// time budget, then queues round `round + 1` to go on; progress adds up across rounds and
+    /// is readable while it runs (`sync_now_progress`).
+    pub async fn reconcile(
+        &self,
+        tenant: &TenantId,
+        queue: &dyn JobQueue,
+        round: u32,
+    ) -> Result<SyncNowProgress, SyncError> {
+        self.tenant(tenant)?;
+        let mut progress = match self.state.sync_now_progress(tenant).await? {
+            Some(previous) if round > 1 => SyncNowProgress {
+                rounds: previous.rounds + 1,
+                ..previous
+            },
+            _ => SyncNowProgress {
+                running: true,
+                started_at: Some(Utc::now()),
+                rounds: 1,
+                ..Default::default()
+            },
+        };
+        self.state.save_sync_now_progress(tenant, &progress).await?;
+        // One round does what fits in its time budget, then queues its continuation, so a
+        // large first backfill never outruns the worker's timeout.
+        let deadline = std::time::Instant::now() + self.reconcile_budget;
+        for provider in self.tenants.providers(tenant) {
+            progress.phase = format!("backfill {provider}");
+            self.state.save_sync_now_progress(tenant, &progress).await?;
+            match self.backfill(tenant, provider, Some(deadline)).await {
+                Ok((n, more)) => {
+                    progress.backfilled += n;
+                    if more && progress.rounds < MAX_RECONCILE_ROUNDS {
+                        progress.phase = format!("backfill {provider} (continuing)");
+                        self.state.save_sync_now_progress(tenant, &progress).await?;
+                        queue
+                            .enqueue(&[Job::Reconcile {
+                                tenant: tenant.clone(),
+                                round: round + 1,
+                            }])
+                            .await?;
+                        return Ok(progress);
+                    }
+                }
+                Err(e) => progress.errors.push(format!("{provider} backfill: {e}")),
+            }
+            progress.phase = format!("poll {provider}");
+            self.state.save_sync_now_progress(tenant, &progress).await?;
+            match self.poll(tenant, provider, queue, 50).await {
+                Ok(n) => progress.enqueued += n,
+                Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
+            }
+        }
+        progress.phase = "retry failed".into();
+        let mut retry: Vec<String> = self
+            .links
+            .links_for_tenant(tenant)
+            .await?
+            .into_iter()
+            .filter(|l| matches!(l.status, LinkStatus::Error | LinkStatus::Pending))
+            .map(|l| l.contact_id)
+            .collect();
+        retry.sort();
+        retry.dedup();
+        let jobs: Vec<Job> = retry
+            .iter()
+            .map(|id| {
+                Job::Change(ChangeEvent::new(
+                    tenant.clone(),
+                    Origin::App,
+                    id.clone(),
+                    ChangeKind::Upsert,
+                ))
+            })
+            .collect();
+        for chunk in jobs.chunks(100) {
+            queue.enqueue(chunk).await?;
+        }
+        progress.enqueued += jobs.len();
+        progress.running = false;
+        progress.phase = "done".into();
+        progress.finished_at = Some(Utc::now());
+        self.state.save_sync_now_progress(tenant, &progress).await?;
+        info!(%tenant, backfilled = progress.backfilled, enqueued = progress.enqueued, errors = progress.errors.len(), "sync now finished");
+        Ok(progress)
+    }
+
+    /// The last (or running) Sync Now's progress.
+    pub async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, SyncError> {
+        Ok(self.state.sync_now_progress(tenant).await?)
+    }
+
+    /// Polls one CRM for records changed since the stored cursor and enqueues them; catches
+    /// what webhooks missed. The cursor advances only after the events are enqueued. Returns
+    /// how many records were enqueued.
+    pub async fn poll(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        queue: &dyn JobQueue,
+        max_pages: usize,
+    ) -> Result<usize, SyncError> {
+        self.tenant(tenant)?;
+        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+            return Ok(0);
+        };
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, client.as_ref()).await?;
+        let support = ctx.support();
+        let cursor_name = format!("poll#{provider}");
+        let mut cursor = self.state.cursor(tenant, &cursor_name).await?;
+        let mut enqueued = 0;
+        for _ in 0..max_pages.max(1) {
+            let page = client.changed_since(&ctx, cursor.as_deref()).await?;
+            let mut jobs = Vec::new();
+            for rec in &page.records {
+                // Already agreed (e.g. our own write): skip the trigger.
+                if let Some(link) = self.links.get_link(tenant, provider, &rec.id).await?
+                    && link.status == LinkStatus::Synced
+                    && already_agreed(rec, &link, support)
+                {
+                    continue;
+                }
+                let mut e = ChangeEvent::new(
+                    tenant.clone(),
+                    provider.into(),
+                    rec.id.clone(),
+                    ChangeKind::Upsert,
+                );
+                e.provenance = Some("poll".into());
+                jobs.push(Job::Change(e));
+            }
+            for chunk in jobs.chunks(100) {
+                queue.enqueue(chunk).await?;
+            }
+            enqueued += jobs.len();
+            if let Some(next) = &page.next_cursor {
+                self.state.set_cursor(tenant, &cursor_name, next).await?;
+            }
+            if !page.has_more || page.next_cursor.is_none() || page.next_cursor == cursor {
+                break;
+            }
+            cursor = page.next_cursor;
+        }
+        if enqueued > 0 {
+            info!(%tenant, %provider, enqueued, "poll found changed records");
+        }
+        Ok(enqueued)
+    }
+
+    /// First sync of a tenant's unlinked contacts with one CRM, in batches (HubSpot: 100 per
+    /// batch upsert). Returns how many contacts were linked, and whether the deadline cut the
+    /// backfill short (more remain).
+    pub async fn backfill(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(usize, bool), SyncError> {
+        self.tenant(tenant)?;
+        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+            return Ok((0, false));
+        };
+        self.ensure_not_paused(tenant, provider).await?;
+        let ctx = self.crm_context(tenant, client.as_ref()).await?;
+        let support = ctx.support();
+        let linked: std::collections::HashSet<String> = self
+            .links
+            .links_for_tenant(tenant)
+            .await?
+            .into_iter()
+            .filter(|l| l.provider == provider)
+            .map(|l| l.contact_id)
+            .collect();
+        let mut pending = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.contacts.list(tenant, after.as_deref(), 500).await?;
+            pending.extend(
+                page.items
+                    .into_iter()
+                    .filter(|c| !linked.contains(&c.id) && c.fields.email.is_some()),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut done = 0;
+        let chunks: Vec<_> = pending.chunks(100).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok((done, true));
+            }
+            let inputs: Vec<_> = chunk
+                .iter()
+                .map(|c| {
+                    let mut f = c.fields.clone();
+                    if !support.pronouns {
+                        f.pronouns = None;
+                    }
+                    f
+                })
+                .collect();
+            let results = client.upsert_many(&ctx, &inputs).await?;
+            let now = Utc::now();
+            for ((contact, sent), result) in chunk.iter().zip(&inputs).zip(results) {
+                match result {
+                    Ok(record) => {
+                        // What we sent is what both sides now agree on.
+                        let warnings = if !support.pronouns && contact.fields.pronouns.is_some() {
+                            vec![engine::pronouns_warning(provider)]
+                        } else {
+                            Vec::new()
+                        };
+                        let link = ContactLink::synced(
+                            tenant,
+                            &contact.id,
+                            provider,
+                            &record.id,
+                            record.updated_at,
+                            sent.clone(),
+                            warnings,
+                            now,
+                        );
+                        match self.links.put_link(&link).await {
+                            Ok(_) => done += 1,
+                            // Linked concurrently by a webhook-driven sync: that one stands.
+                            Err(StoreError::Conflict(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        self.state
+                            .record_outcome(tenant, provider, Ok(()), 0)
+                            .await?;
+                    }
+                    Err(err) => {
+                        self.record_failure(tenant, &contact.id, provider, &err.into())
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok((done, false))
+    }
+}
