@@ -10,7 +10,7 @@ use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
 use crate::provision::{self, Preparation};
-use crate::settings::{SettingsError, crms_from_env, var};
+use crate::settings::{SettingsError, var};
 use crate::sync::SyncService;
 use crate::tenant::{TenantConfig, TenantRegistry, Tenants};
 
@@ -57,7 +57,7 @@ impl Deployment {
                 TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
             tenant.api_key = Some(api_key);
             tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
-            provisioned.push(provision::connect(tenant, crms_from_env()?, &http).await?);
+            provisioned.push(provision::connect(tenant, provision::crms_from_env()?, &http).await?);
         }
         let mut tenants = Tenants::new();
         for p in &provisioned {

@@ -12,13 +12,39 @@ use std::time::Duration;
 
 use crate::crm::CrmSettings;
 use crate::crm::hubspot::HubSpotClient;
+use crate::crm::hubspot::settings::{self as hubspot, HubSpotSettings};
+use crate::crm::pipedrive::settings::{self as pipedrive_settings, PipedriveSettings};
 use crate::crm::pipedrive::{self, PipedriveClient};
 use crate::domain::CrmAccount;
 use crate::error::SyncError;
 use crate::ports::CrmClient;
-use crate::settings::SettingsError;
+use crate::settings::{self, SettingsError};
 use crate::sync::SyncService;
 use crate::tenant::{TenantConfig, TenantRecord, Tenants};
+
+/// The CRM settings of the environment (`HUBSPOT_*`, `PIPEDRIVE_*`): every CRM with
+/// credentials, in sync order. A CRM's other settings without its credentials are refused,
+/// apart from its API base, which deployment templates always set.
+pub fn crms_from_env() -> Result<Vec<CrmSettings>, SettingsError> {
+    let mut crms = Vec::new();
+    match HubSpotSettings::from_env()? {
+        Some(s) => crms.push(CrmSettings::HubSpot(s)),
+        None => settings::refuse_without_credentials(
+            "HubSpot",
+            &hubspot::ENV_VARS,
+            &["HUBSPOT_API_BASE"],
+        )?,
+    }
+    match PipedriveSettings::from_env()? {
+        Some(s) => crms.push(CrmSettings::Pipedrive(s)),
+        None => settings::refuse_without_credentials(
+            "Pipedrive",
+            &pipedrive_settings::ENV_VARS,
+            &["PIPEDRIVE_API_BASE"],
+        )?,
+    }
+    Ok(crms)
+}
 
 /// The HTTP client every CRM client shares.
 pub fn http_client() -> reqwest::Client {

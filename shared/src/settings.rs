@@ -1,12 +1,8 @@
 //! Reading settings from the environment: the helpers every entry point uses, and the rule that
 //! a CRM's settings without its credentials are refused rather than ignored. Each CRM's own
-//! settings live beside its client (`crm/<name>/settings.rs`).
+//! settings live beside its client (`crm/<name>/settings.rs`); `provision` reads them all.
 
 use thiserror::Error;
-
-use crate::crm::CrmSettings;
-use crate::crm::hubspot::settings::{self as hubspot, HubSpotSettings};
-use crate::crm::pipedrive::settings::{self as pipedrive, PipedriveSettings};
 
 #[derive(Debug, Error)]
 pub enum SettingsError {
@@ -36,12 +32,6 @@ pub fn parse<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, Sett
     }
 }
 
-/// Every CRM variable the settings read, per CRM: `(CRM, names)`.
-pub const CRM_VARS: [(&str, &[&str]); 2] = [
-    ("HubSpot", &hubspot::ENV_VARS),
-    ("Pipedrive", &pipedrive::ENV_VARS),
-];
-
 /// Refuses the settings of a CRM that has no credentials (they would be silently ignored).
 /// `defaults` are names a deployment template always sets (an API base) and that say nothing.
 pub fn refuse_without_credentials(
@@ -61,22 +51,4 @@ pub fn refuse_without_credentials(
         names: given.join(", "),
         crm,
     })
-}
-
-/// The CRM settings of the environment (`HUBSPOT_*`, `PIPEDRIVE_*`): every CRM with
-/// credentials, in sync order. A CRM's other settings without its credentials are refused,
-/// apart from its API base, which deployment templates always set.
-pub fn crms_from_env() -> Result<Vec<CrmSettings>, SettingsError> {
-    let mut crms = Vec::new();
-    match HubSpotSettings::from_env()? {
-        Some(s) => crms.push(CrmSettings::HubSpot(s)),
-        None => refuse_without_credentials("HubSpot", &hubspot::ENV_VARS, &["HUBSPOT_API_BASE"])?,
-    }
-    match PipedriveSettings::from_env()? {
-        Some(s) => crms.push(CrmSettings::Pipedrive(s)),
-        None => {
-            refuse_without_credentials("Pipedrive", &pipedrive::ENV_VARS, &["PIPEDRIVE_API_BASE"])?
-        }
-    }
-    Ok(crms)
 }
