@@ -1,9 +1,7 @@
 //! The HTTP routes, shared by the Lambda functions (through lambda_http) and the local runner.
 
-mod app_webhook;
 mod contacts;
 mod errors;
-mod pipedrive_webhook;
 mod setup;
 mod status;
 pub mod webhooks;
@@ -95,9 +93,9 @@ fn api_routes() -> Router<AppState> {
 /// The webhook receivers: verify, enqueue, answer fast.
 fn webhook_routes() -> Router<AppState> {
     Router::new()
-        .route("/webhooks/hubspot", post(webhooks::hubspot))
-        .route("/webhooks/pipedrive", post(pipedrive_webhook::pipedrive))
-        .route("/webhooks/app", post(app_webhook::app))
+        .route("/webhooks/hubspot", post(webhooks::hubspot::receive))
+        .route("/webhooks/pipedrive", post(webhooks::pipedrive::receive))
+        .route("/webhooks/app", post(webhooks::app::receive))
 }
 
 fn finish(routes: Router<AppState>, state: AppState) -> Router {

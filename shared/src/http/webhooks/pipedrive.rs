@@ -2,8 +2,6 @@
 //! maps the company to the tenant, drops our own writes and repeated deliveries, enqueues one
 //! trigger and answers at once. Nothing is enqueued for a request that fails any check.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,14 +9,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::errors::ApiError;
+use super::DEDUPE_TTL;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
 use crate::domain::{Provider, TenantId, WebhookAuth};
+use crate::http::AppState;
+use crate::http::errors::ApiError;
 use crate::signature::verify_basic_auth;
-
-/// How long a webhook event id is remembered (Pipedrive retries within minutes).
-const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Tenants whose webhook credentials the `Authorization` header carries.
 fn authenticated_tenants(state: &AppState, header: &str) -> Vec<TenantId> {
@@ -40,7 +36,7 @@ fn authenticated_tenants(state: &AppState, header: &str) -> Vec<TenantId> {
 }
 
 /// `POST /webhooks/pipedrive`
-pub async fn pipedrive(
+pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

@@ -11,11 +11,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::contacts::validate_fields;
-use super::errors::ApiError;
 use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, TenantId};
 use crate::error::StoreError;
+use crate::http::AppState;
+use crate::http::contacts::validate_fields;
+use crate::http::errors::ApiError;
 use crate::signature::verify_app_webhook;
 
 /// At most this many changes per request.
@@ -55,7 +55,7 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-pub async fn app(
+pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

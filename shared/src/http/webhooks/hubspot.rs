@@ -1,7 +1,5 @@
-//! Webhook routes: verify, map to ChangeEvents, drop our own writes and duplicates, enqueue,
-//! answer fast. Nothing is enqueued for a request that fails any check.
-
-use std::time::Duration;
+//! `POST /webhooks/hubspot`: verifies the signature, maps the portal to the tenant, drops our
+//! own writes and repeated deliveries, coalesces one trigger per contact and enqueues.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,42 +9,19 @@ use axum::http::{HeaderMap, Method};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::errors::ApiError;
+use super::{DEDUPE_TTL, header, public_url};
 use crate::crm::hubspot::webhook::{HubSpotEvent, MAX_EVENTS, coalesce};
 use crate::domain::{Provider, WebhookAuth};
+use crate::http::AppState;
+use crate::http::errors::ApiError;
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
-
-/// How long a webhook event is remembered for dedupe.
-const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The full URL the caller used, as the CRM signed it: the configured public base URL, else the
-/// Host header (scheme from `X-Forwarded-Proto`, default http).
-pub fn public_url(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| uri.path().to_string());
-    match &state.settings.public_base_url {
-        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
-        None => {
-            let scheme = header(headers, "x-forwarded-proto").unwrap_or("http");
-            let host = header(headers, "host").unwrap_or("localhost");
-            format!("{scheme}://{host}{path}")
-        }
-    }
-}
 
 fn signature_error(e: SignatureError) -> ApiError {
     ApiError::unauthorized(format!("webhook signature rejected: {e}"))
 }
 
 /// `POST /webhooks/hubspot`
-pub async fn hubspot(
+pub async fn receive(
     State(state): State<AppState>,
     method: Method,
     OriginalUri(uri): OriginalUri,
