@@ -361,15 +361,6 @@ impl ContactLink {
             version: 0,
         }
     }
-
-    /// The DynamoDB-style sort key: `provider#externalId`.
-    pub fn sort_key(&self) -> String {
-        link_sort_key(self.provider, &self.external_id)
-    }
-}
-
-pub fn link_sort_key(provider: Provider, external_id: &str) -> String {
-    format!("{}#{}", provider.as_str(), external_id)
 }
 
 /// Where a change came from.
@@ -632,11 +623,6 @@ mod tests {
         assert_ne!(a.content_hash(), b.content_hash());
         assert_ne!(a.content_hash(), c.content_hash());
         assert_eq!(a.content_hash(), a.clone().content_hash());
-    }
-
-    #[test]
-    fn link_sort_key_is_provider_hash_external_id() {
-        assert_eq!(link_sort_key(Provider::Pipedrive, "42"), "pipedrive#42");
     }
 
     #[test]

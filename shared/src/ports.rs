@@ -132,9 +132,9 @@ pub struct ContactIssue {
     pub at: DateTime<Utc>,
 }
 
-/// Sync bookkeeping: cursors, stats, the conflict log, webhook dedupe, CRM field keys.
+/// Where each poll and pass left off, by name (`poll#hubspot`, ...).
 #[async_trait]
-pub trait SyncState: Send + Sync {
+pub trait Cursors: Send + Sync {
     async fn cursor(&self, tenant: &TenantId, name: &str) -> Result<Option<String>, StoreError>;
     async fn set_cursor(
         &self,
@@ -142,7 +142,11 @@ pub trait SyncState: Send + Sync {
         name: &str,
         value: &str,
     ) -> Result<(), StoreError>;
+}
 
+/// The progress of a tenant's Sync Now.
+#[async_trait]
+pub trait SyncNowLog: Send + Sync {
     /// The last (or running) Sync Now of the tenant.
     async fn sync_now_progress(
         &self,
@@ -153,7 +157,11 @@ pub trait SyncState: Send + Sync {
         tenant: &TenantId,
         progress: &SyncNowProgress,
     ) -> Result<(), StoreError>;
+}
 
+/// Per tenant and CRM: sync outcomes, errors, conflicts and a spent quota's pause.
+#[async_trait]
+pub trait CrmHealth: Send + Sync {
     /// Records the outcome of one sync with a provider (success or error text).
     async fn record_outcome(
         &self,
@@ -173,7 +181,11 @@ pub trait SyncState: Send + Sync {
         tenant: &TenantId,
         provider: Provider,
     ) -> Result<ProviderStats, StoreError>;
+}
 
+/// The conflict log.
+#[async_trait]
+pub trait ConflictLog: Send + Sync {
     async fn log_conflict(&self, record: &ConflictRecord) -> Result<(), StoreError>;
     /// Newest first.
     async fn conflicts(
@@ -181,7 +193,11 @@ pub trait SyncState: Send + Sync {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError>;
+}
 
+/// Webhook deliveries seen, so a redelivery is dropped.
+#[async_trait]
+pub trait Dedupe: Send + Sync {
     /// Marks an event key as seen; false when it was already seen within `ttl`.
     async fn first_sighting(
         &self,
@@ -191,7 +207,11 @@ pub trait SyncState: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Forgets a sighting (the event could not be enqueued: its redelivery must get through).
     async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
+}
 
+/// Where our custom fields live in each CRM of a tenant.
+#[async_trait]
+pub trait FieldKeys: Send + Sync {
     /// The key of one of our fields in a CRM (HubSpot property name, Pipedrive 40-char hash).
     async fn field_key(
         &self,
@@ -206,7 +226,11 @@ pub trait SyncState: Send + Sync {
         field: CustomField,
         key: Option<&str>,
     ) -> Result<(), StoreError>;
+}
 
+/// Sync problems of contacts that have no link yet.
+#[async_trait]
+pub trait ContactIssues: Send + Sync {
     async fn set_issue(
         &self,
         tenant: &TenantId,
@@ -219,6 +243,18 @@ pub trait SyncState: Send + Sync {
         tenant: &TenantId,
         contact_id: &str,
     ) -> Result<Vec<ContactIssue>, StoreError>;
+}
+
+/// All of the sync's bookkeeping, for the service that needs every part of it. Each part is its
+/// own narrow port; `adapters::state` lays them out once over a key-value store.
+pub trait SyncState:
+    Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues
+{
+}
+
+impl<T> SyncState for T where
+    T: Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues
+{
 }
 
 /// A queued job and how often it was delivered.

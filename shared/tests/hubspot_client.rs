@@ -482,7 +482,7 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
 #[tokio::test]
 async fn a_207_fails_only_its_record_and_the_backfill_links_the_rest() {
     use shared::adapters::embedded::EmbeddedStore;
-    use shared::ports::{ContactStore, LinkStore, SyncState};
+    use shared::ports::{ContactIssues, ContactStore, CrmHealth, FieldKeys, LinkStore};
     use shared::sync::SyncService;
     use shared::tenant::{TenantConfig, Tenants};
     use shared::{Contact, Provider};

@@ -237,6 +237,13 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
                 .unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);
         }
+        // Their sync jobs (no CRM yet: nothing to do) are done before the CRMs connect, so
+        // Sync Now's backfill is what links every one of them.
+        eventually(60, "the app's sync jobs to drain", || {
+            let (http, url) = (http.clone(), format!("{}/sync/status", p.url));
+            async move { (get_json(&http, url).await["queue_depth"] == 0).then_some(()) }
+        })
+        .await;
         p.stop();
     }
     let p = LocalProcess::start(

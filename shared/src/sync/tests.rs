@@ -15,7 +15,10 @@ use crate::domain::{
 };
 use crate::engine;
 use crate::error::{CrmError, StoreError};
-use crate::ports::{ChangedRecord, ContactStore, JobQueue, LinkStore};
+use crate::ports::{
+    ChangedRecord, ConflictLog, ContactIssues, ContactStore, CrmHealth, Cursors, FieldKeys,
+    JobQueue, LinkStore,
+};
 use crate::tenant::{TenantConfig, Tenants};
 
 struct Fixture {

@@ -1,0 +1,303 @@
+//! Contacts (with `email#` items making a live email unique per tenant, in one transaction)
+//! and ContactLinks (GSI `by_contact`), written conditionally on their version.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+
+use super::super::sdk_message;
+use super::{DynamoStore, backend, cancelled_at, contact_sk, email_sk, from_item, n, s, to_item};
+use crate::adapters::{link_key, link_sort_key};
+use crate::domain::{Contact, ContactLink, Provider, TenantId};
+use crate::error::StoreError;
+use crate::ports::{ContactStore, LinkStore, Page};
+
+#[async_trait]
+impl ContactStore for DynamoStore {
+    async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.get_item(&self.tables.contacts, tenant, "sk", &contact_sk(id))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn find_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+    ) -> Result<Option<Contact>, StoreError> {
+        let Some(lock) = self
+            .get_item(&self.tables.contacts, tenant, "sk", &email_sk(email))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(AttributeValue::S(id)) = lock.get("contact_id") else {
+            return Ok(None);
+        };
+        Ok(self.get(tenant, id).await?.filter(|c| !c.deleted))
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Contact>, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.tables.contacts)
+            .key_condition_expression("tenant = :t AND begins_with(sk, :p)")
+            .filter_expression("deleted = :f")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":p", s("contact#"))
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .consistent_read(true);
+        if let Some(a) = after {
+            req = req
+                .exclusive_start_key("tenant", s(tenant.as_str()))
+                .exclusive_start_key("sk", s(contact_sk(a)));
+        }
+        let items = self.query_all(req, Some(limit + 1)).await?;
+        let mut contacts: Vec<Contact> =
+            items.into_iter().map(from_item).collect::<Result<_, _>>()?;
+        let next = if contacts.len() > limit {
+            contacts.truncate(limit);
+            contacts.last().map(|c| c.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: contacts,
+            next,
+        })
+    }
+
+    async fn insert(&self, contact: &Contact) -> Result<Contact, StoreError> {
+        let mut stored = contact.clone();
+        stored.version = 1;
+        let mut tx = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .put(self.contact_put(&stored, "attribute_not_exists(sk)", vec![])?)
+                .build(),
+        );
+        let email = stored.fields.email.clone().filter(|_| !stored.deleted);
+        if let Some(e) = &email {
+            tx = tx.transact_items(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.tables.contacts)
+                            .item("tenant", s(stored.tenant.as_str()))
+                            .item("sk", s(email_sk(e)))
+                            .item("contact_id", s(&stored.id))
+                            .condition_expression("attribute_not_exists(sk)")
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        match tx.send().await {
+            Ok(_) => Ok(stored),
+            Err(e) if cancelled_at(&e, 0) => Err(StoreError::Duplicate(format!(
+                "contact {} exists",
+                stored.id
+            ))),
+            Err(e) if cancelled_at(&e, 1) => Err(StoreError::Duplicate(format!(
+                "a contact with email {} already exists",
+                email.unwrap_or_default()
+            ))),
+            Err(e) => Err(backend(sdk_message(&e))),
+        }
+    }
+
+    async fn update(&self, contact: &Contact) -> Result<Contact, StoreError> {
+        let Some(current) = self.get(&contact.tenant, &contact.id).await? else {
+            return Err(StoreError::NotFound(format!("contact {}", contact.id)));
+        };
+        if current.version != contact.version {
+            return Err(StoreError::Conflict(format!(
+                "contact {} changed meanwhile",
+                contact.id
+            )));
+        }
+        let mut stored = contact.clone();
+        stored.version = contact.version + 1;
+        let old_email = current.fields.email.clone().filter(|_| !current.deleted);
+        let new_email = stored.fields.email.clone().filter(|_| !stored.deleted);
+        let mut tx = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .put(self.contact_put(&stored, "version = :v", vec![(":v", n(contact.version))])?)
+                .build(),
+        );
+        let mut lock_index = None;
+        if old_email != new_email {
+            if let Some(old) = &old_email {
+                tx = tx.transact_items(
+                    TransactWriteItem::builder()
+                        .delete(
+                            Delete::builder()
+                                .table_name(&self.tables.contacts)
+                                .key("tenant", s(stored.tenant.as_str()))
+                                .key("sk", s(email_sk(old)))
+                                .condition_expression(
+                                    "attribute_not_exists(sk) OR contact_id = :id",
+                                )
+                                .expression_attribute_values(":id", s(&stored.id))
+                                .build()
+                                .map_err(backend)?,
+                        )
+                        .build(),
+                );
+            }
+            if let Some(new) = &new_email {
+                lock_index = Some(if old_email.is_some() { 2 } else { 1 });
+                tx = tx.transact_items(
+                    TransactWriteItem::builder()
+                        .put(self.email_lock_put(&stored, new)?)
+                        .build(),
+                );
+            }
+        }
+        match tx.send().await {
+            Ok(_) => Ok(stored),
+            Err(e) if cancelled_at(&e, 0) => Err(StoreError::Conflict(format!(
+                "contact {} changed meanwhile",
+                contact.id
+            ))),
+            Err(e) if lock_index.is_some_and(|i| cancelled_at(&e, i)) => {
+                Err(StoreError::Duplicate(format!(
+                    "a contact with email {} already exists",
+                    new_email.unwrap_or_default()
+                )))
+            }
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+                if matches!(
+                    e.as_service_error(),
+                    Some(E::TransactionCanceledException(_))
+                ) {
+                    // Cancelled by a concurrent transaction on the same items: a lost race.
+                    Err(StoreError::Conflict(format!(
+                        "contact {} changed meanwhile",
+                        contact.id
+                    )))
+                } else {
+                    Err(backend(sdk_message(&e)))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LinkStore for DynamoStore {
+    async fn get_link(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        external_id: &str,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        self.get_item(
+            &self.tables.links,
+            tenant,
+            "sk",
+            &link_sort_key(provider, external_id),
+        )
+        .await?
+        .map(from_item)
+        .transpose()
+    }
+
+    async fn links_for_contact(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+    ) -> Result<Vec<ContactLink>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.tables.links)
+            .index_name("by_contact")
+            .key_condition_expression("tenant = :t AND contact_id = :c")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":c", s(contact_id));
+        let items = self.query_all(req, None).await?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    async fn links_for_tenant(&self, tenant: &TenantId) -> Result<Vec<ContactLink>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.tables.links)
+            .key_condition_expression("tenant = :t")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .consistent_read(true);
+        let items = self.query_all(req, None).await?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    async fn put_link(&self, link: &ContactLink) -> Result<ContactLink, StoreError> {
+        let mut stored = link.clone();
+        stored.version = link.version + 1;
+        let mut item = to_item(&stored)?;
+        item.insert("sk".into(), s(link_key(&stored)));
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.tables.links)
+            .set_item(Some(item));
+        req = if link.version == 0 {
+            req.condition_expression("attribute_not_exists(sk)")
+        } else {
+            req.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(link.version))
+        };
+        match req.send().await {
+            Ok(_) => Ok(stored),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "link {} changed meanwhile",
+                    link_key(link)
+                )))
+            }
+            Err(e) => Err(backend(sdk_message(&e))),
+        }
+    }
+
+    async fn delete_link(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        external_id: &str,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let sk = link_sort_key(provider, external_id);
+        match self
+            .client
+            .delete_item()
+            .table_name(&self.tables.links)
+            .key("tenant", s(tenant.as_str()))
+            .key("sk", s(&sk))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!("link {sk} changed meanwhile")))
+            }
+            Err(e) => Err(backend(sdk_message(&e))),
+        }
+    }
+}

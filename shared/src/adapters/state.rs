@@ -1,0 +1,340 @@
+//! The sync state's layout, written once: every part of [`SyncState`](crate::ports::SyncState)
+//! and the tenant registry, over a small key-value port ([`StateKv`]) that each store
+//! implements (SQLite's `state` table, DynamoDB's SyncState table).
+//!
+//! A tenant's items live in its partition, under these keys (values are JSON):
+//!
+//! | key | what |
+//! | --- | --- |
+//! | `cursor#<name>` | a poll cursor (`cursor#sync_now`: Sync Now's progress) |
+//! | `stats#<provider>` | a CRM's [`ProviderStats`], updated read-modify-write |
+//! | `conflict#<time>#<uuid>` | one conflict record (newest last in key order) |
+//! | `seen#<event key>` | a webhook delivery seen, until its expiry |
+//! | `field#<provider>#<field>` | a custom field's key in a CRM |
+//! | `issue#<contact>#<provider>` | a contact's sync problem while it has no link |
+//!
+//! The registry is the partition `_registry`, one `tenant#<id>` item per tenant.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{ConflictRecord, CustomField, Provider, TenantId};
+use crate::error::StoreError;
+use crate::ports::{
+    ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys, ProviderStats,
+    SyncNowLog, SyncNowProgress,
+};
+use crate::tenant::{TenantRecord, TenantRegistry};
+
+/// The partition of the state that holds the tenant registry.
+const REGISTRY: &str = "_registry";
+
+/// A read-modify-write step: the new value from the current one.
+pub type Update<'a> = &'a (dyn Fn(Option<&str>) -> Result<String, StoreError> + Send + Sync);
+
+/// String values under `(partition, key)`, the key-value port of the state layout.
+#[async_trait]
+pub trait StateKv: Send + Sync {
+    /// The value, unless absent or expired.
+    async fn kv_get(&self, partition: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a value without expiry (replacing any).
+    async fn kv_put(&self, partition: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Stores a value expiring after `ttl` unless a live one is there; true when stored.
+    async fn kv_put_new(
+        &self,
+        partition: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn kv_delete(&self, partition: &str, key: &str) -> Result<(), StoreError>;
+    /// The values of keys starting with `prefix`, in key order (reversed with `newest_first`),
+    /// at most `limit`.
+    async fn kv_scan(
+        &self,
+        partition: &str,
+        prefix: &str,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Replaces the value with `update(current)`, with no update lost between writers.
+    async fn kv_update(
+        &self,
+        partition: &str,
+        key: &str,
+        update: Update<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+async fn get<T: DeserializeOwned>(
+    kv: &(impl StateKv + ?Sized),
+    partition: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    kv.kv_get(partition, key)
+        .await?
+        .map(|v| from_json(&v))
+        .transpose()
+}
+
+async fn scan<T: DeserializeOwned>(
+    kv: &(impl StateKv + ?Sized),
+    partition: &str,
+    prefix: &str,
+    newest_first: bool,
+    limit: Option<usize>,
+) -> Result<Vec<T>, StoreError> {
+    kv.kv_scan(partition, prefix, newest_first, limit)
+        .await?
+        .iter()
+        .map(|v| from_json(v))
+        .collect()
+}
+
+fn cursor_key(name: &str) -> String {
+    format!("cursor#{name}")
+}
+
+fn stats_key(provider: Provider) -> String {
+    format!("stats#{provider}")
+}
+
+fn field_key(provider: Provider, field: CustomField) -> String {
+    format!("field#{provider}#{}", field.as_str())
+}
+
+fn issue_key(contact_id: &str, provider: Provider) -> String {
+    format!("issue#{contact_id}#{provider}")
+}
+
+/// Sync Now's progress is kept like a cursor (where the last run stands), as JSON text.
+const SYNC_NOW: &str = "sync_now";
+
+#[async_trait]
+impl<K: StateKv> Cursors for K {
+    async fn cursor(&self, tenant: &TenantId, name: &str) -> Result<Option<String>, StoreError> {
+        get(self, tenant.as_str(), &cursor_key(name)).await
+    }
+
+    async fn set_cursor(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.kv_put(tenant.as_str(), &cursor_key(name), &to_json(&value)?)
+            .await
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> SyncNowLog for K {
+    async fn sync_now_progress(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<SyncNowProgress>, StoreError> {
+        Ok(self
+            .cursor(tenant, SYNC_NOW)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    async fn save_sync_now_progress(
+        &self,
+        tenant: &TenantId,
+        progress: &SyncNowProgress,
+    ) -> Result<(), StoreError> {
+        self.set_cursor(tenant, SYNC_NOW, &to_json(progress)?).await
+    }
+}
+
+/// The read-modify-write of a CRM's stats.
+async fn update_stats<K: StateKv + ?Sized>(
+    kv: &K,
+    tenant: &TenantId,
+    provider: Provider,
+    f: &(dyn Fn(&mut ProviderStats) + Send + Sync),
+) -> Result<(), StoreError> {
+    kv.kv_update(tenant.as_str(), &stats_key(provider), &|current| {
+        let mut stats: ProviderStats = match current {
+            Some(s) => from_json(s)?,
+            None => ProviderStats::default(),
+        };
+        stats.provider = Some(provider);
+        f(&mut stats);
+        to_json(&stats)
+    })
+    .await
+}
+
+#[async_trait]
+impl<K: StateKv> CrmHealth for K {
+    async fn record_outcome(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        outcome: Result<(), String>,
+        conflicts: u64,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        update_stats(self, tenant, provider, &|st| {
+            st.record(&outcome, conflicts, now)
+        })
+        .await
+    }
+
+    async fn set_paused_until(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        update_stats(self, tenant, provider, &|st| st.paused_until = until).await
+    }
+
+    async fn stats(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<ProviderStats, StoreError> {
+        Ok(get(self, tenant.as_str(), &stats_key(provider))
+            .await?
+            .unwrap_or(ProviderStats {
+                provider: Some(provider),
+                ..Default::default()
+            }))
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> ConflictLog for K {
+    async fn log_conflict(&self, record: &ConflictRecord) -> Result<(), StoreError> {
+        let key = format!(
+            "conflict#{}#{}",
+            record.conflict.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            uuid::Uuid::new_v4()
+        );
+        self.kv_put(record.tenant.as_str(), &key, &to_json(record)?)
+            .await
+    }
+
+    async fn conflicts(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<ConflictRecord>, StoreError> {
+        scan(self, tenant.as_str(), "conflict#", true, Some(limit)).await
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> Dedupe for K {
+    async fn first_sighting(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.kv_put_new(tenant.as_str(), &format!("seen#{key}"), "1", ttl)
+            .await
+    }
+
+    async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        self.kv_delete(tenant.as_str(), &format!("seen#{key}"))
+            .await
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> FieldKeys for K {
+    async fn field_key(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        field: CustomField,
+    ) -> Result<Option<String>, StoreError> {
+        get(self, tenant.as_str(), &field_key(provider, field)).await
+    }
+
+    async fn set_field_key(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        field: CustomField,
+        key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let k = field_key(provider, field);
+        match key {
+            Some(v) => self.kv_put(tenant.as_str(), &k, &to_json(&v)?).await,
+            None => self.kv_delete(tenant.as_str(), &k).await,
+        }
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> ContactIssues for K {
+    async fn set_issue(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let k = issue_key(contact_id, provider);
+        match message {
+            Some(m) => {
+                let issue = ContactIssue {
+                    contact_id: contact_id.to_string(),
+                    provider,
+                    message: m.to_string(),
+                    at: Utc::now(),
+                };
+                self.kv_put(tenant.as_str(), &k, &to_json(&issue)?).await
+            }
+            None => self.kv_delete(tenant.as_str(), &k).await,
+        }
+    }
+
+    async fn issues(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+    ) -> Result<Vec<ContactIssue>, StoreError> {
+        scan(
+            self,
+            tenant.as_str(),
+            &format!("issue#{contact_id}#"),
+            false,
+            None,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> TenantRegistry for K {
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.kv_put(
+            REGISTRY,
+            &format!("tenant#{}", record.config.id),
+            &to_json(record)?,
+        )
+        .await
+    }
+
+    async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        scan(self, REGISTRY, "tenant#", false, None).await
+    }
+}

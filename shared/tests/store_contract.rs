@@ -1,0 +1,606 @@
+//! One contract for the store ports — contacts, ContactLinks, every part of the sync state and
+//! the tenant registry — run against each backend: the embedded store (SQLite) and DynamoDB on
+//! moto server with the real AWS SDK client. Each check is a function generic over the ports;
+//! `contract!` runs it once per backend.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
+use shared::adapters::embedded::EmbeddedStore;
+use shared::error::StoreError;
+use shared::ports::{ContactStore, LinkStore, SyncNowProgress, SyncState};
+use shared::tenant::{TenantConfig, TenantRecord, TenantRegistry};
+use shared::{
+    Conflict, ConflictRecord, Contact, ContactFields, ContactLink, CustomField, Field, LinkStatus,
+    Provider, Side, TenantId,
+};
+
+/// What every backend implements.
+trait Store: ContactStore + LinkStore + SyncState + TenantRegistry + Clone + 'static {}
+impl<T: ContactStore + LinkStore + SyncState + TenantRegistry + Clone + 'static> Store for T {}
+
+async fn embedded() -> EmbeddedStore {
+    EmbeddedStore::in_memory().unwrap()
+}
+
+async fn dynamodb() -> DynamoStore {
+    let cfg = common::moto::sdk_config().await;
+    let prefix = format!("c{}", uuid::Uuid::new_v4().simple());
+    let s = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        TableNames::with_prefix(&prefix),
+    );
+    s.create_tables().await.unwrap();
+    s
+}
+
+/// Runs each named check against every backend.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod embedded_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::embedded().await).await
+                }
+            )*
+        }
+        mod dynamodb_on_moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::dynamodb().await).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    contacts_are_versioned_and_tenant_scoped,
+    a_live_email_is_unique_per_tenant,
+    lists_page_through_live_contacts_in_id_order,
+    racing_writers_lose_no_update,
+    links_are_conditional_and_found_by_contact,
+    cursors_and_sync_now_progress,
+    crm_health_adds_up_outcomes_and_pauses,
+    racing_health_updates_lose_none,
+    the_conflict_log_is_newest_first_and_per_tenant,
+    dedupe_marks_a_delivery_once_until_forgotten,
+    field_keys_and_issues_are_per_crm,
+    the_registry_keeps_one_record_per_tenant,
+);
+
+fn tenant() -> TenantId {
+    TenantId::new("acme")
+}
+
+fn contact(id: &str, email: &str) -> Contact {
+    Contact::new(
+        tenant(),
+        id.to_string(),
+        ContactFields {
+            email: Some(email.into()),
+            first_name: Some("First".into()),
+            ..Default::default()
+        },
+        Utc::now(),
+    )
+}
+
+fn link(contact_id: &str, provider: Provider, external_id: &str) -> ContactLink {
+    ContactLink::synced(
+        &tenant(),
+        contact_id,
+        provider,
+        external_id,
+        None,
+        ContactFields {
+            email: Some("x@y.io".into()),
+            ..Default::default()
+        },
+        Vec::new(),
+        Utc::now(),
+    )
+}
+
+async fn contacts_are_versioned_and_tenant_scoped(s: impl Store) {
+    let c = s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    assert_eq!(c.version, 1);
+    assert_eq!(s.get(&tenant(), "c1").await.unwrap().unwrap(), c);
+    assert!(
+        s.get(&TenantId::new("other"), "c1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_by_email(&tenant(), "A@X.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "c1",
+        "emails are found case-insensitively"
+    );
+    assert!(matches!(
+        s.insert(&contact("c1", "z@x.io")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut edited = c.clone();
+    edited.fields.first_name = Some("Ann".into());
+    let edited = s.update(&edited).await.unwrap();
+    assert_eq!(edited.version, 2);
+    // A writer holding the old version loses.
+    assert!(matches!(s.update(&c).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.get(&tenant(), "c1").await.unwrap().unwrap(), edited);
+}
+
+async fn a_live_email_is_unique_per_tenant(s: impl Store) {
+    let c1 = s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    assert!(matches!(
+        s.insert(&contact("c2", "a@x.io")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut other_tenant = contact("o1", "a@x.io");
+    other_tenant.tenant = TenantId::new("other");
+    s.insert(&other_tenant).await.unwrap();
+    // An email change moves the unique marker; the old email is free again.
+    let mut moved = c1.clone();
+    moved.fields.email = Some("b@x.io".into());
+    let moved = s.update(&moved).await.unwrap();
+    assert!(
+        s.find_by_email(&tenant(), "a@x.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.find_by_email(&tenant(), "b@x.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "c1"
+    );
+    let c2 = s.insert(&contact("c2", "a@x.io")).await.unwrap();
+    // Taking an email in use is refused.
+    let mut steal = c2.clone();
+    steal.fields.email = Some("b@x.io".into());
+    assert!(matches!(
+        s.update(&steal).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // Deleting frees the email.
+    let mut gone = moved;
+    gone.deleted = true;
+    s.update(&gone).await.unwrap();
+    assert!(
+        s.find_by_email(&tenant(), "b@x.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.insert(&contact("c3", "b@x.io")).await.unwrap();
+}
+
+async fn lists_page_through_live_contacts_in_id_order(s: impl Store) {
+    for i in 0..7 {
+        s.insert(&contact(&format!("c{i}"), &format!("{i}@x.io")))
+            .await
+            .unwrap();
+    }
+    let mut gone = s.get(&tenant(), "c3").await.unwrap().unwrap();
+    gone.deleted = true;
+    s.update(&gone).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.list(&tenant(), after.as_deref(), 3).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|c| c.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+        assert!(pages < 10, "no loop");
+    }
+    assert_eq!(seen, ["c0", "c1", "c2", "c4", "c5", "c6"]);
+    assert!(
+        s.list(&TenantId::new("other"), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// Two writers race on one contact with read-modify-write and retry: no update is lost.
+async fn racing_writers_lose_no_update(s: impl Store) {
+    s.insert(&contact("c1", "a@x.io")).await.unwrap();
+    let per_writer = 15;
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_writer {
+                loop {
+                    let mut c = s.get(&tenant(), "c1").await.unwrap().unwrap();
+                    let n: u64 = c
+                        .fields
+                        .job_title
+                        .as_deref()
+                        .unwrap_or("0")
+                        .parse()
+                        .unwrap();
+                    c.fields.job_title = Some((n + 1).to_string());
+                    match s.update(&c).await {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let c = s.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c.fields.job_title.as_deref(), Some("30"), "no lost update");
+    assert_eq!(c.version, 31);
+}
+
+async fn links_are_conditional_and_found_by_contact(s: impl Store) {
+    let l = s
+        .put_link(&link("c1", Provider::HubSpot, "101"))
+        .await
+        .unwrap();
+    assert_eq!(l.version, 1);
+    // A second "new" link for the same record loses; so does a stale version.
+    assert!(matches!(
+        s.put_link(&link("c1", Provider::HubSpot, "101")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let l2 = s.put_link(&l).await.unwrap();
+    assert_eq!(l2.version, 2);
+    assert!(matches!(s.put_link(&l).await, Err(StoreError::Conflict(_))));
+    s.put_link(&link("c1", Provider::Pipedrive, "7"))
+        .await
+        .unwrap();
+    s.put_link(&link("c2", Provider::Pipedrive, "8"))
+        .await
+        .unwrap();
+    assert_eq!(s.links_for_contact(&tenant(), "c1").await.unwrap().len(), 2);
+    assert_eq!(s.links_for_tenant(&tenant()).await.unwrap().len(), 3);
+    assert_eq!(
+        s.get_link(&tenant(), Provider::HubSpot, "101")
+            .await
+            .unwrap()
+            .unwrap(),
+        l2
+    );
+    assert!(
+        s.get_link(&TenantId::new("other"), Provider::HubSpot, "101")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.delete_link(&tenant(), Provider::HubSpot, "101", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_link(&tenant(), Provider::HubSpot, "101", 2)
+        .await
+        .unwrap();
+    assert_eq!(s.links_for_contact(&tenant(), "c1").await.unwrap().len(), 1);
+    let mut tomb = s
+        .get_link(&tenant(), Provider::Pipedrive, "7")
+        .await
+        .unwrap()
+        .unwrap();
+    tomb.status = LinkStatus::Deleted;
+    let tomb = s.put_link(&tomb).await.unwrap();
+    assert_eq!(
+        s.get_link(&tenant(), Provider::Pipedrive, "7")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        LinkStatus::Deleted
+    );
+    assert_eq!(tomb.version, 2);
+}
+
+async fn cursors_and_sync_now_progress(s: impl Store) {
+    let t = tenant();
+    assert_eq!(s.cursor(&t, "poll#pipedrive").await.unwrap(), None);
+    s.set_cursor(&t, "poll#pipedrive", "2026-11-27T10:00:00Z")
+        .await
+        .unwrap();
+    s.set_cursor(&t, "poll#hubspot", "{\"since\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor(&t, "poll#pipedrive").await.unwrap().as_deref(),
+        Some("2026-11-27T10:00:00Z")
+    );
+    assert_eq!(
+        s.cursor(&t, "poll#hubspot").await.unwrap().as_deref(),
+        Some("{\"since\":1}")
+    );
+    assert_eq!(
+        s.cursor(&TenantId::new("other"), "poll#pipedrive")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.sync_now_progress(&t).await.unwrap(), None);
+    let progress = SyncNowProgress {
+        running: true,
+        phase: "backfill hubspot".into(),
+        rounds: 2,
+        backfilled: 100,
+        ..Default::default()
+    };
+    s.save_sync_now_progress(&t, &progress).await.unwrap();
+    assert_eq!(s.sync_now_progress(&t).await.unwrap(), Some(progress));
+}
+
+async fn crm_health_adds_up_outcomes_and_pauses(s: impl Store) {
+    let t = tenant();
+    let fresh = s.stats(&t, Provider::HubSpot).await.unwrap();
+    assert_eq!(
+        (fresh.synced, fresh.errors, fresh.paused_until),
+        (0, 0, None)
+    );
+    s.record_outcome(&t, Provider::HubSpot, Ok(()), 1)
+        .await
+        .unwrap();
+    s.record_outcome(&t, Provider::HubSpot, Err("down".into()), 0)
+        .await
+        .unwrap();
+    let until = Utc::now() + chrono::Duration::hours(1);
+    s.set_paused_until(&t, Provider::HubSpot, Some(until))
+        .await
+        .unwrap();
+    let st = s.stats(&t, Provider::HubSpot).await.unwrap();
+    assert_eq!((st.synced, st.errors, st.conflicts), (1, 1, 1));
+    assert_eq!(st.last_error.as_deref(), Some("down"));
+    assert_eq!(st.paused_until, Some(until));
+    assert_eq!(st.provider, Some(Provider::HubSpot));
+    assert_eq!(s.stats(&t, Provider::Pipedrive).await.unwrap().synced, 0);
+    assert_eq!(
+        s.stats(&TenantId::new("other"), Provider::HubSpot)
+            .await
+            .unwrap()
+            .synced,
+        0
+    );
+    s.set_paused_until(&t, Provider::HubSpot, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stats(&t, Provider::HubSpot).await.unwrap().paused_until,
+        None
+    );
+}
+
+/// Outcomes recorded by concurrent workers add up: the stats' read-modify-write loses none.
+async fn racing_health_updates_lose_none(s: impl Store) {
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                s.record_outcome(&tenant(), Provider::Pipedrive, Ok(()), 1)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let st = s.stats(&tenant(), Provider::Pipedrive).await.unwrap();
+    assert_eq!((st.synced, st.conflicts), (30, 30));
+}
+
+async fn the_conflict_log_is_newest_first_and_per_tenant(s: impl Store) {
+    let t = tenant();
+    let at = Utc::now();
+    for (i, field) in [Field::FirstName, Field::LastName, Field::Phone]
+        .into_iter()
+        .enumerate()
+    {
+        s.log_conflict(&ConflictRecord {
+            tenant: t.clone(),
+            contact_id: format!("c{i}"),
+            provider: Provider::HubSpot,
+            external_id: "1".into(),
+            conflict: Conflict {
+                field,
+                base_value: None,
+                app_value: Some("a".into()),
+                crm_value: Some("b".into()),
+                winner: Side::Crm,
+                resolved_value: Some("b".into()),
+                at: at + chrono::Duration::milliseconds(i as i64),
+            },
+        })
+        .await
+        .unwrap();
+    }
+    let log = s.conflicts(&t, 10).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|c| c.contact_id.as_str())
+            .collect::<Vec<_>>(),
+        ["c2", "c1", "c0"],
+        "newest first"
+    );
+    assert_eq!(log[0].conflict.field, Field::Phone);
+    assert_eq!(s.conflicts(&t, 2).await.unwrap().len(), 2);
+    assert!(
+        s.conflicts(&TenantId::new("other"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn dedupe_marks_a_delivery_once_until_forgotten(s: impl Store) {
+    let t = tenant();
+    let day = Duration::from_secs(24 * 3600);
+    assert!(s.first_sighting(&t, "evt-1", day).await.unwrap());
+    assert!(
+        !s.first_sighting(&t, "evt-1", day).await.unwrap(),
+        "a redelivery is dropped"
+    );
+    assert!(
+        s.first_sighting(&TenantId::new("other"), "evt-1", day)
+            .await
+            .unwrap(),
+        "per tenant"
+    );
+    // Forgotten (its enqueue failed): the redelivery gets through.
+    s.forget_sighting(&t, "evt-1").await.unwrap();
+    assert!(s.first_sighting(&t, "evt-1", day).await.unwrap());
+    // An expired mark no longer drops anything (DynamoDB's expiry has whole seconds).
+    assert!(
+        s.first_sighting(&t, "evt-2", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        s.first_sighting(&t, "evt-2", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+}
+
+async fn field_keys_and_issues_are_per_crm(s: impl Store) {
+    let t = tenant();
+    s.set_field_key(
+        &t,
+        Provider::Pipedrive,
+        CustomField::Pronouns,
+        Some("abc123"),
+    )
+    .await
+    .unwrap();
+    s.set_field_key(
+        &t,
+        Provider::Pipedrive,
+        CustomField::JobTitle,
+        Some("job_title"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.field_key(&t, Provider::Pipedrive, CustomField::Pronouns)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("abc123")
+    );
+    assert_eq!(
+        s.field_key(&t, Provider::Pipedrive, CustomField::JobTitle)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("job_title")
+    );
+    assert_eq!(
+        s.field_key(&t, Provider::HubSpot, CustomField::Pronouns)
+            .await
+            .unwrap(),
+        None
+    );
+    s.set_field_key(&t, Provider::Pipedrive, CustomField::Pronouns, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.field_key(&t, Provider::Pipedrive, CustomField::Pronouns)
+            .await
+            .unwrap(),
+        None
+    );
+
+    s.set_issue(&t, "c1", Provider::Pipedrive, Some("refused"))
+        .await
+        .unwrap();
+    s.set_issue(&t, "c1", Provider::HubSpot, Some("down"))
+        .await
+        .unwrap();
+    s.set_issue(&t, "c10", Provider::HubSpot, Some("other contact"))
+        .await
+        .unwrap();
+    let issues = s.issues(&t, "c1").await.unwrap();
+    assert_eq!(
+        issues
+            .iter()
+            .map(|i| (i.provider, i.message.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (Provider::HubSpot, "down"),
+            (Provider::Pipedrive, "refused")
+        ]
+    );
+    s.set_issue(&t, "c1", Provider::Pipedrive, None)
+        .await
+        .unwrap();
+    assert_eq!(s.issues(&t, "c1").await.unwrap().len(), 1);
+    assert!(
+        s.issues(&TenantId::new("other"), "c1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn the_registry_keeps_one_record_per_tenant(s: impl Store) {
+    assert!(s.registered_tenants().await.unwrap().is_empty());
+    for id in ["acme", "globex"] {
+        let mut config = TenantConfig::new(id);
+        config.api_key = Some(format!("key-{id}"));
+        s.put_tenant(&TenantRecord {
+            config,
+            crms: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let mut again = TenantConfig::new("acme");
+    again.api_key = Some("key-acme-2".into());
+    s.put_tenant(&TenantRecord {
+        config: again,
+        crms: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let records = s.registered_tenants().await.unwrap();
+    assert_eq!(
+        records.len(),
+        2,
+        "re-registering updates instead of duplicating"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.config.api_key.as_deref() == Some("key-acme-2"))
+    );
+    // The registry is not a tenant's state.
+    assert_eq!(
+        s.cursor(&TenantId::new("acme"), "tenant#acme")
+            .await
+            .unwrap(),
+        None
+    );
+}
