@@ -5,6 +5,7 @@ pub mod hubspot;
 pub mod memory;
 pub mod pacer;
 pub mod pipedrive;
+pub mod transport;
 
 use serde::{Deserialize, Serialize};
 

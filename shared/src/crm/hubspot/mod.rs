@@ -6,6 +6,7 @@ pub mod settings;
 pub mod webhook;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +15,11 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Mutex as AsyncMutex;
 
-use super::pacer::{QuotaLatch, RollingWindow, next_midnight_utc};
+use super::pacer::{RollingWindow, next_midnight_utc};
+use super::transport::{
+    AccessToken, Call, Credentials, RatePolicy, Throttle, TokenCache, Transport, header_u64,
+};
 use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
@@ -68,11 +71,6 @@ impl HubSpotClientConfig {
     }
 }
 
-struct CachedToken {
-    access_token: String,
-    expires_at: DateTime<Utc>,
-}
-
 /// Counters of what the client did (benchmarks and tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HubSpotClientStats {
@@ -83,12 +81,43 @@ pub struct HubSpotClientStats {
 
 pub struct HubSpotClient {
     cfg: HubSpotClientConfig,
-    http: reqwest::Client,
+    transport: Transport,
+    /// The ten-secondly burst window, and search's own per-second window.
     burst: RollingWindow,
     search: RollingWindow,
-    quota: QuotaLatch,
-    token: AsyncMutex<Option<CachedToken>>,
-    stats: std::sync::Mutex<HubSpotClientStats>,
+    burst_policy: HubSpotPolicy,
+    search_policy: HubSpotPolicy,
+    token: TokenCache,
+    refreshes: AtomicU64,
+}
+
+/// What HubSpot's answers say about its limits: a `DAILY` 429, or
+/// `X-HubSpot-RateLimit-Daily-Remaining: 0`, spends the day (until midnight); any other 429
+/// waits for `Retry-After`, else a quarter of the window, else `default_wait`.
+struct HubSpotPolicy {
+    default_wait: Duration,
+}
+
+impl RatePolicy for HubSpotPolicy {
+    fn on_answer(&self, headers: &HeaderMap, _cost: u64) -> Option<Throttle> {
+        (header_u64(headers, "x-hubspot-ratelimit-daily-remaining") == Some(0))
+            .then(|| Throttle::Daily(next_midnight_utc(Utc::now())))
+    }
+
+    fn on_429(&self, headers: &HeaderMap, body: &Value, _cost: u64) -> Throttle {
+        if body["policyName"].as_str() == Some("DAILY") {
+            return Throttle::Daily(next_midnight_utc(Utc::now()));
+        }
+        Throttle::Burst(
+            header_u64(headers, "retry-after")
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    header_u64(headers, "x-hubspot-ratelimit-interval-milliseconds")
+                        .map(|ms| Duration::from_millis(ms / 4))
+                })
+                .unwrap_or(self.default_wait),
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,58 +230,55 @@ enum Lane {
 impl HubSpotClient {
     pub fn new(cfg: HubSpotClientConfig, http: reqwest::Client) -> Self {
         Self {
+            transport: Transport::new(P, http, cfg.max_rate_limit_retries),
             burst: RollingWindow::new(cfg.burst_per_10s, Duration::from_secs(10)),
             search: RollingWindow::new(cfg.search_per_second, Duration::from_secs(1)),
-            quota: QuotaLatch::default(),
-            token: AsyncMutex::new(None),
-            stats: Default::default(),
+            burst_policy: HubSpotPolicy {
+                default_wait: Duration::from_secs(1),
+            },
+            search_policy: HubSpotPolicy {
+                default_wait: Duration::from_millis(250),
+            },
+            token: TokenCache::default(),
+            refreshes: AtomicU64::new(0),
             cfg,
-            http,
         }
     }
 
     pub fn stats(&self) -> HubSpotClientStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn bump(&self, f: impl FnOnce(&mut HubSpotClientStats)) {
-        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    /// The bearer token; OAuth tokens are refreshed a minute before expiry. Concurrent callers
-    /// share one refresh (single flight under the lock).
-    async fn bearer(&self) -> Result<String, CrmError> {
-        let (client_id, client_secret, refresh_token) = match &self.cfg.auth {
-            HubSpotAuth::Token(t) => return Ok(t.clone()),
-            HubSpotAuth::OAuth {
-                client_id,
-                client_secret,
-                refresh_token,
-            } => (client_id, client_secret, refresh_token),
-        };
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && t.expires_at - chrono::Duration::seconds(60) > Utc::now()
-        {
-            return Ok(t.access_token.clone());
+        let t = self.transport.stats();
+        HubSpotClientStats {
+            requests: t.requests,
+            rate_limited: t.rate_limited,
+            token_refreshes: self.refreshes.load(Ordering::Relaxed),
         }
+    }
+
+    /// A fresh OAuth access token from the refresh token.
+    async fn refresh(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> Result<AccessToken, CrmError> {
         let url = format!("{}/oauth/v3/token", self.cfg.api_base);
         let form = [
             ("grant_type", "refresh_token"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.as_str()),
-            ("refresh_token", refresh_token.as_str()),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("refresh_token", refresh_token),
         ];
-        let resp =
-            self.http
-                .post(&url)
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| CrmError::Unavailable {
-                    provider: P,
-                    message: format!("token refresh: {e}"),
-                })?;
+        let resp = self
+            .transport
+            .http()
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| CrmError::Unavailable {
+                provider: P,
+                message: format!("token refresh: {}", e.without_url()),
+            })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -275,26 +301,15 @@ impl HubSpotClient {
             })?
             .to_string();
         let expires_in = body["expires_in"].as_i64().unwrap_or(1800);
-        *cached = Some(CachedToken {
-            access_token: access_token.clone(),
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        Ok(AccessToken {
+            access_token,
             expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
-        });
-        self.bump(|s| s.token_refreshes += 1);
-        Ok(access_token)
+            api_domain: None,
+        })
     }
 
-    fn note_headers(&self, headers: &HeaderMap) {
-        let daily_left = headers
-            .get("x-hubspot-ratelimit-daily-remaining")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i64>().ok());
-        if daily_left == Some(0) {
-            self.quota.set(next_midnight_utc(Utc::now()));
-        }
-    }
-
-    /// Sends one request, pacing it and riding out ten-secondly 429s. Returns status and JSON
-    /// body (`Null` when empty).
+    /// Sends one request through the shared transport, paced in its lane.
     async fn call(
         &self,
         lane: Lane,
@@ -303,81 +318,19 @@ impl HubSpotClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), CrmError> {
-        let mut attempt = 0;
-        loop {
-            if let Some(until) = self.quota.spent_until() {
-                return Err(CrmError::QuotaExhausted { provider: P, until });
-            }
-            // Held until the answer is read: the window counts from then.
-            let _slot = match lane {
-                Lane::Standard => self.burst.acquire().await,
-                Lane::Search => self.search.acquire().await,
-            };
-            let token = self.bearer().await?;
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{}", self.cfg.api_base, path))
-                .bearer_auth(token)
-                .query(query);
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            self.bump(|s| s.requests += 1);
-            let resp = req.send().await.map_err(|e| CrmError::Unavailable {
-                provider: P,
-                message: e.to_string(),
-            })?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            self.note_headers(&headers);
-            let bytes = resp.bytes().await.map_err(|e| CrmError::Unavailable {
-                provider: P,
-                message: e.to_string(),
-            })?;
-            let json: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-            };
-            if status != StatusCode::TOO_MANY_REQUESTS {
-                return Ok((status, json));
-            }
-            self.bump(|s| s.rate_limited += 1);
-            if json["policyName"].as_str() == Some("DAILY") {
-                let until = next_midnight_utc(Utc::now());
-                self.quota.set(until);
-                return Err(CrmError::QuotaExhausted { provider: P, until });
-            }
-            let wait = headers
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs)
-                .or_else(|| {
-                    headers
-                        .get("x-hubspot-ratelimit-interval-milliseconds")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(|ms| Duration::from_millis(ms / 4))
-                })
-                .unwrap_or(Duration::from_millis(match lane {
-                    Lane::Standard => 1000,
-                    Lane::Search => 250,
-                }));
-            attempt += 1;
-            if attempt > self.cfg.max_rate_limit_retries {
-                return Err(CrmError::RateLimited {
-                    provider: P,
-                    retry_after: wait,
-                });
-            }
-            let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
-            match lane {
-                Lane::Standard => self.burst.back_off(wait + jitter),
-                Lane::Search => self.search.back_off(wait + jitter),
-            }
-        }
+        let (lanes, policy) = match lane {
+            Lane::Standard => ([&self.burst], &self.burst_policy),
+            Lane::Search => ([&self.search], &self.search_policy),
+        };
+        let call = Call {
+            method,
+            path,
+            query,
+            body,
+            lanes: &lanes,
+            cost: 1,
+        };
+        self.transport.send(&call, self, policy).await
     }
 
     fn object_path(id: &str) -> String {
@@ -493,6 +446,31 @@ impl HubSpotClient {
                 })
             })
             .collect())
+    }
+}
+
+/// A private-app token, or an OAuth access token refreshed before it expires.
+#[async_trait]
+impl Credentials for HubSpotClient {
+    async fn current(&self) -> Result<(String, &'static str, String), CrmError> {
+        let token = match &self.cfg.auth {
+            HubSpotAuth::Token(t) => t.clone(),
+            HubSpotAuth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => {
+                self.token
+                    .get(|| self.refresh(client_id, client_secret, refresh_token))
+                    .await?
+                    .access_token
+            }
+        };
+        Ok((
+            self.cfg.api_base.clone(),
+            "authorization",
+            format!("Bearer {token}"),
+        ))
     }
 }
 

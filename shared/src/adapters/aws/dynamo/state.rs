@@ -14,8 +14,9 @@ use crate::adapters::state::{StateKv, Update};
 use crate::domain::TenantId;
 use crate::error::StoreError;
 
-/// Read-modify-write attempts before a key that keeps changing is given up on.
-const UPDATE_ATTEMPTS: usize = 10;
+/// Read-modify-write attempts before a key that keeps changing is given up on; a lost race
+/// waits a little (random, growing) before it reads again, so racing writers spread out.
+const UPDATE_ATTEMPTS: u32 = 30;
 
 fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
@@ -158,7 +159,7 @@ impl StateKv for DynamoStore {
         key: &str,
         update: Update<'_>,
     ) -> Result<(), StoreError> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
             let (current, version) = self.versioned(partition, key).await?.unwrap_or((None, 0));
             let next = update(current.as_deref())?;
             let mut req = self
@@ -177,7 +178,13 @@ impl StateKv for DynamoStore {
             };
             match req.send().await {
                 Ok(_) => return Ok(()),
-                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) if is_condition_failure(&e) => {
+                    let spread = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 16);
+                    tokio::time::sleep(Duration::from_millis(
+                        spread * u64::from(attempt.min(8) + 1),
+                    ))
+                    .await;
+                }
                 Err(e) => return Err(backend(sdk_message(&e))),
             }
         }

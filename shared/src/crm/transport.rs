@@ -1,0 +1,263 @@
+//! The HTTP transport every CRM client shares: pacing (a request holds a place in each of its
+//! rolling windows until its answer arrived), the JSON answer, 429 handling (a burst waits for
+//! the CRM's reset and retries; a spent daily quota latches the CRM until its reset, with no
+//! request meanwhile), a budget checked before each request, and credentials that stay fresh
+//! (OAuth tokens refreshed a minute before expiry, one refresh at a time; one retry when the CRM
+//! refuses a token early).
+//!
+//! What a CRM's answers mean differs: each brings a [`RatePolicy`] and its [`Credentials`].
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::pacer::{QuotaLatch, RollingWindow};
+use crate::domain::Provider;
+use crate::error::CrmError;
+
+/// What a rate-limit answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// The daily quota is spent until then: stop calling.
+    Daily(DateTime<Utc>),
+    /// The burst window is full: wait this long and retry.
+    Burst(Duration),
+}
+
+/// How one CRM counts and limits requests.
+pub trait RatePolicy: Send + Sync {
+    /// Before a request of `cost` (in the CRM's units): refuse it when a budget of ours cannot
+    /// pay for it, with the time it can again.
+    fn admit(&self, _cost: u64) -> Result<(), DateTime<Utc>> {
+        Ok(())
+    }
+    /// After an answer that is not a 429: what its headers say (a quota the answer spent, a
+    /// window someone else shares).
+    fn on_answer(&self, _headers: &HeaderMap, _cost: u64) -> Option<Throttle> {
+        None
+    }
+    /// What a 429 means.
+    fn on_429(&self, headers: &HeaderMap, body: &Value, cost: u64) -> Throttle;
+}
+
+/// Where a request goes and how it authenticates.
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    /// The base URL and the auth header (name, value) for the next request.
+    async fn current(&self) -> Result<(String, &'static str, String), CrmError>;
+    /// The CRM refused the credentials (401): forget a cached token; true when a retry with
+    /// fresh ones may succeed.
+    async fn refused(&self) -> bool {
+        false
+    }
+}
+
+/// An OAuth access token and when it expires.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub expires_at: DateTime<Utc>,
+    /// The API root the token is for, when the token response says (Pipedrive's `api_domain`).
+    pub api_domain: Option<String>,
+}
+
+/// The current OAuth access token: refreshed a minute before it expires, by one caller at a
+/// time (the others wait for that refresh instead of starting their own).
+#[derive(Default)]
+pub struct TokenCache(AsyncMutex<Option<AccessToken>>);
+
+impl TokenCache {
+    /// The cached token while it is good for another minute, else `refresh()`'s.
+    pub async fn get<F, Fut>(&self, refresh: F) -> Result<AccessToken, CrmError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<AccessToken, CrmError>>,
+    {
+        let mut cached = self.0.lock().await;
+        if let Some(t) = cached.as_ref()
+            && t.expires_at - chrono::Duration::seconds(60) > Utc::now()
+        {
+            return Ok(t.clone());
+        }
+        let fresh = refresh().await?;
+        *cached = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Forgets the token (the CRM refused it).
+    pub async fn clear(&self) {
+        *self.0.lock().await = None;
+    }
+}
+
+/// One request.
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: &'a [(&'a str, String)],
+    pub body: Option<&'a Value>,
+    /// The windows it must pass (e.g. the burst window, and the search window for a search).
+    pub lanes: &'a [&'a RollingWindow],
+    /// What it costs against the CRM's budget (Pipedrive's tokens; 1 elsewhere).
+    pub cost: u64,
+}
+
+/// Counters of what the transport did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub requests: u64,
+    pub rate_limited: u64,
+}
+
+/// The shared transport of one CRM client.
+pub struct Transport {
+    provider: Provider,
+    http: reqwest::Client,
+    quota: QuotaLatch,
+    max_rate_limit_retries: u32,
+    stats: Mutex<TransportStats>,
+}
+
+impl Transport {
+    pub fn new(provider: Provider, http: reqwest::Client, max_rate_limit_retries: u32) -> Self {
+        Self {
+            provider,
+            http,
+            quota: QuotaLatch::default(),
+            max_rate_limit_retries,
+            stats: Mutex::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut TransportStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The HTTP client (for calls outside the API, such as a token refresh).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn spent(&self, until: DateTime<Utc>) -> CrmError {
+        self.quota.set(until);
+        CrmError::QuotaExhausted {
+            provider: self.provider,
+            until,
+        }
+    }
+
+    /// Sends one request, paced and with fresh credentials, riding out burst 429s. Returns the
+    /// status and the JSON body (`Null` when empty, a string when not JSON).
+    pub async fn send(
+        &self,
+        call: &Call<'_>,
+        credentials: &dyn Credentials,
+        policy: &dyn RatePolicy,
+    ) -> Result<(StatusCode, Value), CrmError> {
+        let provider = self.provider;
+        let unavailable = |e: reqwest::Error| CrmError::Unavailable {
+            provider,
+            message: e.without_url().to_string(),
+        };
+        let mut attempt = 0;
+        let mut reauthenticated = false;
+        loop {
+            if let Some(until) = self.quota.spent_until() {
+                return Err(CrmError::QuotaExhausted { provider, until });
+            }
+            if let Err(until) = policy.admit(call.cost) {
+                return Err(self.spent(until));
+            }
+            // Held until the answer is read: the windows count from then.
+            let mut slots = Vec::with_capacity(call.lanes.len());
+            for lane in call.lanes {
+                slots.push(lane.acquire().await);
+            }
+            let (base, auth_name, auth_value) = credentials.current().await?;
+            let mut req = self
+                .http
+                .request(call.method.clone(), format!("{base}{}", call.path))
+                .header(auth_name, auth_value)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .query(call.query);
+            if let Some(b) = call.body {
+                req = req.json(b);
+            }
+            self.bump(|s| s.requests += 1);
+            let resp = req.send().await.map_err(unavailable)?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.map_err(unavailable)?;
+            drop(slots);
+            let json: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            };
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                match policy.on_answer(&headers, call.cost) {
+                    Some(Throttle::Daily(until)) => {
+                        self.quota.set(until);
+                        tracing::warn!(%provider, %until, "daily quota spent; pausing until the reset");
+                    }
+                    Some(Throttle::Burst(wait)) => {
+                        for lane in call.lanes {
+                            lane.back_off(wait);
+                        }
+                    }
+                    None => {}
+                }
+                if status == StatusCode::UNAUTHORIZED
+                    && !reauthenticated
+                    && credentials.refused().await
+                {
+                    // The access token was revoked or expired early: refresh once.
+                    reauthenticated = true;
+                    continue;
+                }
+                return Ok((status, json));
+            }
+            self.bump(|s| s.rate_limited += 1);
+            match policy.on_429(&headers, &json, call.cost) {
+                Throttle::Daily(until) => {
+                    tracing::warn!(%provider, %until, "daily quota spent (429); pausing until the reset");
+                    return Err(self.spent(until));
+                }
+                Throttle::Burst(wait) => {
+                    attempt += 1;
+                    if attempt > self.max_rate_limit_retries {
+                        return Err(CrmError::RateLimited {
+                            provider,
+                            retry_after: wait,
+                        });
+                    }
+                    let jitter =
+                        Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
+                    tracing::debug!(%provider, ?wait, attempt, "burst limit hit; waiting");
+                    for lane in call.lanes {
+                        lane.back_off(wait + jitter);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A header's value as a number.
+pub fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
