@@ -1,9 +1,14 @@
 //! HubSpot CRM v3 client: the [`CrmClient`] port over HubSpot's contacts, batch, search and
 //! properties APIs, with pacing, 429 handling and OAuth refresh.
 
+mod errors;
 pub mod mapping;
+mod search;
 pub mod settings;
 pub mod webhook;
+
+pub use errors::{error_for, parse_existing_id};
+use errors::{error_message, not_a_custom_field};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,7 @@ use super::transport::{
 };
 use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecords, CrmClient, CrmContext};
 
 pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
 /// Our custom contact property.
@@ -139,85 +144,6 @@ impl ObjectJson {
             updated_at: self.updated_at,
             archived: self.archived,
         }
-    }
-}
-
-/// Our cursor over `lastmodifieddate`, paged by object id so the 10,000-result cap of search
-/// never applies (keyset paging instead of `after` offsets).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct SearchCursor {
-    /// Inclusive lower bound on `lastmodifieddate` (epoch ms) of the current pass.
-    since: i64,
-    /// Highest object id already returned in the current pass.
-    after_id: u64,
-    /// Highest `lastmodifieddate` seen in the current pass: the next pass starts there.
-    max_seen: i64,
-}
-
-fn parse_time_ms(v: &Value) -> Option<i64> {
-    let s = v.as_str()?;
-    s.parse::<i64>().ok().or_else(|| {
-        s.parse::<DateTime<Utc>>()
-            .ok()
-            .map(|t| t.timestamp_millis())
-    })
-}
-
-fn error_message(body: &Value) -> String {
-    body.get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.to_string())
-}
-
-/// Maps an error response to a [`CrmError`].
-pub fn error_for(status: StatusCode, body: &Value) -> CrmError {
-    let message = error_message(body);
-    match status.as_u16() {
-        401 | 403 => CrmError::Auth {
-            provider: P,
-            message,
-        },
-        409 => match parse_existing_id(&message) {
-            Some(existing_id) => CrmError::AlreadyExists {
-                provider: P,
-                existing_id,
-            },
-            None => CrmError::Rejected {
-                provider: P,
-                status: 409,
-                message,
-            },
-        },
-        s if s >= 500 => CrmError::Unavailable {
-            provider: P,
-            message: format!("{status}: {message}"),
-        },
-        s => CrmError::Rejected {
-            provider: P,
-            status: s,
-            message,
-        },
-    }
-}
-
-/// `Contact already exists. Existing ID: 37765128953` → `37765128953`.
-pub fn parse_existing_id(message: &str) -> Option<String> {
-    let rest = &message[message.find("Existing ID:")? + "Existing ID:".len()..];
-    let id: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    (!id.is_empty()).then_some(id)
-}
-
-/// HubSpot has standard properties for every synced field but pronouns.
-fn not_a_custom_field(field: CustomField) -> CrmError {
-    CrmError::Rejected {
-        provider: P,
-        status: 400,
-        message: format!("HubSpot keeps {} in a standard property", field.as_str()),
     }
 }
 
@@ -604,64 +530,10 @@ impl CrmClient for HubSpotClient {
 
     async fn changed_since(
         &self,
-        _ctx: &CrmContext,
+        ctx: &CrmContext,
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
-        let mut c: SearchCursor = cursor
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        let body = json!({
-            "filterGroups": [{"filters": [
-                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": c.since.to_string()},
-                {"propertyName": "hs_object_id", "operator": "GT", "value": c.after_id.to_string()},
-            ]}],
-            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-            "properties": ["hs_object_id", "lastmodifieddate"],
-            "limit": SEARCH_PAGE,
-        });
-        let (status, body) = self
-            .call(
-                Lane::Search,
-                Method::POST,
-                "/crm/v3/objects/contacts/search",
-                &[],
-                Some(&body),
-            )
-            .await?;
-        if status != StatusCode::OK {
-            return Err(error_for(status, &body));
-        }
-        let results = body["results"].as_array().cloned().unwrap_or_default();
-        let mut records = Vec::with_capacity(results.len());
-        for r in &results {
-            let Some(id) = r["id"].as_str() else { continue };
-            if let Ok(n) = id.parse::<u64>() {
-                c.after_id = c.after_id.max(n);
-            }
-            let modified = parse_time_ms(&r["properties"]["lastmodifieddate"]);
-            if let Some(t) = modified {
-                c.max_seen = c.max_seen.max(t);
-            }
-            records.push(ChangedRecord {
-                id: id.to_string(),
-                updated_at: modified.and_then(DateTime::from_timestamp_millis),
-                fields: None,
-            });
-        }
-        let has_more = results.len() >= SEARCH_PAGE;
-        if !has_more {
-            // Pass complete: the next one starts at the newest change seen (inclusive).
-            c = SearchCursor {
-                since: c.max_seen.max(c.since),
-                after_id: 0,
-                max_seen: c.max_seen.max(c.since),
-            };
-        }
-        Ok(ChangedRecords {
-            records,
-            next_cursor: Some(serde_json::to_string(&c).expect("cursor serialises")),
-            has_more,
-        })
+        self.search_changed(ctx, cursor).await
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {
@@ -723,58 +595,5 @@ impl CrmClient for HubSpotClient {
             StatusCode::NOT_FOUND => Ok(None),
             s => Err(error_for(s, &body)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn existing_id_is_parsed_from_the_409_message() {
-        assert_eq!(
-            parse_existing_id("Contact already exists. Existing ID: 37765128953").as_deref(),
-            Some("37765128953")
-        );
-        assert_eq!(parse_existing_id("Contact already exists."), None);
-        let e = error_for(
-            StatusCode::CONFLICT,
-            &json!({"status":"error","message":"Contact already exists. Existing ID: 42","category":"CONFLICT"}),
-        );
-        assert_eq!(
-            e,
-            CrmError::AlreadyExists {
-                provider: P,
-                existing_id: "42".into()
-            }
-        );
-    }
-
-    #[test]
-    fn error_mapping() {
-        assert!(matches!(
-            error_for(StatusCode::UNAUTHORIZED, &Value::Null),
-            CrmError::Auth { .. }
-        ));
-        assert!(error_for(StatusCode::SERVICE_UNAVAILABLE, &Value::Null).is_transient());
-        let e = error_for(
-            StatusCode::BAD_REQUEST,
-            &json!({"message": "Property values were not valid"}),
-        );
-        assert!(!e.is_transient());
-        assert!(e.to_string().contains("Property values were not valid"));
-    }
-
-    #[test]
-    fn search_times_parse_from_ms_or_iso() {
-        assert_eq!(
-            parse_time_ms(&json!("1767225600000")),
-            Some(1_767_225_600_000)
-        );
-        assert_eq!(
-            parse_time_ms(&json!("2026-01-01T00:00:00Z")),
-            Some(1_767_225_600_000)
-        );
-        assert_eq!(parse_time_ms(&json!(null)), None);
     }
 }
