@@ -363,30 +363,46 @@ impl ContactLink {
     }
 }
 
-/// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where a change came from: the app, or one of the CRMs. Serialised as `"app"` or the CRM's
+/// name (`"hubspot"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Origin {
     App,
-    HubSpot,
-    Pipedrive,
+    Crm(Provider),
 }
 
 impl Origin {
     pub fn provider(self) -> Option<Provider> {
         match self {
             Origin::App => None,
-            Origin::HubSpot => Some(Provider::HubSpot),
-            Origin::Pipedrive => Some(Provider::Pipedrive),
+            Origin::Crm(p) => Some(p),
         }
     }
 }
 
 impl From<Provider> for Origin {
     fn from(p: Provider) -> Self {
-        match p {
-            Provider::HubSpot => Origin::HubSpot,
-            Provider::Pipedrive => Origin::Pipedrive,
+        Origin::Crm(p)
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Origin::App => "app",
+            Origin::Crm(p) => p.as_str(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "app" => Ok(Origin::App),
+            other => Provider::parse(other)
+                .map(Origin::Crm)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown origin {other:?}"))),
         }
     }
 }
@@ -627,7 +643,12 @@ mod tests {
 
     #[test]
     fn jobs_round_trip_and_untyped_messages_still_parse() {
-        let change = ChangeEvent::new(TenantId::new("t"), Origin::HubSpot, "5", ChangeKind::Upsert);
+        let change = ChangeEvent::new(
+            TenantId::new("t"),
+            Origin::Crm(Provider::HubSpot),
+            "5",
+            ChangeKind::Upsert,
+        );
         let job = Job::Change(change.clone());
         assert_eq!(
             Job::parse(&serde_json::to_string(&job).unwrap()).unwrap(),

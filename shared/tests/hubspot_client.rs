@@ -387,7 +387,7 @@ async fn worker_batches_reads_of_a_queue_batch() {
         .map(|id| {
             ChangeEvent::new(
                 TenantId::new("t"),
-                Origin::HubSpot,
+                Origin::Crm(shared::Provider::HubSpot),
                 id.clone(),
                 ChangeKind::Upsert,
             )

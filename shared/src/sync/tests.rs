@@ -135,7 +135,7 @@ async fn app_contact_reaches_both_crms_and_replays_write_nothing() {
     }
     let echo = ChangeEvent::new(
         tenant(),
-        Origin::HubSpot,
+        Origin::Crm(Provider::HubSpot),
         hs.external_id.clone(),
         ChangeKind::Upsert,
     );
@@ -156,7 +156,7 @@ async fn crm_edit_flows_to_app_and_the_other_crm_without_echo() {
 
     let ev = ChangeEvent::new(
         tenant(),
-        Origin::HubSpot,
+        Origin::Crm(Provider::HubSpot),
         hs.external_id.clone(),
         ChangeKind::Upsert,
     );
@@ -181,7 +181,7 @@ async fn crm_edit_flows_to_app_and_the_other_crm_without_echo() {
         ev.clone(),
         ChangeEvent::new(
             tenant(),
-            Origin::Pipedrive,
+            Origin::Crm(Provider::Pipedrive),
             pd.external_id.clone(),
             ChangeKind::Upsert,
         ),
@@ -222,7 +222,12 @@ async fn new_crm_record_is_imported_and_pushed_to_the_other_crm() {
         first_name: Some("Bo".into()),
         ..Default::default()
     });
-    let ev = ChangeEvent::new(tenant(), Origin::Pipedrive, id.clone(), ChangeKind::Upsert);
+    let ev = ChangeEvent::new(
+        tenant(),
+        Origin::Crm(Provider::Pipedrive),
+        id.clone(),
+        ChangeKind::Upsert,
+    );
     let r = f.service.handle(&ev).await.unwrap();
     let contact_id = r.contact_id.unwrap();
     let c = f.store.get(&tenant(), &contact_id).await.unwrap().unwrap();
@@ -346,7 +351,7 @@ async fn app_delete_archives_in_crms_and_crm_delete_keeps_the_app_contact() {
     f.hubspot.user_archive(&hs2.external_id);
     let ev = ChangeEvent::new(
         tenant(),
-        Origin::HubSpot,
+        Origin::Crm(Provider::HubSpot),
         hs2.external_id.clone(),
         ChangeKind::Delete,
     );
@@ -376,11 +381,16 @@ async fn merge_rekeys_the_link_instead_of_deleting() {
     });
     f.hubspot.user_archive(&old);
     // Deletion of the merged-away id first (HubSpot does not order events), then the merge.
-    let del = ChangeEvent::new(tenant(), Origin::HubSpot, old.clone(), ChangeKind::Delete);
+    let del = ChangeEvent::new(
+        tenant(),
+        Origin::Crm(Provider::HubSpot),
+        old.clone(),
+        ChangeKind::Delete,
+    );
     f.service.handle(&del).await.unwrap();
     let merge = ChangeEvent::new(
         tenant(),
-        Origin::HubSpot,
+        Origin::Crm(Provider::HubSpot),
         survivor.clone(),
         ChangeKind::Merge {
             merged_ids: vec![old.clone()],
@@ -718,8 +728,14 @@ async fn a_crm_restore_revives_the_link() {
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
     f.hubspot.user_archive(&hs.external_id);
-    let crm_event =
-        |kind| ChangeEvent::new(tenant(), Origin::HubSpot, hs.external_id.clone(), kind);
+    let crm_event = |kind| {
+        ChangeEvent::new(
+            tenant(),
+            Origin::Crm(Provider::HubSpot),
+            hs.external_id.clone(),
+            kind,
+        )
+    };
     f.service
         .handle(&crm_event(ChangeKind::Delete))
         .await
@@ -786,7 +802,7 @@ async fn app_wins_policy_through_the_service() {
     service
         .handle(&ChangeEvent::new(
             tenant(),
-            Origin::HubSpot,
+            Origin::Crm(Provider::HubSpot),
             hs.external_id.clone(),
             ChangeKind::Upsert,
         ))
@@ -880,7 +896,7 @@ async fn a_lost_write_race_is_re_read_and_re_planned() {
     service
         .handle(&ChangeEvent::new(
             tenant(),
-            Origin::HubSpot,
+            Origin::Crm(Provider::HubSpot),
             hs.external_id.clone(),
             ChangeKind::Upsert,
         ))

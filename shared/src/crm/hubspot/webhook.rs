@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{ChangeEvent, ChangeKind, Origin, TenantId};
+use crate::domain::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
 
 /// HubSpot sends at most 100 events per request.
 pub const MAX_EVENTS: usize = 100;
@@ -132,7 +132,7 @@ impl HubSpotEvent {
         };
         Some(ChangeEvent {
             tenant: tenant.clone(),
-            origin: Origin::HubSpot,
+            origin: Origin::Crm(Provider::HubSpot),
             record_id: record,
             kind,
             occurred_at: self.occurred(),

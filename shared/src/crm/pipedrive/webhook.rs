@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::mapping::{parse_id, parse_time};
-use crate::domain::{ChangeEvent, ChangeKind, Origin, TenantId};
+use crate::domain::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
 
 /// `meta` of a webhooks v2 payload. Ids are strings in v2 (numbers accepted too).
 #[derive(Debug, Clone, Deserialize)]
@@ -164,7 +164,7 @@ impl PipedriveWebhook {
         };
         Some(ChangeEvent {
             tenant: tenant.clone(),
-            origin: Origin::Pipedrive,
+            origin: Origin::Crm(Provider::Pipedrive),
             record_id: record,
             kind,
             occurred_at: self.occurred(),
@@ -223,7 +223,7 @@ mod tests {
         let c = h.to_change(&t()).unwrap();
         assert_eq!(c.record_id, "8");
         assert_eq!(c.kind, ChangeKind::Upsert);
-        assert_eq!(c.origin, Origin::Pipedrive);
+        assert_eq!(c.origin, Origin::Crm(Provider::Pipedrive));
         assert_eq!(c.occurred_at.timestamp_millis(), 1_748_859_515_616);
         assert_eq!(c.provenance.as_deref(), Some("api:12415231"));
         assert_eq!(
