@@ -368,7 +368,7 @@ impl CrmContext {
 }
 
 /// A record reported changed by a poll, with its modification time when the CRM gives it, and
-/// its values when the listing carries them (Pipedrive's does), so that a poll can tell a record
+/// its values when the listing carries them (both CRMs' do), so that a poll can tell a record
 /// it already agrees with from a changed one without reading it again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangedRecord {

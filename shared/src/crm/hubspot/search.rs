@@ -7,7 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{HubSpotClient, Lane, SEARCH_PAGE, error_for};
+use super::{HubSpotClient, Lane, SEARCH_PAGE, error_for, mapping};
+use crate::domain::CustomField;
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmContext};
 
@@ -33,11 +34,16 @@ fn parse_time_ms(v: &Value) -> Option<i64> {
 }
 
 impl HubSpotClient {
+    /// One page of records changed since the cursor, with their values (so a poll can skip
+    /// the ones it already agrees with, without reading them again).
     pub(super) async fn search_changed(
         &self,
-        _ctx: &CrmContext,
+        ctx: &CrmContext,
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
+        let key = ctx.field(CustomField::Pronouns);
+        let mut properties = mapping::read_properties(key);
+        properties.push("hs_object_id".into());
         let mut c: SearchCursor = cursor
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
@@ -47,7 +53,7 @@ impl HubSpotClient {
                 {"propertyName": "hs_object_id", "operator": "GT", "value": c.after_id.to_string()},
             ]}],
             "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-            "properties": ["hs_object_id", "lastmodifieddate"],
+            "properties": properties,
             "limit": SEARCH_PAGE,
         });
         let (status, body) = self
@@ -73,10 +79,13 @@ impl HubSpotClient {
             if let Some(t) = modified {
                 c.max_seen = c.max_seen.max(t);
             }
+            let fields = r["properties"]
+                .as_object()
+                .map(|props| mapping::from_properties(props, key));
             records.push(ChangedRecord {
                 id: id.to_string(),
                 updated_at: modified.and_then(DateTime::from_timestamp_millis),
-                fields: None,
+                fields,
             });
         }
         let has_more = results.len() >= SEARCH_PAGE;
