@@ -44,7 +44,9 @@ pub trait ContactStore: Send + Sync {
     async fn update(&self, contact: &Contact) -> Result<Contact, StoreError>;
 }
 
-/// ContactLinks: keyed by tenant and `provider#externalId`.
+/// ContactLinks: keyed by tenant and `provider#externalId`. A contact has at most one link per
+/// CRM (active, or kept as a tombstone): the first link of a (contact, CRM) claims that place,
+/// and every decision reads it back consistently, by key.
 #[async_trait]
 pub trait LinkStore: Send + Sync {
     async fn get_link(
@@ -53,7 +55,15 @@ pub trait LinkStore: Send + Sync {
         provider: Provider,
         external_id: &str,
     ) -> Result<Option<ContactLink>, StoreError>;
-    /// All links of one app contact (the by-contact index).
+    /// The contact's link with one CRM, active or a tombstone, read consistently (by the
+    /// contact's claim, never from an index that may lag).
+    async fn link_for_contact(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+    ) -> Result<Option<ContactLink>, StoreError>;
+    /// All links of one app contact (the by-contact index: views, which may lag a write).
     async fn links_for_contact(
         &self,
         tenant: &TenantId,
@@ -61,19 +71,19 @@ pub trait LinkStore: Send + Sync {
     ) -> Result<Vec<ContactLink>, StoreError>;
     /// All links of a tenant (status pages, reconcile).
     async fn links_for_tenant(&self, tenant: &TenantId) -> Result<Vec<ContactLink>, StoreError>;
-    /// Writes a link if the stored version is `link.version` (0 = must not exist yet); returns it
-    /// with the next version.
+    /// Writes a link if the stored version is `link.version`; returns it with the next version.
+    /// A new link (version 0) must be the first of its contact with its CRM: `Conflict` when the
+    /// record is linked already or the contact has another link with that CRM.
     async fn put_link(&self, link: &ContactLink) -> Result<ContactLink, StoreError>;
-    /// Removes a link (merge re-keying) if its stored version is `version`.
-    async fn delete_link(
+    /// Moves a link to another record of its CRM (a merge's survivor; a create's intent to the
+    /// record created), keeping the contact's claim, if the stored version is `link.version` and
+    /// no link holds `external_id`; returns the moved link.
+    async fn rekey_link(
         &self,
-        tenant: &TenantId,
-        provider: Provider,
+        link: &ContactLink,
         external_id: &str,
-        version: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<ContactLink, StoreError>;
 }
-
 /// Per tenant and provider counters and health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProviderStats {

@@ -370,3 +370,171 @@ async fn a_webhook_that_could_not_be_enqueued_is_accepted_on_redelivery() {
     let (_, again) = send().await;
     assert_eq!(again["dropped"], 1, "a real duplicate still is");
 }
+
+/// A state store whose dedupe marks fail from the `fail_from`-th on (a DynamoDB error mid-batch).
+#[derive(Clone)]
+struct FlakyDedupe {
+    inner: EmbeddedStore,
+    marks: Arc<std::sync::atomic::AtomicUsize>,
+    fail_from: usize,
+}
+
+#[async_trait::async_trait]
+impl shared::adapters::state::StateKv for FlakyDedupe {
+    async fn kv_get(&self, p: &str, k: &str) -> Result<Option<String>, shared::error::StoreError> {
+        self.inner.kv_get(p, k).await
+    }
+    async fn kv_put(&self, p: &str, k: &str, v: &str) -> Result<(), shared::error::StoreError> {
+        self.inner.kv_put(p, k, v).await
+    }
+    async fn kv_put_new(
+        &self,
+        p: &str,
+        k: &str,
+        v: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, shared::error::StoreError> {
+        let n = self.marks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n + 1 >= self.fail_from {
+            return Err(shared::error::StoreError::Backend("throttled".into()));
+        }
+        self.inner.kv_put_new(p, k, v, ttl).await
+    }
+    async fn kv_delete(&self, p: &str, k: &str) -> Result<(), shared::error::StoreError> {
+        self.inner.kv_delete(p, k).await
+    }
+    async fn kv_scan(
+        &self,
+        p: &str,
+        prefix: &str,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, shared::error::StoreError> {
+        self.inner.kv_scan(p, prefix, newest_first, limit).await
+    }
+    async fn kv_update(
+        &self,
+        p: &str,
+        k: &str,
+        update: shared::adapters::state::Update<'_>,
+    ) -> Result<(), shared::error::StoreError> {
+        self.inner.kv_update(p, k, update).await
+    }
+}
+
+/// A batch that fails part-way (the third event's dedupe mark cannot be written) answers with an
+/// error and forgets the marks it did write: HubSpot's retry of the whole batch is accepted.
+#[tokio::test]
+async fn a_batch_that_fails_part_way_is_accepted_whole_on_retry() {
+    let store = EmbeddedStore::in_memory().unwrap();
+    let mut tenant = TenantConfig::new("acme");
+    tenant.api_key = Some("key-acme".into());
+    tenant.accounts.push(shared::CrmAccount {
+        provider: shared::Provider::HubSpot,
+        account_id: "62515".into(),
+        our_writer: None,
+        webhook_auth: Some(shared::WebhookAuth::Signature {
+            secret: "hs-secret".into(),
+        }),
+    });
+    let mut tenants = Tenants::new();
+    tenants.add(tenant, vec![]);
+    let s = Arc::new(store.clone());
+    let state = Arc::new(FlakyDedupe {
+        inner: store.clone(),
+        marks: Arc::default(),
+        fail_from: 3,
+    });
+    let router = shared::http::router(AppState {
+        service: SyncService::new(s.clone(), s.clone(), state.clone(), Arc::new(tenants)),
+        queue: s,
+        settings: Arc::new(HttpSettings::default()),
+    });
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            serde_json::json!({"eventId": 10 + i, "subscriptionId": 1, "portalId": 62515,
+                "occurredAt": 1795773600000u64 + i, "subscriptionType": "contact.propertyChange",
+                "objectId": 600 + i, "propertyName": "firstname", "propertyValue": "A",
+                "changeSource": "CRM_UI", "sourceId": "userId:1"})
+        })
+        .collect();
+    let body = serde_json::to_string(&events).unwrap();
+    let send = || {
+        let (router, body) = (router.clone(), body.clone());
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/webhooks/hubspot")
+                .header("content-type", "application/json")
+                .header("x-hubspot-signature-version", "v1")
+                .header(
+                    "x-hubspot-signature",
+                    shared::signature::hubspot_v1("hs-secret", body.as_bytes()),
+                )
+                .body(Body::from(body))
+                .unwrap();
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = send().await;
+    assert!(status.is_server_error(), "{status}");
+    assert_eq!(store.depth(&TenantId::new("acme")).await.unwrap().jobs, 0);
+    // The store recovers; HubSpot retries the batch.
+    let healthy = FlakyDedupe {
+        fail_from: usize::MAX,
+        ..(*state).clone()
+    };
+    let router = shared::http::router(AppState {
+        service: SyncService::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(healthy),
+            Arc::new({
+                let mut t = Tenants::new();
+                let mut c = TenantConfig::new("acme");
+                c.accounts.push(shared::CrmAccount {
+                    provider: shared::Provider::HubSpot,
+                    account_id: "62515".into(),
+                    our_writer: None,
+                    webhook_auth: Some(shared::WebhookAuth::Signature {
+                        secret: "hs-secret".into(),
+                    }),
+                });
+                t.add(c, vec![]);
+                t
+            }),
+        ),
+        queue: Arc::new(store.clone()),
+        settings: Arc::new(HttpSettings::default()),
+    });
+    let req = Request::builder()
+        .method("POST")
+        .uri("/webhooks/hubspot")
+        .header("content-type", "application/json")
+        .header("x-hubspot-signature-version", "v1")
+        .header(
+            "x-hubspot-signature",
+            shared::signature::hubspot_v1("hs-secret", body.as_bytes()),
+        )
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        answer["accepted"], 3,
+        "no event of the retried batch is a duplicate: {answer}"
+    );
+    assert_eq!(store.depth(&TenantId::new("acme")).await.unwrap().jobs, 3);
+}

@@ -65,6 +65,7 @@ contract!(
     lists_page_through_live_contacts_in_id_order,
     racing_writers_lose_no_update,
     links_are_conditional_and_found_by_contact,
+    a_contact_has_one_link_per_crm,
     cursors_and_sync_now_progress,
     crm_health_adds_up_outcomes_and_pauses,
     racing_health_updates_lose_none,
@@ -291,14 +292,27 @@ async fn links_are_conditional_and_found_by_contact(s: impl Store) {
             .unwrap()
             .is_none()
     );
+    // A merge moves the link to the survivor; a stale version loses.
     assert!(matches!(
-        s.delete_link(&tenant(), Provider::HubSpot, "101", 1).await,
+        s.rekey_link(&l, "202").await,
         Err(StoreError::Conflict(_))
     ));
-    s.delete_link(&tenant(), Provider::HubSpot, "101", 2)
-        .await
-        .unwrap();
-    assert_eq!(s.links_for_contact(&tenant(), "c1").await.unwrap().len(), 1);
+    let moved = s.rekey_link(&l2, "202").await.unwrap();
+    assert_eq!((moved.external_id.as_str(), moved.version), ("202", 1));
+    assert!(
+        s.get_link(&tenant(), Provider::HubSpot, "101")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.link_for_contact(&tenant(), "c1", Provider::HubSpot)
+            .await
+            .unwrap()
+            .unwrap(),
+        moved
+    );
+    assert_eq!(s.links_for_tenant(&tenant()).await.unwrap().len(), 3);
     let mut tomb = s
         .get_link(&tenant(), Provider::Pipedrive, "7")
         .await
@@ -602,5 +616,83 @@ async fn the_registry_keeps_one_record_per_tenant(s: impl Store) {
             .await
             .unwrap(),
         None
+    );
+}
+
+/// The first link of a (contact, CRM) claims that place: a second record cannot be linked to
+/// the same contact in the same CRM, racing writers or not, and the claim is read back by key.
+async fn a_contact_has_one_link_per_crm(s: impl Store) {
+    assert!(
+        s.link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let first = s
+        .put_link(&link("c1", Provider::Pipedrive, "7"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_link(&link("c1", Provider::Pipedrive, "8")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        s.get_link(&tenant(), Provider::Pipedrive, "8")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Other CRMs and other contacts are free.
+    s.put_link(&link("c1", Provider::HubSpot, "8"))
+        .await
+        .unwrap();
+    s.put_link(&link("c2", Provider::Pipedrive, "8"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+            .await
+            .unwrap()
+            .unwrap(),
+        first
+    );
+    // A tombstone keeps the claim: the contact is not linked again (delete protection).
+    let mut tomb = first.clone();
+    tomb.status = LinkStatus::Deleted;
+    let tomb = s.put_link(&tomb).await.unwrap();
+    assert!(matches!(
+        s.put_link(&link("c1", Provider::Pipedrive, "9")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+            .await
+            .unwrap()
+            .unwrap(),
+        tomb
+    );
+    // Ten writers race to give one contact its first link: exactly one wins.
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.put_link(&link("c3", Provider::Pipedrive, &format!("r{i}")))
+                .await
+                .is_ok()
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        winners += usize::from(h.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(
+        s.links_for_tenant(&tenant())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| l.contact_id == "c3")
+            .count(),
+        1
     );
 }

@@ -305,6 +305,9 @@ pub async fn replace(
         )));
     }
     if contact.fields == fields {
+        // Nothing changed, but a retry of a write whose sync job was never queued lands here:
+        // queue one (the worker finds nothing to do when all is in sync).
+        enqueue(&state, &tenant, &id, ChangeKind::Upsert).await?;
         return Ok(Json(view(&state, &tenant, contact).await?));
     }
     contact.fields = fields;
@@ -319,10 +322,16 @@ pub async fn delete(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut contact = load(&state, &tenant, &id).await?;
-    contact.deleted = true;
-    contact.last_app_modified = Utc::now();
-    state.service.contacts.update(&contact).await?;
+    let mut contact = match state.service.contacts.get(&tenant, &id).await? {
+        Some(c) => c,
+        None => return Err(ApiError::not_found(format!("no contact {id}"))),
+    };
+    // Deleting is idempotent: a retry of a delete whose sync job was never queued queues it.
+    if !contact.deleted {
+        contact.deleted = true;
+        contact.last_app_modified = Utc::now();
+        state.service.contacts.update(&contact).await?;
+    }
     enqueue(&state, &tenant, &id, ChangeKind::Delete).await?;
     Ok(StatusCode::NO_CONTENT)
 }

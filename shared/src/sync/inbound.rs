@@ -170,14 +170,11 @@ impl SyncService {
                 .await?
                 .is_none()
             {
-                let mut moved = link.clone();
-                moved.external_id = survivor.to_string();
-                moved.status = LinkStatus::Pending;
-                moved.version = 0;
-                self.links.put_link(&moved).await?;
-                self.links
-                    .delete_link(tenant, provider, old, link.version)
-                    .await?;
+                let pending = ContactLink {
+                    status: LinkStatus::Pending,
+                    ..link
+                };
+                self.links.rekey_link(&pending, survivor).await?;
             } else if link.status != LinkStatus::Deleted {
                 let mut tomb = link;
                 tomb.status = LinkStatus::Deleted;

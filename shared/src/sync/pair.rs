@@ -95,15 +95,12 @@ impl SyncService {
         } else {
             LinkStatus::Error
         };
-        let links = self
+        let link = self
             .links
-            .links_for_contact(tenant, contact_id)
+            .link_for_contact(tenant, contact_id, provider)
             .await
             .unwrap_or_default();
-        match links
-            .into_iter()
-            .find(|l| l.provider == provider && l.status != LinkStatus::Deleted)
-        {
+        match link.filter(|l| l.status != LinkStatus::Deleted) {
             Some(mut link) => {
                 link.status = status;
                 link.last_error = Some(message);
@@ -153,15 +150,16 @@ impl SyncService {
         let Some(contact) = self.contacts.get(tenant, contact_id).await? else {
             return Ok(SyncReport::default());
         };
-        let links = self.links.links_for_contact(tenant, contact_id).await?;
-        let active = links
-            .iter()
-            .find(|l| l.provider == provider && l.status != LinkStatus::Deleted)
-            .cloned();
-        if active.is_none() && links.iter().any(|l| l.provider == provider) {
+        // Read by key, consistently: a decision is never made from an index that may lag.
+        let active = match self
+            .links
+            .link_for_contact(tenant, contact_id, provider)
+            .await?
+        {
             // The CRM record was deleted: delete protection, nothing is recreated.
-            return Ok(SyncReport::default());
-        }
+            Some(l) if l.status == LinkStatus::Deleted => return Ok(SyncReport::default()),
+            other => other,
+        };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, client).await?;
         let record = Self::read_crm_side(client, &ctx, &contact, active.as_ref(), known).await?;

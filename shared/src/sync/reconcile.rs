@@ -98,14 +98,7 @@ impl SyncService {
             }
         }
         progress.phase = "retry failed".into();
-        let mut retry: Vec<String> = self
-            .links
-            .links_for_tenant(tenant)
-            .await?
-            .into_iter()
-            .filter(|l| matches!(l.status, LinkStatus::Error | LinkStatus::Pending))
-            .map(|l| l.contact_id)
-            .collect();
+        let mut retry = self.unsynced_contacts(tenant).await?;
         retry.sort();
         retry.dedup();
         let jobs: Vec<Job> = retry
@@ -129,6 +122,33 @@ impl SyncService {
         self.state.save_sync_now_progress(tenant, &progress).await?;
         info!(%tenant, backfilled = progress.backfilled, enqueued = progress.enqueued, errors = progress.errors.len(), "sync now finished");
         Ok(progress)
+    }
+
+    /// Contacts whose sync is owed: a link that failed or waits, or an app change (an edit, a
+    /// delete) made after the link's last sync, e.g. one whose sync job was never queued.
+    async fn unsynced_contacts(&self, tenant: &TenantId) -> Result<Vec<String>, SyncError> {
+        let mut owed = Vec::new();
+        let mut last_sync: std::collections::HashMap<String, chrono::DateTime<Utc>> =
+            Default::default();
+        for l in self.links.links_for_tenant(tenant).await? {
+            match l.status {
+                LinkStatus::Error | LinkStatus::Pending => owed.push(l.contact_id),
+                LinkStatus::Synced => {
+                    let at = l.last_synced_at.unwrap_or_default();
+                    let seen = last_sync.entry(l.contact_id).or_insert(at);
+                    *seen = (*seen).min(at);
+                }
+                LinkStatus::Deleted => {}
+            }
+        }
+        for (contact_id, synced) in last_sync {
+            if let Some(c) = self.contacts.get(tenant, &contact_id).await?
+                && (c.deleted || c.last_app_modified > synced)
+            {
+                owed.push(contact_id);
+            }
+        }
+        Ok(owed)
     }
 
     /// The last (or running) Sync Now's progress.

@@ -925,3 +925,42 @@ async fn a_lost_write_race_is_re_read_and_re_planned() {
         "no false conflict"
     );
 }
+
+/// An app change saved without its sync job (the enqueue failed after the write) is found by
+/// Sync Now: an edit reaches the CRMs and a delete archives them.
+#[tokio::test]
+async fn sync_now_sweeps_app_changes_whose_job_was_never_queued() {
+    let f = fixture(true).await;
+    let q: &dyn JobQueue = &f.store;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    create_app_contact(&f, "c2", "bo@x.io", "Bo").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    f.service.handle(&app_event("c2")).await.unwrap();
+    // Saved in the app, never queued.
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Anna".into());
+    c1.last_app_modified = Utc::now();
+    f.store.update(&c1).await.unwrap();
+    let mut c2 = f.store.get(&tenant(), "c2").await.unwrap().unwrap();
+    c2.deleted = true;
+    c2.last_app_modified = Utc::now();
+    f.store.update(&c2).await.unwrap();
+    assert_eq!(q.depth(&tenant()).await.unwrap().jobs, 0);
+
+    f.service.reconcile(&tenant(), q, 1).await.unwrap();
+    while worker::run_once(&f.service, q, 10).await.unwrap() > 0 {}
+    let hs1 = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(
+        f.hubspot
+            .record(&hs1.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Anna")
+    );
+    let hs2 = link(&f, "c2", Provider::HubSpot).await;
+    assert!(f.hubspot.record(&hs2.external_id).unwrap().archived);
+    let pd2 = link(&f, "c2", Provider::Pipedrive).await;
+    assert!(f.pipedrive.record(&pd2.external_id).unwrap().archived);
+}

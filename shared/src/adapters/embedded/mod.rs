@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS links (
   tenant TEXT NOT NULL, sk TEXT NOT NULL, contact_id TEXT NOT NULL,
   version INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant, sk));
 CREATE INDEX IF NOT EXISTS links_by_contact ON links (tenant, contact_id);
+CREATE TABLE IF NOT EXISTS link_claims (
+  tenant TEXT NOT NULL, contact_id TEXT NOT NULL, provider TEXT NOT NULL, sk TEXT NOT NULL,
+  PRIMARY KEY (tenant, contact_id, provider));
+INSERT OR IGNORE INTO link_claims (tenant, contact_id, provider, sk)
+  SELECT tenant, contact_id, substr(sk, 1, instr(sk, '#') - 1), sk FROM links;
 CREATE TABLE IF NOT EXISTS state (
   tenant TEXT NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, expires_at INTEGER,
   PRIMARY KEY (tenant, k));

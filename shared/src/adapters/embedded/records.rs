@@ -2,7 +2,7 @@
 //! its version.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{EmbeddedStore, backend, from_json, is_unique_violation, to_json};
 use crate::adapters::{link_key, link_sort_key};
@@ -177,68 +177,135 @@ impl LinkStore for EmbeddedStore {
         rows.map(|r| from_json(&r.map_err(backend)?)).collect()
     }
 
+    async fn link_for_contact(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        let body: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT l.body FROM link_claims c JOIN links l ON l.tenant = c.tenant AND l.sk = c.sk
+                 WHERE c.tenant = ?1 AND c.contact_id = ?2 AND c.provider = ?3",
+                params![tenant.as_str(), contact_id, provider.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
     async fn put_link(&self, link: &ContactLink) -> Result<ContactLink, StoreError> {
         let mut stored = link.clone();
         stored.version = link.version + 1;
         let body = to_json(&stored)?;
-        let db = self.db();
-        let changed = if link.version == 0 {
-            match db.execute(
-                "INSERT INTO links (tenant, sk, contact_id, version, body) VALUES (?1, ?2, ?3, 1, ?4)",
-                params![stored.tenant.as_str(), link_key(&stored), stored.contact_id, body],
-            ) {
-                Err(e) if is_unique_violation(&e) => 0,
-                other => other.map_err(backend)?,
+        let sk = link_key(&stored);
+        let conflict =
+            || StoreError::Conflict(format!("link {} changed meanwhile", link_key(link)));
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        if link.version == 0 {
+            let claimed: Option<String> = tx
+                .query_row(
+                    "SELECT sk FROM link_claims WHERE tenant = ?1 AND contact_id = ?2 AND provider = ?3",
+                    params![stored.tenant.as_str(), stored.contact_id, stored.provider.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if claimed.is_some_and(|c| c != sk) {
+                return Err(StoreError::Conflict(format!(
+                    "contact {} already has a {} link",
+                    stored.contact_id, stored.provider
+                )));
             }
-        } else {
-            db.execute(
-                "UPDATE links SET contact_id = ?3, version = ?4, body = ?5
-                 WHERE tenant = ?1 AND sk = ?2 AND version = ?6",
-                params![
-                    stored.tenant.as_str(),
-                    link_key(&stored),
-                    stored.contact_id,
-                    stored.version as i64,
-                    body,
-                    link.version as i64
-                ],
-            )
-            .map_err(backend)?
-        };
-        if changed == 1 {
-            Ok(stored)
-        } else {
-            Err(StoreError::Conflict(format!(
-                "link {} changed meanwhile",
-                link_key(link)
-            )))
-        }
-    }
-
-    async fn delete_link(
-        &self,
-        tenant: &TenantId,
-        provider: Provider,
-        external_id: &str,
-        version: u64,
-    ) -> Result<(), StoreError> {
-        let n = self
-            .db()
-            .execute(
-                "DELETE FROM links WHERE tenant = ?1 AND sk = ?2 AND version = ?3",
-                params![
-                    tenant.as_str(),
-                    link_sort_key(provider, external_id),
-                    version as i64
-                ],
+            match tx.execute(
+                "INSERT INTO links (tenant, sk, contact_id, version, body) VALUES (?1, ?2, ?3, 1, ?4)",
+                params![stored.tenant.as_str(), sk, stored.contact_id, body],
+            ) {
+                Err(e) if is_unique_violation(&e) => return Err(conflict()),
+                other => other.map_err(backend)?,
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO link_claims (tenant, contact_id, provider, sk) VALUES (?1, ?2, ?3, ?4)",
+                params![stored.tenant.as_str(), stored.contact_id, stored.provider.as_str(), sk],
             )
             .map_err(backend)?;
-        if n == 1 {
-            Ok(())
         } else {
-            Err(StoreError::Conflict(format!(
-                "link {provider}#{external_id} changed meanwhile"
-            )))
+            let n = tx
+                .execute(
+                    "UPDATE links SET contact_id = ?3, version = ?4, body = ?5
+                     WHERE tenant = ?1 AND sk = ?2 AND version = ?6",
+                    params![
+                        stored.tenant.as_str(),
+                        sk,
+                        stored.contact_id,
+                        stored.version as i64,
+                        body,
+                        link.version as i64
+                    ],
+                )
+                .map_err(backend)?;
+            if n != 1 {
+                return Err(conflict());
+            }
         }
+        tx.commit().map_err(backend)?;
+        Ok(stored)
+    }
+
+    async fn rekey_link(
+        &self,
+        link: &ContactLink,
+        external_id: &str,
+    ) -> Result<ContactLink, StoreError> {
+        let old_sk = link_key(link);
+        let moved = ContactLink {
+            external_id: external_id.to_string(),
+            version: 1,
+            ..link.clone()
+        };
+        let new_sk = link_key(&moved);
+        let body = to_json(&moved)?;
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let n = tx
+            .execute(
+                "DELETE FROM links WHERE tenant = ?1 AND sk = ?2 AND version = ?3",
+                params![link.tenant.as_str(), old_sk, link.version as i64],
+            )
+            .map_err(backend)?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "link {old_sk} changed meanwhile"
+            )));
+        }
+        match tx.execute(
+            "INSERT INTO links (tenant, sk, contact_id, version, body) VALUES (?1, ?2, ?3, 1, ?4)",
+            params![moved.tenant.as_str(), new_sk, moved.contact_id, body],
+        ) {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("{new_sk} is linked already")));
+            }
+            other => other.map_err(backend)?,
+        };
+        tx.execute(
+            "INSERT INTO link_claims (tenant, contact_id, provider, sk) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, contact_id, provider) DO UPDATE SET sk = excluded.sk",
+            params![
+                moved.tenant.as_str(),
+                moved.contact_id,
+                moved.provider.as_str(),
+                new_sk
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(moved)
     }
 }

@@ -80,21 +80,40 @@ pub async fn receive(
     let mut changes = Vec::new();
     let mut marked = Vec::new();
     let mut dropped = 0usize;
+    // Any failure from here on answers with an error, and HubSpot retries the whole batch: the
+    // events marked seen by this request are forgotten first, so the retry is not dropped as a
+    // duplicate.
+    let forget = |marked: Vec<String>| {
+        let state = state.clone();
+        let tenant_id = tenant_id.clone();
+        async move {
+            for key in &marked {
+                let _ = state.service.state.forget_sighting(&tenant_id, key).await;
+            }
+        }
+    };
     for e in &events {
         if e.is_own_write(app_id) {
             dropped += 1;
             continue;
         }
-        if !state
+        let key = e.dedupe_key();
+        match state
             .service
             .state
-            .first_sighting(&tenant_id, &e.dedupe_key(), DEDUPE_TTL)
-            .await?
+            .first_sighting(&tenant_id, &key, DEDUPE_TTL)
+            .await
         {
-            dropped += 1;
-            continue;
+            Ok(true) => marked.push(key),
+            Ok(false) => {
+                dropped += 1;
+                continue;
+            }
+            Err(err) => {
+                forget(marked).await;
+                return Err(err.into());
+            }
         }
-        marked.push(e.dedupe_key());
         match e.to_change(&tenant_id) {
             Some(c) => changes.push(c),
             None => dropped += 1,
@@ -102,11 +121,7 @@ pub async fn receive(
     }
     let changes = coalesce(changes);
     if let Err(e) = state.queue.enqueue_changes(&changes).await {
-        // Not enqueued: HubSpot retries on our error answer, and that retry must not be taken
-        // for a duplicate.
-        for key in &marked {
-            let _ = state.service.state.forget_sighting(&tenant_id, key).await;
-        }
+        forget(marked).await;
         return Err(e.into());
     }
     tracing::info!(tenant = %tenant_id, received = events.len(), enqueued = changes.len(), dropped, "HubSpot webhook");

@@ -11,6 +11,14 @@ use crate::domain::{Contact, ContactLink, Provider, TenantId};
 use crate::error::StoreError;
 use crate::ports::{ContactStore, LinkStore, Page};
 
+/// Sort-key prefix of a contact's claim on its link with one CRM: `claim#<contact>#<provider>`,
+/// whose `target` is the link's sort key (no `contact_id` attribute, so not in the GSI).
+const CLAIM: &str = "claim#";
+
+fn claim_sk(contact_id: &str, provider: Provider) -> String {
+    format!("{CLAIM}{contact_id}#{provider}")
+}
+
 #[async_trait]
 impl ContactStore for DynamoStore {
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
@@ -237,65 +245,151 @@ impl LinkStore for DynamoStore {
             .expression_attribute_values(":t", s(tenant.as_str()))
             .consistent_read(true);
         let items = self.query_all(req, None).await?;
-        items.into_iter().map(from_item).collect()
+        items
+            .into_iter()
+            .filter(
+                |i| !matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.starts_with(CLAIM)),
+            )
+            .map(from_item)
+            .collect()
+    }
+
+    async fn link_for_contact(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        let claim = self
+            .get_item(
+                &self.tables.links,
+                tenant,
+                "sk",
+                &claim_sk(contact_id, provider),
+            )
+            .await?;
+        let Some(AttributeValue::S(target)) = claim.as_ref().and_then(|c| c.get("target")) else {
+            return Ok(None);
+        };
+        self.get_item(&self.tables.links, tenant, "sk", target)
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     async fn put_link(&self, link: &ContactLink) -> Result<ContactLink, StoreError> {
         let mut stored = link.clone();
         stored.version = link.version + 1;
+        let sk = link_key(&stored);
         let mut item = to_item(&stored)?;
-        item.insert("sk".into(), s(link_key(&stored)));
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.tables.links)
-            .set_item(Some(item));
-        req = if link.version == 0 {
-            req.condition_expression("attribute_not_exists(sk)")
-        } else {
-            req.condition_expression("version = :v")
+        item.insert("sk".into(), s(&sk));
+        let conflict =
+            || StoreError::Conflict(format!("link {} changed meanwhile", link_key(link)));
+        if link.version > 0 {
+            return match self
+                .client
+                .put_item()
+                .table_name(&self.tables.links)
+                .set_item(Some(item))
+                .condition_expression("version = :v")
                 .expression_attribute_values(":v", n(link.version))
-        };
-        match req.send().await {
-            Ok(_) => Ok(stored),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                .send()
+                .await
             {
-                Err(StoreError::Conflict(format!(
-                    "link {} changed meanwhile",
-                    link_key(link)
-                )))
-            }
+                Ok(_) => Ok(stored),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    Err(conflict())
+                }
+                Err(e) => Err(backend(sdk_message(&e))),
+            };
+        }
+        // A new link, and its contact's claim on this CRM, in one transaction.
+        let put_link = Put::builder()
+            .table_name(&self.tables.links)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        let claim = Put::builder()
+            .table_name(&self.tables.links)
+            .item("tenant", s(stored.tenant.as_str()))
+            .item("sk", s(claim_sk(&stored.contact_id, stored.provider)))
+            .item("target", s(&sk))
+            .condition_expression("attribute_not_exists(sk) OR target = :sk")
+            .expression_attribute_values(":sk", s(&sk))
+            .build()
+            .map_err(backend)?;
+        match self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_link).build())
+            .transact_items(TransactWriteItem::builder().put(claim).build())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(stored),
+            Err(e) if cancelled_at(&e, 0) => Err(conflict()),
+            Err(e) if cancelled_at(&e, 1) => Err(StoreError::Conflict(format!(
+                "contact {} already has a {} link",
+                stored.contact_id, stored.provider
+            ))),
             Err(e) => Err(backend(sdk_message(&e))),
         }
     }
 
-    async fn delete_link(
+    async fn rekey_link(
         &self,
-        tenant: &TenantId,
-        provider: Provider,
+        link: &ContactLink,
         external_id: &str,
-        version: u64,
-    ) -> Result<(), StoreError> {
-        let sk = link_sort_key(provider, external_id);
+    ) -> Result<ContactLink, StoreError> {
+        let old_sk = link_key(link);
+        let moved = ContactLink {
+            external_id: external_id.to_string(),
+            version: 1,
+            ..link.clone()
+        };
+        let new_sk = link_key(&moved);
+        let mut item = to_item(&moved)?;
+        item.insert("sk".into(), s(&new_sk));
+        let delete_old = Delete::builder()
+            .table_name(&self.tables.links)
+            .key("tenant", s(link.tenant.as_str()))
+            .key("sk", s(&old_sk))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(link.version))
+            .build()
+            .map_err(backend)?;
+        let put_new = Put::builder()
+            .table_name(&self.tables.links)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        let claim = Put::builder()
+            .table_name(&self.tables.links)
+            .item("tenant", s(moved.tenant.as_str()))
+            .item("sk", s(claim_sk(&moved.contact_id, moved.provider)))
+            .item("target", s(&new_sk))
+            .build()
+            .map_err(backend)?;
         match self
             .client
-            .delete_item()
-            .table_name(&self.tables.links)
-            .key("tenant", s(tenant.as_str()))
-            .key("sk", s(&sk))
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", n(version))
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete_old).build())
+            .transact_items(TransactWriteItem::builder().put(put_new).build())
+            .transact_items(TransactWriteItem::builder().put(claim).build())
             .send()
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict(format!("link {sk} changed meanwhile")))
+            Ok(_) => Ok(moved),
+            Err(e) if cancelled_at(&e, 0) => Err(StoreError::Conflict(format!(
+                "link {old_sk} changed meanwhile"
+            ))),
+            Err(e) if cancelled_at(&e, 1) => {
+                Err(StoreError::Conflict(format!("{new_sk} is linked already")))
             }
             Err(e) => Err(backend(sdk_message(&e))),
         }
