@@ -301,6 +301,10 @@ pub enum LinkStatus {
     Error,
     /// The CRM record was deleted or archived; the link is kept as a tombstone.
     Deleted,
+    /// An intent: the record is being created in the CRM. It claims the contact's place with the
+    /// CRM before the create, so a second worker, or a retry after a crash, finds it instead of
+    /// creating again.
+    Creating,
 }
 
 impl LinkStatus {
@@ -310,6 +314,7 @@ impl LinkStatus {
             LinkStatus::Pending => "pending",
             LinkStatus::Error => "error",
             LinkStatus::Deleted => "deleted",
+            LinkStatus::Creating => "creating",
         }
     }
 }
@@ -334,6 +339,41 @@ pub struct ContactLink {
 }
 
 impl ContactLink {
+    /// The intent written before a record is created in the CRM (see [`LinkStatus::Creating`]);
+    /// its placeholder id is unique per contact.
+    pub fn intent(
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            status: LinkStatus::Creating,
+            last_error: None,
+            ..Self::synced(
+                tenant,
+                contact_id,
+                provider,
+                &format!("creating:{contact_id}"),
+                None,
+                ContactFields::default(),
+                Vec::new(),
+                at,
+            )
+        }
+    }
+
+    /// A link whose record is being created, or was created but not yet agreed on: its base
+    /// means nothing.
+    pub fn is_intent(&self) -> bool {
+        self.status == LinkStatus::Creating
+    }
+
+    /// An intent that does not know its record yet: the create may or may not have happened.
+    pub fn is_placeholder(&self) -> bool {
+        self.is_intent() && self.external_id.starts_with("creating:")
+    }
+
     /// A link both sides agree on: `base` is what they hold now.
     #[allow(clippy::too_many_arguments)]
     pub fn synced(

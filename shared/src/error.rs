@@ -76,6 +76,13 @@ pub enum SyncError {
     Crm(#[from] CrmError),
     #[error("unknown tenant {0}")]
     UnknownTenant(String),
+    /// Another worker is creating this contact's record in the CRM; try again after `until`.
+    #[error("{provider} record of contact {contact_id} is being created; waiting until {until}")]
+    Busy {
+        provider: Provider,
+        contact_id: String,
+        until: DateTime<Utc>,
+    },
 }
 
 impl SyncError {
@@ -83,6 +90,7 @@ impl SyncError {
     pub fn deferred_until(&self) -> Option<DateTime<Utc>> {
         match self {
             SyncError::Crm(CrmError::QuotaExhausted { until, .. }) => Some(*until),
+            SyncError::Busy { until, .. } => Some(*until),
             _ => None,
         }
     }

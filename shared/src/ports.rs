@@ -83,6 +83,9 @@ pub trait LinkStore: Send + Sync {
         link: &ContactLink,
         external_id: &str,
     ) -> Result<ContactLink, StoreError>;
+    /// Removes a link and frees its contact's claim, if the stored version is `link.version`
+    /// (an intent whose create certainly failed).
+    async fn delete_link(&self, link: &ContactLink) -> Result<(), StoreError>;
 }
 /// Per tenant and provider counters and health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -66,6 +66,7 @@ contract!(
     racing_writers_lose_no_update,
     links_are_conditional_and_found_by_contact,
     a_contact_has_one_link_per_crm,
+    an_intent_moves_to_its_record_or_is_withdrawn,
     cursors_and_sync_now_progress,
     crm_health_adds_up_outcomes_and_pauses,
     racing_health_updates_lose_none,
@@ -694,5 +695,97 @@ async fn a_contact_has_one_link_per_crm(s: impl Store) {
             .filter(|l| l.contact_id == "c3")
             .count(),
         1
+    );
+}
+
+/// A create's intent claims the contact's place; it moves to the record created (keeping the
+/// claim), or is withdrawn (freeing it) — each only from the version its writer read.
+async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
+    let intent = s
+        .put_link(&ContactLink::intent(
+            &tenant(),
+            "c1",
+            Provider::HubSpot,
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    assert!(intent.is_placeholder());
+    assert!(
+        matches!(
+            s.put_link(&ContactLink::intent(
+                &tenant(),
+                "c1",
+                Provider::HubSpot,
+                Utc::now()
+            ))
+            .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second worker cannot claim it again"
+    );
+    assert!(
+        matches!(
+            s.put_link(&link("c1", Provider::HubSpot, "501")).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "nor link the contact elsewhere"
+    );
+    let moved = s.rekey_link(&intent, "501").await.unwrap();
+    assert!(moved.is_intent() && !moved.is_placeholder());
+    assert_eq!(
+        s.link_for_contact(&tenant(), "c1", Provider::HubSpot)
+            .await
+            .unwrap()
+            .unwrap(),
+        moved
+    );
+    assert!(
+        s.get_link(&tenant(), Provider::HubSpot, "creating:c1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Withdrawn: only from the current version, and the contact is free again.
+    let stale = intent.clone();
+    let c2 = s
+        .put_link(&ContactLink::intent(
+            &tenant(),
+            "c2",
+            Provider::HubSpot,
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.delete_link(&ContactLink {
+            version: c2.version + 1,
+            ..c2.clone()
+        })
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.delete_link(&stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_link(&c2).await.unwrap();
+    assert!(
+        s.link_for_contact(&tenant(), "c2", Provider::HubSpot)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.put_link(&link("c2", Provider::HubSpot, "502"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.link_for_contact(&tenant(), "c2", Provider::HubSpot)
+            .await
+            .unwrap()
+            .unwrap()
+            .external_id,
+        "502"
     );
 }

@@ -18,6 +18,12 @@ struct Inner {
     writes: usize,
     failing: Option<CrmError>,
     pronouns_field: bool,
+    /// Creates that happen but whose answer is lost (a timeout after the CRM acted).
+    lost_create_answers: usize,
+    /// Emails need not be unique (as in Pipedrive): a create never answers "already exists".
+    duplicate_emails: bool,
+    /// How long a create takes, so concurrent syncs overlap.
+    create_delay: std::time::Duration,
 }
 
 /// In-memory CRM for one provider.
@@ -50,6 +56,21 @@ impl MemoryCrm {
     /// Every call fails with `err` until cleared.
     pub fn fail_with(&self, err: Option<CrmError>) {
         self.lock().failing = err;
+    }
+
+    /// The next `n` creates happen, but answer as if the connection dropped.
+    pub fn lose_create_answers(&self, n: usize) {
+        self.lock().lost_create_answers = n;
+    }
+
+    /// Lets two records share an email, as Pipedrive does: the CRM itself prevents no duplicate.
+    pub fn allow_duplicate_emails(&self) {
+        self.lock().duplicate_emails = true;
+    }
+
+    /// Makes every create take `delay`.
+    pub fn slow_creates(&self, delay: std::time::Duration) {
+        self.lock().create_delay = delay;
     }
 
     pub fn record(&self, id: &str) -> Option<CrmRecord> {
@@ -161,7 +182,15 @@ impl CrmClient for MemoryCrm {
         fields: &ContactFields,
     ) -> Result<CrmRecord, CrmError> {
         self.check()?;
-        if let Some(email) = fields.email.as_deref()
+        let (delay, unique) = {
+            let inner = self.lock();
+            (inner.create_delay, !inner.duplicate_emails)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if unique
+            && let Some(email) = fields.email.as_deref()
             && let Some(existing) = self.find_by_email(ctx, email).await?
         {
             return Err(CrmError::AlreadyExists {
@@ -170,8 +199,16 @@ impl CrmClient for MemoryCrm {
             });
         }
         let id = self.user_create(self.strip(ctx, fields.clone()));
-        self.lock().writes += 1;
-        Ok(self.record(&id).expect("just created"))
+        let mut inner = self.lock();
+        inner.writes += 1;
+        if inner.lost_create_answers > 0 {
+            inner.lost_create_answers -= 1;
+            return Err(CrmError::Unavailable {
+                provider: self.provider,
+                message: "connection reset after the request was sent".into(),
+            });
+        }
+        Ok(inner.records.get(&id).cloned().expect("just created"))
     }
 
     async fn update(

@@ -61,6 +61,15 @@ pub fn sync_view(
             .max_by_key(|l| (l.status != LinkStatus::Deleted, l.last_synced_at));
         let issue = issues.iter().find(|i| i.provider == p);
         let view = match (link, issue) {
+            // A record being created shows as pending, without its placeholder id, with the
+            // last failure of its create (recorded as an issue: the intent is its creator's).
+            (Some(l), issue) if l.is_intent() => CrmLinkView {
+                status: "pending".into(),
+                external_id: None,
+                last_synced_at: None,
+                last_error: issue.map(|i| i.message.clone()),
+                warnings: l.warnings.clone(),
+            },
             (Some(l), _) => CrmLinkView {
                 status: l.status.as_str().to_string(),
                 external_id: Some(l.external_id.clone()),
@@ -388,6 +397,31 @@ mod tests {
         assert_eq!(
             v.crms[&Provider::Pipedrive].last_error.as_deref(),
             Some("down")
+        );
+    }
+
+    #[test]
+    fn a_record_being_created_shows_as_pending_without_an_id() {
+        let both = [Provider::HubSpot, Provider::Pipedrive];
+        let hs = link(Provider::HubSpot, LinkStatus::Synced);
+        let intent = ContactLink::intent(&TenantId::new("t"), "c", Provider::Pipedrive, Utc::now());
+        let v = sync_view(&both, &[hs.clone(), intent.clone()], &[]);
+        assert_eq!(v.badge, Badge::Partial);
+        let pd = &v.crms[&Provider::Pipedrive];
+        assert_eq!(
+            (pd.status.as_str(), pd.external_id.as_ref()),
+            ("pending", None)
+        );
+        let issue = ContactIssue {
+            contact_id: "c".into(),
+            provider: Provider::Pipedrive,
+            message: "no answer".into(),
+            at: Utc::now(),
+        };
+        let v = sync_view(&both, &[hs, intent], &[issue]);
+        assert_eq!(
+            v.crms[&Provider::Pipedrive].last_error.as_deref(),
+            Some("no answer")
         );
     }
 

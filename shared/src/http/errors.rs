@@ -84,6 +84,9 @@ impl From<SyncError> for ApiError {
             SyncError::Queue(q) => q.into(),
             SyncError::UnknownTenant(t) => ApiError::not_found(format!("unknown tenant {t}")),
             SyncError::Crm(c) => ApiError::new(StatusCode::BAD_GATEWAY, "crm_error", c.to_string()),
+            busy @ SyncError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "retry", busy.to_string())
+            }
         }
     }
 }

@@ -74,7 +74,12 @@ pub async fn sync_status(
         let count = |s: LinkStatus| {
             links
                 .iter()
-                .filter(|l| l.provider == provider && l.status == s)
+                .filter(|l| l.provider == provider)
+                // A record being created counts as pending.
+                .filter(|l| match l.status {
+                    LinkStatus::Creating => s == LinkStatus::Pending,
+                    other => other == s,
+                })
                 .count()
         };
         let paused = stats.paused_until.filter(|u| *u > Utc::now());

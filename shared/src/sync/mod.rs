@@ -31,6 +31,9 @@ pub use crate::ports::SyncNowProgress;
 /// How long one Sync Now job works before it queues its continuation, by default.
 const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a create's intent holds off other workers, by default (seconds).
+const CREATE_GRACE_SECS: i64 = 30;
+
 /// What one handled event did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -68,6 +71,7 @@ pub struct SyncService {
     pub state: Arc<dyn SyncState>,
     pub tenants: Arc<Tenants>,
     reconcile_budget: std::time::Duration,
+    create_grace: chrono::Duration,
 }
 
 impl SyncService {
@@ -83,12 +87,21 @@ impl SyncService {
             state,
             tenants,
             reconcile_budget: RECONCILE_BUDGET,
+            create_grace: chrono::Duration::seconds(CREATE_GRACE_SECS),
         }
     }
 
     /// How long one Sync Now job works before it queues its continuation (default 10 s).
     pub fn with_reconcile_budget(mut self, budget: std::time::Duration) -> Self {
         self.reconcile_budget = budget;
+        self
+    }
+
+    /// How long a create's intent holds off other workers before it counts as abandoned (its
+    /// worker cut off) and is taken over (default 30 s): longer than any create call, and than
+    /// the CRMs' search lag, so the taker finds a record that was created.
+    pub fn with_create_grace(mut self, grace: std::time::Duration) -> Self {
+        self.create_grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         self
     }
 

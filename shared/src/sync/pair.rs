@@ -20,12 +20,30 @@ use crate::tenant::TenantConfig;
 /// How often a lost optimistic-concurrency race is retried before the job fails.
 const CONFLICT_RETRIES: usize = 5;
 
-/// What a pair stands on before planning: the contact, its active link with this CRM and the
-/// CRM record.
-struct PairState {
-    contact: Contact,
-    active: Option<ContactLink>,
-    record: Option<CrmRecord>,
+/// What a pair stands on before planning: the contact, its link with this CRM (an intent when a
+/// create is under way or was cut off) and the CRM record.
+pub(super) struct PairState {
+    pub contact: Contact,
+    pub link: Option<ContactLink>,
+    pub record: Option<CrmRecord>,
+}
+
+impl PairState {
+    /// The values both sides last agreed on; an intent agreed on nothing yet.
+    fn base(&self) -> Option<&crate::domain::ContactFields> {
+        self.link
+            .as_ref()
+            .filter(|l| !l.is_intent())
+            .map(|l| &l.base)
+    }
+
+    /// The link's record id, if it knows one.
+    fn linked_id(&self) -> Option<&str> {
+        self.link
+            .as_ref()
+            .filter(|l| !l.is_placeholder())
+            .map(|l| l.external_id.as_str())
+    }
 }
 
 impl SyncService {
@@ -78,12 +96,17 @@ impl SyncService {
         provider: Provider,
         err: &SyncError,
     ) {
+        if let SyncError::Busy { .. } = err {
+            // Not a failure: another worker is creating the record, and owns its intent.
+            info!(%tenant, contact_id, %provider, "{err}");
+            return;
+        }
         warn!(%tenant, contact_id, %provider, error = %err, "sync failed");
         let message = err.to_string();
-        if let Some(until) = err.deferred_until() {
+        if let SyncError::Crm(CrmError::QuotaExhausted { until, .. }) = err {
             let _ = self
                 .state
-                .set_paused_until(tenant, provider, Some(until))
+                .set_paused_until(tenant, provider, Some(*until))
                 .await;
         }
         let _ = self
@@ -100,7 +123,9 @@ impl SyncService {
             .link_for_contact(tenant, contact_id, provider)
             .await
             .unwrap_or_default();
-        match link.filter(|l| l.status != LinkStatus::Deleted) {
+        // An intent is left to its creator (a write would cost it its version): the failure
+        // shows as an issue of the contact, as for a contact without a link.
+        match link.filter(|l| l.status != LinkStatus::Deleted && !l.is_intent()) {
             Some(mut link) => {
                 link.status = status;
                 link.last_error = Some(message);
@@ -151,25 +176,38 @@ impl SyncService {
             return Ok(SyncReport::default());
         };
         // Read by key, consistently: a decision is never made from an index that may lag.
-        let active = match self
+        let now = Utc::now();
+        let link = match self
             .links
             .link_for_contact(tenant, contact_id, provider)
             .await?
         {
             // The CRM record was deleted: delete protection, nothing is recreated.
             Some(l) if l.status == LinkStatus::Deleted => return Ok(SyncReport::default()),
+            // Another worker is creating the record: wait for it rather than create a second.
+            Some(l) if l.is_placeholder() => {
+                let until = l.last_synced_at.unwrap_or_default() + self.create_grace;
+                if until > now {
+                    return Err(SyncError::Busy {
+                        provider,
+                        contact_id: contact_id.to_string(),
+                        until,
+                    });
+                }
+                info!(%tenant, contact_id, %provider, "taking over an abandoned create");
+                Some(l)
+            }
             other => other,
         };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, client).await?;
-        let record = Self::read_crm_side(client, &ctx, &contact, active.as_ref(), known).await?;
-        let pair = PairState {
+        let mut pair = PairState {
             contact,
-            active,
-            record,
+            link,
+            record: None,
         };
+        pair.record = Self::read_crm_side(client, &ctx, &pair, known).await?;
         self.check_unclaimed(tenant, provider, &pair).await?;
-        let now = Utc::now();
         let plan = engine::plan(&PlanInput {
             provider,
             app: if pair.contact.deleted {
@@ -182,7 +220,7 @@ impl SyncService {
                 Some(r) if r.archived => CrmSide::Archived,
                 Some(r) => CrmSide::Live(&r.fields),
             },
-            base: pair.active.as_ref().map(|l| &l.base),
+            base: pair.base(),
             policy: cfg.conflict_policy,
             support: ctx.support(),
             now,
@@ -191,17 +229,18 @@ impl SyncService {
     }
 
     /// The CRM side of a pair: the linked record (as already read, else read now), else the
-    /// record an earlier stage found for the contact, else one with the contact's email.
+    /// record an earlier stage found for the contact, else one with the contact's email (which
+    /// also finds the record of a create that was cut off before it was linked).
     async fn read_crm_side(
         client: &dyn CrmClient,
         ctx: &CrmContext,
-        contact: &Contact,
-        active: Option<&ContactLink>,
+        pair: &PairState,
         known: Option<Known>,
     ) -> Result<Option<CrmRecord>, CrmError> {
-        match (active, known) {
-            (Some(link), Some(k)) if k.id == link.external_id => Ok(k.record),
-            (Some(link), _) => client.get(ctx, &link.external_id).await,
+        let contact = &pair.contact;
+        match (pair.linked_id(), known) {
+            (Some(id), Some(k)) if k.id == id => Ok(k.record),
+            (Some(id), _) => client.get(ctx, id).await,
             (
                 None,
                 Some(Known {
@@ -223,7 +262,7 @@ impl SyncService {
         provider: Provider,
         pair: &PairState,
     ) -> Result<(), SyncError> {
-        if pair.active.is_none()
+        if pair.linked_id().is_none()
             && let Some(r) = &pair.record
             && let Some(other) = self.links.get_link(tenant, provider, &r.id).await?
             && other.contact_id != pair.contact.id
@@ -255,36 +294,29 @@ impl SyncService {
         now: DateTime<Utc>,
     ) -> Result<SyncReport, SyncError> {
         let provider = client.provider();
+        let mut external_id = pair
+            .linked_id()
+            .map(str::to_owned)
+            .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
         let PairState {
             contact,
-            active,
+            mut link,
             record,
         } = pair;
         let mut report = SyncReport {
             conflicts: plan.conflicts.len(),
             ..Default::default()
         };
-        let mut external_id = active
-            .as_ref()
-            .map(|l| l.external_id.clone())
-            .or_else(|| record.as_ref().map(|r| r.id.clone()));
         let mut crm_modified = record.as_ref().and_then(|r| r.updated_at);
         match &plan.crm {
             CrmAction::None => {}
             CrmAction::Create { fields } => {
-                let created = match client.create(ctx, fields).await {
-                    Ok(created) => created,
-                    // Someone created it meanwhile (or search lagged): link to it and re-plan.
-                    Err(CrmError::AlreadyExists { existing_id, .. }) => {
-                        return Err(StoreError::Conflict(format!(
-                            "{provider} record {existing_id} appeared while creating"
-                        ))
-                        .into());
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let (created, moved) = self
+                    .create_with_intent(client, ctx, &contact, link.take(), fields, now)
+                    .await?;
                 external_id = Some(created.id.clone());
                 crm_modified = created.updated_at;
+                link = Some(moved);
                 report.crm_writes += 1;
             }
             CrmAction::Update { patch } => {
@@ -305,14 +337,23 @@ impl SyncService {
             self.contacts.update(&updated).await?;
             report.app_writes += 1;
         }
+        let first_sync = link.as_ref().is_none_or(ContactLink::is_intent);
         let Some(external_id) = external_id else {
+            // Nothing to link (no record, none created): an abandoned intent is withdrawn.
+            if let Some(intent) = link.filter(ContactLink::is_placeholder) {
+                self.links.delete_link(&intent).await?;
+            }
             return Ok(report);
         };
-        let first_sync = active.is_none();
+        if let Some(l) = link.as_ref().filter(|l| l.is_placeholder()) {
+            // An abandoned create whose record turned up (or a record found by email): the
+            // intent moves to it before it is written as synced.
+            link = Some(self.links.rekey_link(l, &external_id).await?);
+        }
         match plan.link {
             LinkOutcome::Skip => {}
             LinkOutcome::Tombstone => {
-                if let Some(mut link) = active {
+                if let Some(mut link) = link {
                     link.status = LinkStatus::Deleted;
                     link.last_synced_at = Some(now);
                     link.last_error = None;
@@ -320,8 +361,8 @@ impl SyncService {
                 }
             }
             LinkOutcome::Synced => {
-                let link = ContactLink {
-                    version: active.as_ref().map_or(0, |l| l.version),
+                let synced = ContactLink {
+                    version: link.as_ref().map_or(0, |l| l.version),
                     ..ContactLink::synced(
                         tenant,
                         &contact.id,
@@ -333,8 +374,8 @@ impl SyncService {
                         now,
                     )
                 };
-                if active.as_ref() != Some(&link) || link.version == 0 {
-                    self.links.put_link(&link).await?;
+                if link.as_ref() != Some(&synced) || synced.version == 0 {
+                    self.links.put_link(&synced).await?;
                 }
             }
         }
@@ -363,5 +404,76 @@ impl SyncService {
             info!(%tenant, contact_id = %contact.id, %provider, app_writes = report.app_writes, crm_writes = report.crm_writes, conflicts = report.conflicts, "synced");
         }
         Ok(report)
+    }
+
+    /// Creates the contact's record in the CRM under an intent: the intent is claimed first (a
+    /// second worker finds it and waits; a worker cut off after the create leaves it for the
+    /// next to find the record by email), then moved to the record created. Returns the record
+    /// and the moved intent.
+    async fn create_with_intent(
+        &self,
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        contact: &Contact,
+        link: Option<ContactLink>,
+        fields: &crate::domain::ContactFields,
+        now: DateTime<Utc>,
+    ) -> Result<(CrmRecord, ContactLink), SyncError> {
+        let provider = client.provider();
+        let fresh = ContactLink::intent(&contact.tenant, &contact.id, provider, now);
+        // Claim the intent (or take over the one found, by its version): a worker that lost
+        // the race re-reads and waits for the winner.
+        let claimed = match link {
+            Some(old) if old.is_placeholder() => ContactLink {
+                version: old.version,
+                ..fresh
+            },
+            // A record that was created but is gone before it was agreed on: create anew,
+            // moving its link.
+            Some(old) => ContactLink {
+                last_synced_at: Some(now),
+                ..old
+            },
+            None => fresh,
+        };
+        let intent = self.links.put_link(&claimed).await?;
+        match client.create(ctx, fields).await {
+            Ok(created) => {
+                let moved = self.links.rekey_link(&intent, &created.id).await?;
+                Ok((created, moved))
+            }
+            // Someone created it meanwhile (or search lagged): link to it and re-plan, with no
+            // base, against what it holds.
+            Err(CrmError::AlreadyExists { existing_id, .. }) => {
+                if let Err(e) = self.links.rekey_link(&intent, &existing_id).await {
+                    self.links.delete_link(&intent).await?;
+                    return Err(e.into());
+                }
+                Err(StoreError::Conflict(format!(
+                    "{provider} record {existing_id} appeared while creating"
+                ))
+                .into())
+            }
+            // The create certainly did not happen: withdraw the intent.
+            Err(e) if !created_maybe(&e) => {
+                self.links.delete_link(&intent).await?;
+                Err(e.into())
+            }
+            // It may have happened (no answer, a server error): the intent stays, and whoever
+            // takes it over after the grace looks for the record first.
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a failed create may still have created the record.
+fn created_maybe(err: &CrmError) -> bool {
+    match err {
+        CrmError::Unavailable { .. } => true,
+        CrmError::Rejected { status, .. } => *status >= 500,
+        CrmError::RateLimited { .. }
+        | CrmError::QuotaExhausted { .. }
+        | CrmError::AlreadyExists { .. }
+        | CrmError::Auth { .. } => false,
     }
 }

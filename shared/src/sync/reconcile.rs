@@ -132,7 +132,9 @@ impl SyncService {
             Default::default();
         for l in self.links.links_for_tenant(tenant).await? {
             match l.status {
-                LinkStatus::Error | LinkStatus::Pending => owed.push(l.contact_id),
+                LinkStatus::Error | LinkStatus::Pending | LinkStatus::Creating => {
+                    owed.push(l.contact_id)
+                }
                 LinkStatus::Synced => {
                     let at = l.last_synced_at.unwrap_or_default();
                     let seen = last_sync.entry(l.contact_id).or_insert(at);

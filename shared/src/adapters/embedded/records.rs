@@ -308,4 +308,28 @@ impl LinkStore for EmbeddedStore {
         tx.commit().map_err(backend)?;
         Ok(moved)
     }
+
+    async fn delete_link(&self, link: &ContactLink) -> Result<(), StoreError> {
+        let sk = link_key(link);
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let n = tx
+            .execute(
+                "DELETE FROM links WHERE tenant = ?1 AND sk = ?2 AND version = ?3",
+                params![link.tenant.as_str(), sk, link.version as i64],
+            )
+            .map_err(backend)?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!("link {sk} changed meanwhile")));
+        }
+        tx.execute(
+            "DELETE FROM link_claims WHERE tenant = ?1 AND contact_id = ?2 AND provider = ?3 AND sk = ?4",
+            params![link.tenant.as_str(), link.contact_id, link.provider.as_str(), sk],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(())
+    }
 }

@@ -394,4 +394,38 @@ impl LinkStore for DynamoStore {
             Err(e) => Err(backend(sdk_message(&e))),
         }
     }
+
+    async fn delete_link(&self, link: &ContactLink) -> Result<(), StoreError> {
+        let sk = link_key(link);
+        let delete_link = Delete::builder()
+            .table_name(&self.tables.links)
+            .key("tenant", s(link.tenant.as_str()))
+            .key("sk", s(&sk))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(link.version))
+            .build()
+            .map_err(backend)?;
+        let delete_claim = Delete::builder()
+            .table_name(&self.tables.links)
+            .key("tenant", s(link.tenant.as_str()))
+            .key("sk", s(claim_sk(&link.contact_id, link.provider)))
+            .condition_expression("attribute_not_exists(sk) OR target = :sk")
+            .expression_attribute_values(":sk", s(&sk))
+            .build()
+            .map_err(backend)?;
+        match self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete_link).build())
+            .transact_items(TransactWriteItem::builder().delete(delete_claim).build())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if cancelled_at(&e, 0) || cancelled_at(&e, 1) => {
+                Err(StoreError::Conflict(format!("link {sk} changed meanwhile")))
+            }
+            Err(e) => Err(backend(sdk_message(&e))),
+        }
+    }
 }

@@ -1,0 +1,214 @@
+//! Several workers on one contact, and workers cut off mid-sync: lost write races are re-read
+//! and re-planned, and a create happens once however its answer is lost or who else tries.
+
+use std::sync::Arc;
+
+use super::*;
+
+/// A contact store whose first update loses a race: just before it, another writer changes the
+/// contact's last name.
+struct RacingContacts {
+    inner: EmbeddedStore,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ContactStore for RacingContacts {
+    async fn get(&self, t: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.get(t, id).await
+    }
+    async fn find_by_email(&self, t: &TenantId, e: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.find_by_email(t, e).await
+    }
+    async fn list(
+        &self,
+        t: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::ports::Page<Contact>, StoreError> {
+        self.inner.list(t, after, limit).await
+    }
+    async fn insert(&self, c: &Contact) -> Result<Contact, StoreError> {
+        self.inner.insert(c).await
+    }
+    async fn update(&self, c: &Contact) -> Result<Contact, StoreError> {
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut other = self.inner.get(&c.tenant, &c.id).await?.unwrap();
+            other.fields.last_name = Some("Racer".into());
+            self.inner.update(&other).await?;
+        }
+        self.inner.update(c).await
+    }
+}
+
+/// The app write of a sync loses its version race to a user's edit: the sync re-reads and
+/// re-plans, so both the CRM's change and the user's edit survive, everywhere.
+#[tokio::test]
+async fn a_lost_write_race_is_re_read_and_re_planned() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let racing = Arc::new(RacingContacts {
+        inner: f.store.clone(),
+        raced: false.into(),
+    });
+    let mut tenants = Tenants::new();
+    tenants.add(
+        TenantConfig::new("acme"),
+        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+    );
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(racing.clone(), arc.clone(), arc, Arc::new(tenants));
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    service
+        .handle(&ChangeEvent::new(
+            tenant(),
+            Origin::Crm(Provider::HubSpot),
+            hs.external_id.clone(),
+            ChangeKind::Upsert,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        racing.raced.load(std::sync::atomic::Ordering::SeqCst),
+        "the race happened"
+    );
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Anne"));
+    assert_eq!(
+        c1.fields.last_name.as_deref(),
+        Some("Racer"),
+        "the user's edit is kept"
+    );
+    let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
+    assert_eq!(hs_fields.first_name.as_deref(), Some("Anne"));
+    assert_eq!(
+        hs_fields.last_name.as_deref(),
+        Some("Racer"),
+        "and reaches the CRM"
+    );
+    assert!(
+        f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),
+        "no false conflict"
+    );
+}
+
+/// A fixture whose service takes over an abandoned create at once (no grace), so a retry
+/// after a lost create answer exercises the take-over.
+fn without_grace(f: &Fixture) -> SyncService {
+    f.service.clone().with_create_grace(Duration::ZERO)
+}
+
+/// The CRM created the record but its answer was lost: the retry finds the record by email and
+/// links it, instead of creating a second one (Pipedrive would accept the duplicate).
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_not_repeated() {
+    let f = fixture(true).await;
+    f.pipedrive.allow_duplicate_emails();
+    f.pipedrive.lose_create_answers(1);
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let err = f.service.handle(&app_event("c1")).await.unwrap_err();
+    assert!(
+        matches!(err, SyncError::Crm(CrmError::Unavailable { .. })),
+        "{err}"
+    );
+    assert_eq!(f.pipedrive.records().len(), 1, "the create happened");
+    let intent = f
+        .store
+        .link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+        .await
+        .unwrap()
+        .expect("the intent is kept");
+    assert!(intent.is_placeholder());
+
+    // Within the grace, another run waits (deferred, not a failed attempt).
+    let busy = f.service.handle(&app_event("c1")).await.unwrap_err();
+    assert!(
+        matches!(busy, SyncError::Busy { .. }) && busy.deferred_until().is_some(),
+        "{busy}"
+    );
+    assert_eq!(f.pipedrive.records().len(), 1);
+
+    // After it, the run takes over: it finds the record and links it.
+    without_grace(&f).handle(&app_event("c1")).await.unwrap();
+    assert_eq!(f.pipedrive.records().len(), 1, "no second record");
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(pd.status, LinkStatus::Synced);
+    assert_eq!(pd.external_id, f.pipedrive.records()[0].id);
+    assert_eq!(pd.base.email.as_deref(), Some("ann@x.io"));
+}
+
+/// A create the CRM refused (a 400) certainly did not happen: its intent is withdrawn, the
+/// failure shows on the contact, and a later run creates the record.
+#[tokio::test]
+async fn a_refused_create_withdraws_its_intent() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.pipedrive.fail_with(Some(CrmError::Rejected {
+        provider: Provider::Pipedrive,
+        status: 400,
+        message: "bad request".into(),
+    }));
+    f.service.handle(&app_event("c1")).await.unwrap_err();
+    assert!(
+        f.store
+            .link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+            .await
+            .unwrap()
+            .is_none(),
+        "no intent is left behind"
+    );
+    let issues = f.store.issues(&tenant(), "c1").await.unwrap();
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.provider == Provider::Pipedrive && i.message.contains("400")),
+        "{issues:?}"
+    );
+    f.pipedrive.fail_with(None);
+    f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!(f.pipedrive.records().len(), 1);
+    assert_eq!(
+        link(&f, "c1", Provider::Pipedrive).await.status,
+        LinkStatus::Synced
+    );
+}
+
+/// Four workers sync one new contact at once (a duplicated app event, a poll, Sync Now): one
+/// creates, the others wait for it, and each CRM ends with one record, even one that allows
+/// duplicate emails.
+#[tokio::test]
+async fn concurrent_syncs_of_a_new_contact_create_one_record() {
+    let f = fixture(true).await;
+    for crm in [&f.hubspot, &f.pipedrive] {
+        crm.allow_duplicate_emails();
+        crm.slow_creates(Duration::from_millis(30));
+    }
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let service = f.service.clone();
+            tokio::spawn(async move { service.handle(&app_event("c1")).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for run in runs {
+        match run.await.unwrap() {
+            Ok(_) => {}
+            Err(SyncError::Busy { .. }) => busy += 1,
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    assert!(busy > 0, "the workers overlapped");
+    assert_eq!(f.hubspot.records().len(), 1);
+    assert_eq!(f.pipedrive.records().len(), 1);
+    // The waiting workers' deferred jobs, run later, find the link and write nothing.
+    let r = f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!((r.app_writes, r.crm_writes), (0, 0));
+    for p in [Provider::HubSpot, Provider::Pipedrive] {
+        assert_eq!(link(&f, "c1", p).await.status, LinkStatus::Synced);
+    }
+}
