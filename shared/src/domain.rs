@@ -209,6 +209,10 @@ impl FieldPatch {
     pub fn insert(&mut self, field: Field, value: Option<String>) {
         self.0.insert(field, value);
     }
+    pub fn contains(&self, field: Field) -> bool {
+        self.0.contains_key(&field)
+    }
+
     pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
         self.0.keys().copied()
     }
@@ -339,12 +343,14 @@ pub struct ContactLink {
 }
 
 impl ContactLink {
-    /// The intent written before a record is created in the CRM (see [`LinkStatus::Creating`]);
-    /// its placeholder id is unique per contact.
+    /// The intent written before a record is created in the CRM with `fields` (see
+    /// [`LinkStatus::Creating`]); its placeholder id is unique per contact. Its base is what the
+    /// create writes: if the record turns out to exist, both sides agreed on that.
     pub fn intent(
         tenant: &TenantId,
         contact_id: &str,
         provider: Provider,
+        fields: ContactFields,
         at: DateTime<Utc>,
     ) -> Self {
         Self {
@@ -356,7 +362,7 @@ impl ContactLink {
                 provider,
                 &format!("creating:{contact_id}"),
                 None,
-                ContactFields::default(),
+                fields,
                 Vec::new(),
                 at,
             )

@@ -203,6 +203,32 @@ fn decide(input: &PlanInput<'_>) -> SyncPlan {
     }
 }
 
+/// The base that is true once a plan's CRM write is done but its app write is not: a field the
+/// app and the CRM now hold alike is agreed on; any other keeps the old base. Stored before
+/// the app write, it keeps a retry after a failed app write from mistaking our own CRM write
+/// for a CRM user's change (which would overwrite a newer app edit as a "conflict").
+pub fn base_after_crm_write(
+    base: Option<&ContactFields>,
+    app: &ContactFields,
+    crm_after: &ContactFields,
+    support: FieldSupport,
+) -> ContactFields {
+    let app = app.clone().normalized();
+    let crm = crm_after.clone().normalized();
+    let base = base.cloned().unwrap_or_default().normalized();
+    let mut out = ContactFields::default();
+    for field in Field::ALL {
+        let agreed = support.supports(field) && app.get(field) == crm.get(field);
+        let value = if agreed {
+            app.get(field)
+        } else {
+            base.get(field)
+        };
+        out.set(field, value.map(str::to_owned));
+    }
+    out
+}
+
 /// `value`, unless it would clear the email while `other` keeps one.
 fn keeps_email<'v>(
     field: Field,

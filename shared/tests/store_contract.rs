@@ -706,6 +706,7 @@ async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
             &tenant(),
             "c1",
             Provider::HubSpot,
+            ContactFields::default(),
             Utc::now(),
         ))
         .await
@@ -717,6 +718,7 @@ async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
                 &tenant(),
                 "c1",
                 Provider::HubSpot,
+                ContactFields::default(),
                 Utc::now()
             ))
             .await,
@@ -754,6 +756,7 @@ async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
             &tenant(),
             "c2",
             Provider::HubSpot,
+            ContactFields::default(),
             Utc::now(),
         ))
         .await

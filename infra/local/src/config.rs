@@ -16,6 +16,8 @@ use shared::settings;
 
 /// The local tenant's API key when `API_KEY` is not set.
 pub const DEFAULT_API_KEY: &str = "local-dev-key";
+/// Workers draining the queue at once, by default.
+pub const DEFAULT_SYNC_WORKERS: usize = 4;
 
 /// The simulator's own settings.
 const SIM_VARS: [&str; 2] = ["SIM_PORT", "SIM_HUBSPOT_BURST_LIMIT"];
@@ -38,6 +40,9 @@ pub struct LocalConfig {
     pub app_webhook_secret: Option<String>,
     /// `POLL_INTERVAL_SECS` (default 300): the reconcile/poll schedule.
     pub poll_interval: Duration,
+    /// `SYNC_WORKERS` (default 4): workers draining the queue at once, as several sync-worker
+    /// Lambdas do.
+    pub sync_workers: usize,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
     /// `http://HOST:PORT`.
     pub public_base_url: Option<String>,
@@ -132,6 +137,15 @@ impl LocalConfig {
         if poll == 0 {
             bail!("POLL_INTERVAL_SECS must be at least 1");
         }
+        let sync_workers = match var("SYNC_WORKERS") {
+            Some(w) => w
+                .parse()
+                .with_context(|| format!("SYNC_WORKERS={w} is not a number"))?,
+            None => DEFAULT_SYNC_WORKERS,
+        };
+        if !(1..=64).contains(&sync_workers) {
+            bail!("SYNC_WORKERS must be between 1 and 64");
+        }
         let simulator = match var("CRM_SIMULATOR").as_deref() {
             None | Some("auto") => true,
             Some("off") => false,
@@ -150,6 +164,7 @@ impl LocalConfig {
             api_key: var("API_KEY").unwrap_or_else(|| DEFAULT_API_KEY.into()),
             app_webhook_secret: var("APP_WEBHOOK_SECRET"),
             poll_interval: Duration::from_secs(poll),
+            sync_workers,
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator,
             sim_port: parse("SIM_PORT")?,

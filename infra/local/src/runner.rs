@@ -232,14 +232,19 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         }
     });
 
-    let worker_task = tokio::spawn(worker_loop(service.clone(), store.clone(), stop_rx.clone()));
+    // Several workers on one queue and store, as several sync-worker Lambdas run at once.
+    tracing::info!(workers = config.sync_workers, "sync workers started");
+    let workers = (0..config.sync_workers)
+        .map(|_| tokio::spawn(worker_loop(service.clone(), store.clone(), stop_rx.clone())))
+        .collect::<Vec<_>>();
     let schedule_task = tokio::spawn(poll_schedule(service, store, config.poll_interval, stop_rx));
     Ok(Running {
         url,
         sim_url: sim.as_ref().map(crm_sim::SimServer::base_url),
         stop: stop_tx,
-        tasks: [server, worker_task, schedule_task]
+        tasks: [server, schedule_task]
             .into_iter()
+            .chain(workers)
             .chain(setup_tasks)
             .collect(),
         _sim: sim,

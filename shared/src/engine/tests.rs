@@ -433,6 +433,30 @@ proptest! {
         }
     }
 
+    /// Cut off after the CRM write (the app write lost its race or never ran): re-planning
+    /// from the base stored in between writes nothing more to the CRM and the same to the app,
+    /// with the conflicts the CRM write did not settle (those are logged with the base in
+    /// between), so the retry neither undoes our write nor sees a false conflict.
+    #[test]
+    fn a_plan_cut_off_after_its_crm_write_replans_the_rest(c in case()) {
+        let c = c.normalized();
+        let first = plan(&c.input());
+        let (CrmAction::Update { patch }, AppAction::Update { patch: app_patch }) = (&first.crm, &first.app) else {
+            return Ok(());
+        };
+        let mut crm = c.crm.clone();
+        crm.apply(patch);
+        let mid = base_after_crm_write(c.base.as_ref(), &c.app, &crm, c.support);
+        let cut = Case { crm, base: Some(mid), ..c.clone() };
+        let second = plan(&cut.input());
+        prop_assert_eq!(&second.crm, &CrmAction::None, "{:?}", second);
+        prop_assert_eq!(&second.app, &AppAction::Update { patch: app_patch.clone() });
+        prop_assert_eq!(&second.new_base, &first.new_base);
+        let fields = |p: &SyncPlan| p.conflicts.iter().map(|c| (c.field, c.winner)).collect::<Vec<_>>();
+        let unsettled: Vec<_> = fields(&first).into_iter().filter(|(f, _)| !patch.contains(*f)).collect();
+        prop_assert_eq!(fields(&second), unsettled);
+    }
+
     /// A deleted side is never recreated, and a deleted app contact is never written; a CRM
     /// record is archived only when it was linked.
     #[test]

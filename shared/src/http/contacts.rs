@@ -404,7 +404,13 @@ mod tests {
     fn a_record_being_created_shows_as_pending_without_an_id() {
         let both = [Provider::HubSpot, Provider::Pipedrive];
         let hs = link(Provider::HubSpot, LinkStatus::Synced);
-        let intent = ContactLink::intent(&TenantId::new("t"), "c", Provider::Pipedrive, Utc::now());
+        let intent = ContactLink::intent(
+            &TenantId::new("t"),
+            "c",
+            Provider::Pipedrive,
+            ContactFields::default(),
+            Utc::now(),
+        );
         let v = sync_view(&both, &[hs.clone(), intent.clone()], &[]);
         assert_eq!(v.badge, Badge::Partial);
         let pd = &v.crms[&Provider::Pipedrive];

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::{Known, SyncReport, SyncService};
 use crate::domain::{
-    ConflictRecord, Contact, ContactLink, CrmRecord, LinkStatus, Provider, TenantId,
+    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, LinkStatus, Provider, TenantId,
 };
 use crate::engine::{
     self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput, SyncPlan,
@@ -20,6 +20,9 @@ use crate::tenant::TenantConfig;
 /// How often a lost optimistic-concurrency race is retried before the job fails.
 const CONFLICT_RETRIES: usize = 5;
 
+/// How soon a job that found another worker's create under way looks again (seconds).
+const BUSY_RECHECK_SECS: i64 = 1;
+
 /// What a pair stands on before planning: the contact, its link with this CRM (an intent when a
 /// create is under way or was cut off) and the CRM record.
 pub(super) struct PairState {
@@ -29,12 +32,13 @@ pub(super) struct PairState {
 }
 
 impl PairState {
-    /// The values both sides last agreed on; an intent agreed on nothing yet.
-    fn base(&self) -> Option<&crate::domain::ContactFields> {
-        self.link
-            .as_ref()
-            .filter(|l| !l.is_intent())
-            .map(|l| &l.base)
+    /// The values both sides last agreed on. An intent's are what its create wrote, once the
+    /// record is found; while none is, there is no base (the record is still to be created).
+    fn base(&self) -> Option<&ContactFields> {
+        match &self.link {
+            Some(l) if l.is_placeholder() && self.record.is_none() => None,
+            l => l.as_ref().map(|l| &l.base),
+        }
     }
 
     /// The link's record id, if it knows one.
@@ -186,12 +190,13 @@ impl SyncService {
             Some(l) if l.status == LinkStatus::Deleted => return Ok(SyncReport::default()),
             // Another worker is creating the record: wait for it rather than create a second.
             Some(l) if l.is_placeholder() => {
-                let until = l.last_synced_at.unwrap_or_default() + self.create_grace;
-                if until > now {
+                let abandoned_at = l.last_synced_at.unwrap_or_default() + self.create_grace;
+                if abandoned_at > now {
+                    // Look again soon: the create usually answers well within a second.
                     return Err(SyncError::Busy {
                         provider,
                         contact_id: contact_id.to_string(),
-                        until,
+                        until: abandoned_at.min(now + chrono::Duration::seconds(BUSY_RECHECK_SECS)),
                     });
                 }
                 info!(%tenant, contact_id, %provider, "taking over an abandoned create");
@@ -298,11 +303,19 @@ impl SyncService {
             .linked_id()
             .map(str::to_owned)
             .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
+        let base = pair.base().cloned();
         let PairState {
             contact,
             mut link,
             record,
         } = pair;
+        if let (Some(l), Some(id)) = (link.as_ref(), external_id.as_deref())
+            && l.is_placeholder()
+        {
+            // An abandoned create whose record turned up: the intent moves to it first.
+            link = Some(self.links.rekey_link(l, id).await?);
+        }
+        let mut logged = Vec::new();
         let mut report = SyncReport {
             conflicts: plan.conflicts.len(),
             ..Default::default()
@@ -324,6 +337,47 @@ impl SyncService {
                 let updated = client.update(ctx, id, patch).await?;
                 crm_modified = updated.updated_at;
                 report.crm_writes += 1;
+                if plan.app != AppAction::None {
+                    // The app write may fail or never run: store what is agreed now, and log
+                    // the conflicts this write settled.
+                    let mut crm_after = record
+                        .as_ref()
+                        .map(|r| r.fields.clone())
+                        .unwrap_or_default();
+                    crm_after.apply(patch);
+                    let mid = engine::base_after_crm_write(
+                        base.as_ref(),
+                        &contact.fields,
+                        &crm_after,
+                        ctx.support(),
+                    );
+                    let pending = ContactLink {
+                        status: link.as_ref().map_or(LinkStatus::Pending, |l| l.status),
+                        version: link.as_ref().map_or(0, |l| l.version),
+                        last_synced_at: link.as_ref().and_then(|l| l.last_synced_at),
+                        crm_last_modified: link.as_ref().and_then(|l| l.crm_last_modified),
+                        ..ContactLink::synced(
+                            tenant,
+                            &contact.id,
+                            provider,
+                            id,
+                            None,
+                            mid,
+                            plan.warnings.clone(),
+                            now,
+                        )
+                    };
+                    link = Some(self.links.put_link(&pending).await?);
+                    let settled: Vec<_> = plan
+                        .conflicts
+                        .iter()
+                        .filter(|c| patch.contains(c.field))
+                        .cloned()
+                        .collect();
+                    self.log_conflicts(tenant, &contact.id, provider, id, &settled)
+                        .await?;
+                    logged = settled;
+                }
             }
             CrmAction::Archive => {
                 let id = external_id.as_deref().unwrap_or_default();
@@ -345,11 +399,6 @@ impl SyncService {
             }
             return Ok(report);
         };
-        if let Some(l) = link.as_ref().filter(|l| l.is_placeholder()) {
-            // An abandoned create whose record turned up (or a record found by email): the
-            // intent moves to it before it is written as synced.
-            link = Some(self.links.rekey_link(l, &external_id).await?);
-        }
         match plan.link {
             LinkOutcome::Skip => {}
             LinkOutcome::Tombstone => {
@@ -379,17 +428,14 @@ impl SyncService {
                 }
             }
         }
-        for conflict in &plan.conflicts {
-            self.state
-                .log_conflict(&ConflictRecord {
-                    tenant: tenant.clone(),
-                    contact_id: contact.id.clone(),
-                    provider,
-                    external_id: external_id.clone(),
-                    conflict: conflict.clone(),
-                })
-                .await?;
-        }
+        let rest: Vec<_> = plan
+            .conflicts
+            .iter()
+            .filter(|c| !logged.contains(c))
+            .cloned()
+            .collect();
+        self.log_conflicts(tenant, &contact.id, provider, &external_id, &rest)
+            .await?;
         self.state
             .record_outcome(tenant, provider, Ok(()), plan.conflicts.len() as u64)
             .await?;
@@ -406,6 +452,28 @@ impl SyncService {
         Ok(report)
     }
 
+    async fn log_conflicts(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        external_id: &str,
+        conflicts: &[crate::domain::Conflict],
+    ) -> Result<(), SyncError> {
+        for conflict in conflicts {
+            self.state
+                .log_conflict(&ConflictRecord {
+                    tenant: tenant.clone(),
+                    contact_id: contact_id.to_string(),
+                    provider,
+                    external_id: external_id.to_string(),
+                    conflict: conflict.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Creates the contact's record in the CRM under an intent: the intent is claimed first (a
     /// second worker finds it and waits; a worker cut off after the create leaves it for the
     /// next to find the record by email), then moved to the record created. Returns the record
@@ -416,11 +484,12 @@ impl SyncService {
         ctx: &CrmContext,
         contact: &Contact,
         link: Option<ContactLink>,
-        fields: &crate::domain::ContactFields,
+        fields: &ContactFields,
         now: DateTime<Utc>,
     ) -> Result<(CrmRecord, ContactLink), SyncError> {
         let provider = client.provider();
-        let fresh = ContactLink::intent(&contact.tenant, &contact.id, provider, now);
+        let fresh =
+            ContactLink::intent(&contact.tenant, &contact.id, provider, fields.clone(), now);
         // Claim the intent (or take over the one found, by its version): a worker that lost
         // the race re-reads and waits for the winner.
         let claimed = match link {
@@ -432,6 +501,8 @@ impl SyncService {
             // moving its link.
             Some(old) => ContactLink {
                 last_synced_at: Some(now),
+                base_hash: fields.content_hash(),
+                base: fields.clone(),
                 ..old
             },
             None => fresh,
@@ -442,10 +513,15 @@ impl SyncService {
                 let moved = self.links.rekey_link(&intent, &created.id).await?;
                 Ok((created, moved))
             }
-            // Someone created it meanwhile (or search lagged): link to it and re-plan, with no
-            // base, against what it holds.
+            // Someone created it meanwhile (or search lagged): link to it and re-plan against
+            // what it holds, with no base (our create did not happen).
             Err(CrmError::AlreadyExists { existing_id, .. }) => {
-                if let Err(e) = self.links.rekey_link(&intent, &existing_id).await {
+                let unagreed = ContactLink {
+                    base: ContactFields::default(),
+                    base_hash: ContactFields::default().content_hash(),
+                    ..intent.clone()
+                };
+                if let Err(e) = self.links.rekey_link(&unagreed, &existing_id).await {
                     self.links.delete_link(&intent).await?;
                     return Err(e.into());
                 }

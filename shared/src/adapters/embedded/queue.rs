@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{TransactionBehavior, params};
 
 use super::{EmbeddedStore, MAX_ATTEMPTS, now_ms, qbackend};
 use crate::domain::{Job, TenantId};
@@ -50,7 +50,9 @@ impl JobQueue for EmbeddedStore {
     async fn enqueue(&self, jobs: &[Job]) -> Result<(), QueueError> {
         {
             let mut db = self.db();
-            let tx = db.transaction().map_err(qbackend)?;
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(qbackend)?;
             for job in jobs {
                 let body = serde_json::to_string(job).map_err(qbackend)?;
                 tx.execute(
@@ -84,7 +86,9 @@ impl JobQueue for EmbeddedStore {
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let now = now_ms();
         let mut db = self.db();
-        let tx = db.transaction().map_err(qbackend)?;
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(qbackend)?;
         let rows: Vec<(i64, String, i64)> = {
             let mut stmt = tx
                 .prepare(

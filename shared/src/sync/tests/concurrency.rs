@@ -212,3 +212,75 @@ async fn concurrent_syncs_of_a_new_contact_create_one_record() {
         assert_eq!(link(&f, "c1", p).await.status, LinkStatus::Synced);
     }
 }
+
+/// The app contact is edited while a create's answer is lost: the taker finds the record and
+/// merges against what the create wrote, so the edit reaches the CRM (not reverted by a
+/// "conflict" the CRM would win), and no conflict is logged.
+#[tokio::test]
+async fn an_edit_made_while_a_create_answer_was_lost_is_kept() {
+    let f = fixture(true).await;
+    f.hubspot.lose_create_answers(1);
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap_err();
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Anna".into());
+    f.store.update(&c1).await.unwrap();
+
+    without_grace(&f).handle(&app_event("c1")).await.unwrap();
+    assert_eq!(f.hubspot.records().len(), 1);
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(hs.status, LinkStatus::Synced);
+    let record = f.hubspot.record(&hs.external_id).unwrap();
+    assert_eq!(record.fields.first_name.as_deref(), Some("Anna"));
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Anna"));
+    assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
+}
+
+/// Item 3 of the review: a plan writes both sides; the CRM write succeeds, the app write loses
+/// its race to a user's newer edit of the field just written to the CRM. The base stored after
+/// the CRM write makes the retry see the user's edit as the app's change (not a conflict the
+/// CRM would win), so the newest value ends everywhere.
+#[tokio::test]
+async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    // The app's last name and HubSpot's first name change before the next sync.
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.last_name = Some("Lee".into());
+    f.store.update(&c1).await.unwrap();
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+
+    // The sync writes "Lee" to HubSpot, then its app write ("Anne") loses to a user's edit
+    // of the last name ("Racer").
+    let racing = Arc::new(RacingContacts {
+        inner: f.store.clone(),
+        raced: false.into(),
+    });
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(racing.clone(), arc.clone(), arc, f.service.tenants.clone());
+    service
+        .handle(&ChangeEvent::new(
+            tenant(),
+            Origin::Crm(Provider::HubSpot),
+            hs.external_id.clone(),
+            ChangeKind::Upsert,
+        ))
+        .await
+        .unwrap();
+    assert!(racing.raced.load(std::sync::atomic::Ordering::SeqCst));
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
+    for (side, fields) in [("app", &c1.fields), ("HubSpot", &hs_fields)] {
+        assert_eq!(fields.first_name.as_deref(), Some("Anne"), "{side}");
+        assert_eq!(fields.last_name.as_deref(), Some("Racer"), "{side}: the newest edit");
+    }
+    assert!(
+        f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),
+        "no false conflict"
+    );
+}
