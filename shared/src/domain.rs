@@ -212,6 +212,10 @@ impl FieldPatch {
     pub fn contains(&self, field: Field) -> bool {
         self.0.contains_key(&field)
     }
+    /// The value the patch writes to `field` (`Some(None)`: clears it).
+    pub fn get(&self, field: Field) -> Option<&Option<String>> {
+        self.0.get(&field)
+    }
 
     pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
         self.0.keys().copied()
@@ -232,6 +236,14 @@ pub enum CustomField {
 
 impl CustomField {
     pub const ALL: [CustomField; 2] = [CustomField::Pronouns, CustomField::JobTitle];
+
+    /// The contact field it stores.
+    pub fn field(self) -> Field {
+        match self {
+            CustomField::Pronouns => Field::Pronouns,
+            CustomField::JobTitle => Field::JobTitle,
+        }
+    }
 
     /// The name its key is stored under.
     pub fn as_str(self) -> &'static str {

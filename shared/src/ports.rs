@@ -239,6 +239,15 @@ pub trait FieldKeys: Send + Sync {
         field: CustomField,
         key: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Stores `key` unless a key is stored already, and returns the stored one: of two workers
+    /// that each created the field, both use the first one stored.
+    async fn claim_field_key(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        field: CustomField,
+        key: &str,
+    ) -> Result<String, StoreError>;
 }
 
 /// Sync problems of contacts that have no link yet.

@@ -73,6 +73,7 @@ contract!(
     the_conflict_log_is_newest_first_and_per_tenant,
     dedupe_marks_a_delivery_once_until_forgotten,
     field_keys_and_issues_are_per_crm,
+    the_first_field_key_stored_wins,
     the_registry_keeps_one_record_per_tenant,
 );
 
@@ -790,5 +791,56 @@ async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
             .unwrap()
             .external_id,
         "502"
+    );
+}
+
+/// Two cold workers each created the field: every claimant ends with the first key stored.
+async fn the_first_field_key_stored_wins(s: impl Store) {
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.claim_field_key(
+                &tenant(),
+                Provider::Pipedrive,
+                CustomField::JobTitle,
+                &format!("key{i}"),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for h in handles {
+        keys.insert(h.await.unwrap());
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stored = s
+        .field_key(&tenant(), Provider::Pipedrive, CustomField::JobTitle)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref(), keys.first());
+    // A later claim keeps it; another tenant's is its own.
+    assert_eq!(
+        &s.claim_field_key(
+            &tenant(),
+            Provider::Pipedrive,
+            CustomField::JobTitle,
+            "late"
+        )
+        .await
+        .unwrap(),
+        keys.first().unwrap()
+    );
+    assert_eq!(
+        s.claim_field_key(
+            &TenantId::new("other"),
+            Provider::Pipedrive,
+            CustomField::JobTitle,
+            "theirs"
+        )
+        .await
+        .unwrap(),
+        "theirs"
     );
 }

@@ -296,3 +296,85 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A user deletes the pronouns property in HubSpot's settings, then edits the first name
+/// there: the edit reaches the app and Pipedrive, and pronouns are kept everywhere (HubSpot's
+/// silence about a property it no longer has is not a user clearing it).
+#[tokio::test]
+async fn a_deleted_hubspot_property_does_not_clear_the_value() {
+    let dir = temp_dir("hubspot-deleted-property");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &[]).await;
+    let setup: Value = http
+        .post(format!("{}/setup/pronouns-fields", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(setup["ready"], true, "{setup}");
+    let created: Value = http
+        .post(format!("{}/contacts", p.url))
+        .json(&json!({"email": "ada@example.com", "first_name": "Ada", "pronouns": "she/her"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    p.settled().await;
+    let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;
+    let hs = find_by_email(&all, "ada@example.com").expect("in HubSpot");
+    assert_eq!(hs["properties"]["pronouns"], "she/her");
+    let hs_id = hs["id"].as_str().unwrap().to_string();
+
+    let r = http
+        .delete(format!("{}/_sim/hubspot/properties/pronouns", p.sim))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = http
+        .patch(format!("{}/_sim/hubspot/contacts/{hs_id}", p.sim))
+        .json(&json!({"properties": {"firstname": "Augusta"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    p.settled().await;
+
+    let c = get_json(&http, format!("{}/contacts/{id}", p.url)).await;
+    assert_eq!(c["first_name"], "Augusta", "{c}");
+    assert_eq!(c["pronouns"], "she/her", "not cleared in the app: {c}");
+    let persons = get_json(&http, format!("{}/_sim/pipedrive/persons", p.sim)).await;
+    let person = persons["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["emails"][0]["value"] == "ada@example.com")
+        .expect("in Pipedrive")
+        .clone();
+    assert_eq!(person["first_name"], "Augusta");
+    let fields = get_json(&http, format!("{}/_sim/pipedrive/fields", p.sim)).await;
+    let pronouns_key = fields["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field_name"] == "pronouns")
+        .and_then(|f| f["field_code"].as_str())
+        .expect("the Pipedrive pronouns field")
+        .to_string();
+    assert_eq!(
+        person["custom_fields"][&pronouns_key], "she/her",
+        "not cleared in Pipedrive: {person}"
+    );
+    let warnings = &c["sync"]["crms"]["hubspot"]["warnings"];
+    assert!(
+        warnings.to_string().contains("pronouns"),
+        "HubSpot's pronouns are left out with a warning: {c}"
+    );
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

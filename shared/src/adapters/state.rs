@@ -281,6 +281,24 @@ impl<K: StateKv> FieldKeys for K {
             None => self.kv_delete(tenant.as_str(), &k).await,
         }
     }
+
+    async fn claim_field_key(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        field: CustomField,
+        key: &str,
+    ) -> Result<String, StoreError> {
+        let k = field_key(provider, field);
+        let mine = to_json(&key)?;
+        self.kv_update(tenant.as_str(), &k, &|current| {
+            Ok(current.map_or_else(|| mine.clone(), str::to_owned))
+        })
+        .await?;
+        get(self, tenant.as_str(), &k)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("{k} vanished after it was stored")))
+    }
 }
 
 #[async_trait]

@@ -17,7 +17,8 @@ struct Inner {
     records: BTreeMap<String, CrmRecord>,
     writes: usize,
     failing: Option<CrmError>,
-    pronouns_field: bool,
+    /// The key of the pronouns field, while it exists.
+    pronouns_key: Option<String>,
     /// Creates that happen but whose answer is lost (a timeout after the CRM acted).
     lost_create_answers: usize,
     /// Emails need not be unique (as in Pipedrive): a create never answers "already exists".
@@ -56,6 +57,11 @@ impl MemoryCrm {
     /// Every call fails with `err` until cleared.
     pub fn fail_with(&self, err: Option<CrmError>) {
         self.lock().failing = err;
+    }
+
+    /// A user creates (`Some(key)`) or deletes (`None`) the pronouns field in the CRM's settings.
+    pub fn user_set_pronouns_field(&self, key: Option<&str>) {
+        self.lock().pronouns_key = key.map(str::to_owned);
     }
 
     /// The next `n` creates happen, but answer as if the connection dropped.
@@ -137,7 +143,10 @@ impl MemoryCrm {
     }
 
     fn strip(&self, ctx: &CrmContext, mut fields: ContactFields) -> ContactFields {
-        if ctx.field(CustomField::Pronouns).is_none() {
+        // Without the field (never set up, or deleted in the CRM) pronouns are neither stored
+        // nor read, as a CRM omits a property it does not have.
+        let key = ctx.field(CustomField::Pronouns);
+        if key.is_none() || key != self.lock().pronouns_key.as_deref() {
             fields.pronouns = None;
         }
         fields
@@ -219,6 +228,18 @@ impl CrmClient for MemoryCrm {
     ) -> Result<CrmRecord, CrmError> {
         self.check()?;
         let mut inner = self.lock();
+        let key = ctx.field(CustomField::Pronouns);
+        if patch.contains(crate::domain::Field::Pronouns)
+            && key.is_some()
+            && key != inner.pronouns_key.as_deref()
+        {
+            // As HubSpot answers a write to a property it does not have.
+            return Err(CrmError::Rejected {
+                provider: self.provider,
+                status: 400,
+                message: "Property \"pronouns\" does not exist".into(),
+            });
+        }
         let Some(r) = inner.records.get_mut(id) else {
             return Err(CrmError::Rejected {
                 provider: self.provider,
@@ -290,8 +311,11 @@ impl CrmClient for MemoryCrm {
         field: CustomField,
     ) -> Result<String, CrmError> {
         self.check()?;
-        self.lock().pronouns_field = true;
-        Ok(field.as_str().into())
+        Ok(self
+            .lock()
+            .pronouns_key
+            .get_or_insert_with(|| field.as_str().into())
+            .clone())
     }
 
     async fn find_field(
@@ -300,6 +324,7 @@ impl CrmClient for MemoryCrm {
         field: CustomField,
     ) -> Result<Option<String>, CrmError> {
         self.check()?;
-        Ok(self.lock().pronouns_field.then(|| field.as_str().into()))
+        let _ = field;
+        Ok(self.lock().pronouns_key.clone())
     }
 }

@@ -230,6 +230,12 @@ impl SyncService {
             support: ctx.support(),
             now,
         });
+        if self
+            .forget_vanished_field(client, &ctx, &pair, &plan)
+            .await?
+        {
+            return Err(StoreError::Conflict(format!("a {provider} field was deleted")).into());
+        }
         self.apply(tenant, client, &ctx, pair, plan, now).await
     }
 
@@ -334,7 +340,18 @@ impl SyncService {
             }
             CrmAction::Update { patch } => {
                 let id = external_id.as_deref().unwrap_or_default();
-                let updated = client.update(ctx, id, patch).await?;
+                let updated = match client.update(ctx, id, patch).await {
+                    Ok(updated) => updated,
+                    Err(e @ CrmError::Rejected { status: 400, .. })
+                        if self.written_field_vanished(client, ctx, patch).await? =>
+                    {
+                        return Err(StoreError::Conflict(format!(
+                            "a {provider} field was deleted ({e})"
+                        ))
+                        .into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 crm_modified = updated.updated_at;
                 report.crm_writes += 1;
                 if plan.app != AppAction::None {

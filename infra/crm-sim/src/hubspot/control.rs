@@ -33,6 +33,29 @@ pub(crate) fn routes() -> Router<HubSpotSim> {
         .route("/_sim/hubspot/config/rate-limit", put(rate_limit))
         .route("/_sim/hubspot/oauth/expire", post(expire_tokens))
         .route("/_sim/hubspot/reset", post(reset))
+        .route(
+            "/_sim/hubspot/properties/{name}",
+            axum::routing::delete(delete_property),
+        )
+}
+
+/// A user deletes a custom property in HubSpot's settings: reads no longer return it and
+/// writes to it fail with `PROPERTY_DOESNT_EXIST`, as in HubSpot. HubSpot's own properties
+/// cannot be deleted.
+async fn delete_property(State(sim): State<HubSpotSim>, Path(name): Path<String>) -> Response {
+    let mut store = sim.store();
+    match store.props.get(&name) {
+        None => ApiError::object_not_found().into_response(),
+        Some(p) if p.hubspot_defined => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"status": "error", "message": format!("{name} is a HubSpot-defined property")})),
+        )
+            .into_response(),
+        Some(_) => {
+            store.props.remove(&name);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
 }
 
 fn sim_error(e: SimError) -> Response {

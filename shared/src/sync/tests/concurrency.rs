@@ -277,7 +277,11 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
     let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
     for (side, fields) in [("app", &c1.fields), ("HubSpot", &hs_fields)] {
         assert_eq!(fields.first_name.as_deref(), Some("Anne"), "{side}");
-        assert_eq!(fields.last_name.as_deref(), Some("Racer"), "{side}: the newest edit");
+        assert_eq!(
+            fields.last_name.as_deref(),
+            Some("Racer"),
+            "{side}: the newest edit"
+        );
     }
     assert!(
         f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),

@@ -22,6 +22,7 @@ use crate::ports::{
 use crate::tenant::{TenantConfig, Tenants};
 
 mod concurrency;
+mod custom_fields;
 
 struct Fixture {
     store: EmbeddedStore,
@@ -43,6 +44,7 @@ async fn fixture(pronouns_in_pipedrive: bool) -> Fixture {
         TenantConfig::new("acme"),
         vec![Arc::new(hubspot.clone()), Arc::new(pipedrive.clone())],
     );
+    hubspot.user_set_pronouns_field(Some("pronouns"));
     store
         .set_field_key(
             &tenant(),
@@ -53,6 +55,7 @@ async fn fixture(pronouns_in_pipedrive: bool) -> Fixture {
         .await
         .unwrap();
     if pronouns_in_pipedrive {
+        pipedrive.user_set_pronouns_field(Some("a1b2"));
         store
             .set_field_key(
                 &tenant(),
