@@ -447,23 +447,32 @@ pub trait CrmClient: Send + Sync {
     ) -> Result<CrmRecord, CrmError>;
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError>;
 
-    /// Creates-or-updates many records keyed by email, in as few calls as the API allows.
-    /// One result per input, in order.
-    async fn upsert_many(
+    /// The live records with these emails, keyed by the email lowercased, in as few calls as
+    /// the API allows (a consistent lookup where the API has one: HubSpot's batch read by
+    /// email; Pipedrive's listing when it is cheaper than searching).
+    async fn find_many_by_email(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
+        let mut out = std::collections::HashMap::new();
+        for email in emails {
+            if let Some(r) = self.find_by_email(ctx, email).await? {
+                out.insert(email.trim().to_lowercase(), r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates many records, in as few calls as the API allows. One result per input, in order.
+    async fn create_many(
         &self,
         ctx: &CrmContext,
         records: &[ContactFields],
     ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
         let mut out = Vec::with_capacity(records.len());
         for fields in records {
-            let result = match fields.email.as_deref() {
-                Some(email) => match self.find_by_email(ctx, email).await? {
-                    Some(existing) => self.update(ctx, &existing.id, &patch_from(fields)).await,
-                    None => self.create(ctx, fields).await,
-                },
-                None => self.create(ctx, fields).await,
-            };
-            out.push(result);
+            out.push(self.create(ctx, fields).await);
         }
         Ok(out)
     }
@@ -485,15 +494,4 @@ pub trait CrmClient: Send + Sync {
         ctx: &CrmContext,
         field: CustomField,
     ) -> Result<Option<String>, CrmError>;
-}
-
-/// A patch that sets every field of `fields` (absent ones are left alone).
-pub fn patch_from(fields: &ContactFields) -> FieldPatch {
-    let mut patch = FieldPatch::default();
-    for f in crate::domain::Field::ALL {
-        if let Some(v) = fields.get(f) {
-            patch.insert(f, Some(v.to_string()));
-        }
-    }
-    patch
 }

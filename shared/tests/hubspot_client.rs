@@ -122,7 +122,8 @@ async fn batch_upsert_takes_100_per_call_and_maps_results_by_email() {
     c.ensure_field(&ctx(false), CustomField::Pronouns)
         .await
         .unwrap();
-    // One contact exists already: upsert updates it instead of duplicating.
+    // One contact exists already (a create whose answer was lost): the batch create, an
+    // upsert by email, updates it instead of duplicating.
     let existing = c
         .create(&ctx(true), &fields("p7@x.io", "Old"))
         .await
@@ -130,8 +131,18 @@ async fn batch_upsert_takes_100_per_call_and_maps_results_by_email() {
     let inputs: Vec<_> = (0..250)
         .map(|i| fields(&format!("p{i}@x.io"), &format!("P{i}")))
         .collect();
+    let emails: Vec<String> = inputs.iter().filter_map(|f| f.email.clone()).collect();
     let before = s.hubspot.stats().batch_calls;
-    let out = c.upsert_many(&ctx(true), &inputs).await.unwrap();
+    let found = c.find_many_by_email(&ctx(true), &emails).await.unwrap();
+    assert_eq!(
+        s.hubspot.stats().batch_calls - before,
+        3,
+        "batch reads of 100"
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found["p7@x.io"].id, existing.id);
+    let before = s.hubspot.stats().batch_calls;
+    let out = c.create_many(&ctx(true), &inputs).await.unwrap();
     assert_eq!(s.hubspot.stats().batch_calls - before, 3);
     assert_eq!(out.len(), 250);
     for (i, r) in out.iter().enumerate() {
@@ -515,7 +526,7 @@ async fn a_207_fails_only_its_record_and_the_backfill_links_the_rest() {
     let mut taken = fields("taken@x.io", "T");
     taken.pronouns = Some("xe/xem".into());
     let results = c
-        .upsert_many(
+        .create_many(
             &ctx(true),
             &[
                 own("ok1@x.io", "she/her"),

@@ -226,7 +226,7 @@ async fn nameless_contacts_round_trip_without_inventing_a_name() {
 }
 
 #[tokio::test]
-async fn upsert_many_links_existing_persons_and_creates_the_rest_once() {
+async fn find_many_by_email_lists_instead_of_searching_and_create_many_makes_the_rest() {
     let s = sim(SimConfig::default()).await;
     let c = client(&s);
     let key = c
@@ -235,44 +235,48 @@ async fn upsert_many_links_existing_persons_and_creates_the_rest_once() {
         .unwrap();
     let ctx = ctx(Some(&key));
     let existing = s.pipedrive.ui_create(json!({"name": "Old Name",
-        "emails": [{"value": "p3@x.io", "primary": true}]}));
-    let inputs: Vec<_> = (0..30)
-        .map(|i| fields(&format!("p{i}@x.io"), &format!("P{i}")))
-        .collect();
+        "emails": [{"value": "P3@x.io", "primary": true}]}));
+    let emails: Vec<String> = (0..30).map(|i| format!("p{i}@x.io")).collect();
     let searches = calls(&s, "GET /api/v2/persons/search");
-    let out = c.upsert_many(&ctx, &inputs).await.unwrap();
-    assert_eq!(out.len(), 30);
-    for (i, r) in out.iter().enumerate() {
-        let r = r.as_ref().unwrap();
-        assert_eq!(
-            r.fields.email.as_deref(),
-            Some(format!("p{i}@x.io").as_str())
-        );
-        assert_eq!(
-            r.fields.first_name.as_deref(),
-            Some(format!("P{i}").as_str())
-        );
-    }
-    assert_eq!(out[3].as_ref().unwrap().id, existing.to_string());
+    let found = c.find_many_by_email(&ctx, &emails).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found["p3@x.io"].id,
+        existing.to_string(),
+        "matched case-insensitively"
+    );
+    assert_eq!(found["p3@x.io"].fields.first_name.as_deref(), Some("Old"));
     assert_eq!(
         calls(&s, "GET /api/v2/persons/search"),
         searches,
         "listing beat searching"
     );
+
+    let inputs: Vec<_> = (0..30)
+        .filter(|i| *i != 3)
+        .map(|i| fields(&format!("p{i}@x.io"), &format!("P{i}")))
+        .collect();
+    let out = c.create_many(&ctx, &inputs).await.unwrap();
+    assert_eq!(out.len(), 29);
+    for (r, sent) in out.iter().zip(&inputs) {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r.fields.email, sent.email);
+        assert_eq!(r.fields.first_name, sent.first_name);
+    }
     assert_eq!(calls(&s, "POST /api/v2/persons"), 29);
-    assert_eq!(calls(&s, "PATCH /api/v2/persons/{id}"), 1);
     let live = s
         .pipedrive
         .persons()
         .into_iter()
         .filter(|p| p["is_deleted"] == false)
         .count();
-    assert_eq!(live, 30, "no duplicates");
-    // A second run finds everything and writes nothing.
+    assert_eq!(live, 30);
+    // Now every email is found, still without a search and without a write.
     let writes = s.pipedrive.stats().write_calls;
-    let again = c.upsert_many(&ctx, &inputs).await.unwrap();
-    assert!(again.iter().all(Result::is_ok));
+    let again = c.find_many_by_email(&ctx, &emails).await.unwrap();
+    assert_eq!(again.len(), 30);
     assert_eq!(s.pipedrive.stats().write_calls, writes);
+    assert_eq!(calls(&s, "GET /api/v2/persons/search"), searches);
 }
 
 #[tokio::test]

@@ -168,7 +168,9 @@ async fn exercise_every_operation() -> Vec<Value> {
     clear_names.insert(Field::LastName, None);
     c.update(&ctx, &a.id, &clear_names).await.unwrap();
     let batch: Vec<_> = (1..6).map(full).collect();
-    for r in c.upsert_many(&ctx, &batch).await.unwrap() {
+    let emails: Vec<String> = batch.iter().filter_map(|f| f.email.clone()).collect();
+    c.find_many_by_email(&ctx, &emails).await.unwrap();
+    for r in c.create_many(&ctx, &batch).await.unwrap() {
         r.unwrap();
     }
     let mut cursor = None;

@@ -220,7 +220,8 @@ fn v3(secret: &str, url: &str, body: &str, ts: &str) -> String {
 }
 
 /// Connecting HubSpot to an app that already has 1,000 contacts: Sync Now backfills them with
-/// batch upserts (100 per call) under a tight simulated rate limit; nothing lost, nothing doubled.
+/// batch lookups by email and batch upserts (100 per call) under a tight simulated rate limit;
+/// nothing lost, nothing doubled.
 #[tokio::test]
 async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     let dir = temp_dir("hubspot-backfill");
@@ -274,10 +275,13 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     assert_eq!(hubspot["errors"], 0);
 
     let stats = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
-    let upserts = stats["by_endpoint"]["POST /crm/v3/objects/contacts/batch/{action}"]
+    // Per 100 contacts: one batch read by email (none is there yet), one batch upsert.
+    let batch_calls = stats["by_endpoint"]["POST /crm/v3/objects/contacts/batch/{action}"]
         .as_u64()
         .unwrap_or(0);
+    let upserts = stats["write_calls"].as_u64().unwrap_or(0);
     assert_eq!(upserts, 10, "1,000 contacts in batches of 100 ({stats})");
+    assert_eq!(batch_calls, 20, "ten lookups and ten upserts ({stats})");
     assert_eq!(stats["records_written"], n, "{stats}");
     let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;
     let emails: std::collections::HashSet<_> = all["results"]

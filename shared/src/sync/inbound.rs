@@ -58,18 +58,19 @@ impl SyncService {
             self.ensure_not_paused(tenant, provider).await?;
             let ctx = self.crm_context(tenant, client).await?;
             let record = match known {
-                Some(k) => k.record,
-                None => client.get(&ctx, record_id).await?,
+                Some(k) if k.link_version == Some(link.version) => k.record,
+                _ => client.get(&ctx, record_id).await?,
             };
             return match record {
                 Some(r) if !r.archived => {
                     link.status = LinkStatus::Pending;
-                    self.links.put_link(&link).await?;
+                    let revived = self.links.put_link(&link).await?;
                     Ok(Some(Inbound {
-                        contact_id: link.contact_id,
+                        contact_id: revived.contact_id,
                         record: Some(Known {
                             id: r.id.clone(),
                             record: Some(r),
+                            link_version: Some(revived.version),
                         }),
                     }))
                 }
@@ -78,9 +79,10 @@ impl SyncService {
         }
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, client).await?;
+        // A record read while it was linked (the link is gone since) is read again.
         let record = match known {
-            Some(k) => k.record,
-            None => client.get(&ctx, record_id).await?,
+            Some(k) if k.link_version.is_none() => k.record,
+            _ => client.get(&ctx, record_id).await?,
         };
         let Some(record) = record.filter(|r| !r.archived) else {
             return Ok(None);
@@ -95,6 +97,7 @@ impl SyncService {
                 record: Some(Known {
                     id: record.id.clone(),
                     record: Some(record),
+                    link_version: None,
                 }),
             }));
         }
@@ -126,7 +129,8 @@ impl SyncService {
             Err(StoreError::Duplicate(what)) => return Err(StoreError::Conflict(what).into()),
             Err(e) => return Err(e.into()),
         };
-        self.links
+        let linked = self
+            .links
             .put_link(&ContactLink::synced(
                 tenant,
                 &contact.id,
@@ -147,6 +151,7 @@ impl SyncService {
             record: Some(Known {
                 id: record.id.clone(),
                 record: Some(record),
+                link_version: Some(linked.version),
             }),
         }))
     }

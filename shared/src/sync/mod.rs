@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tracing::warn;
 
-use crate::domain::{ChangeEvent, ChangeKind, CrmRecord, Job, Provider, TenantId};
+use crate::domain::{ChangeEvent, ChangeKind, ContactLink, CrmRecord, Job, Provider, TenantId};
 use crate::error::{CrmError, SyncError};
 use crate::ports::{ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
 use crate::tenant::{TenantConfig, Tenants};
@@ -54,14 +54,31 @@ impl SyncReport {
 /// A CRM record already read (by a batch read of a queue batch, or by an earlier stage): what
 /// the CRM holds under `id`, `record: None` when nothing live is there. Handed on to the stage
 /// that needs it instead of being read again.
+///
+/// `link_version` is the version of the record's link read *before* the record (`None`: it had
+/// none). The record is trusted for a decision only while its link is unchanged: a worker that
+/// synced the pair since may have written a newer value to the CRM, and a decision from the
+/// older read would take the CRM's old value for a change and revert the app's new one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Known {
     pub id: String,
     pub record: Option<CrmRecord>,
+    pub link_version: Option<u64>,
 }
 
-/// Records read by [`SyncService::read_batch`], by tenant, CRM and record id (`None`: not there).
-pub type BatchRead = HashMap<(TenantId, Provider, String), Option<CrmRecord>>;
+impl Known {
+    /// Whether the record still shows what the CRM held after the link's last write: the link
+    /// now stored (`None`: none, or an intent) is the one seen before the record was read.
+    fn still_current(&self, link: Option<&ContactLink>) -> bool {
+        match link.filter(|l| !l.is_placeholder()) {
+            Some(l) => l.external_id == self.id && Some(l.version) == self.link_version,
+            None => link.is_none() && self.link_version.is_none(),
+        }
+    }
+}
+
+/// Records read by [`SyncService::read_batch`], by tenant, CRM and record id.
+pub type BatchRead = HashMap<(TenantId, Provider, String), Known>;
 
 /// The sync logic over the ports.
 #[derive(Clone)]
@@ -179,11 +196,28 @@ impl SyncService {
             let Ok(ctx) = self.crm_context(&tenant, client.as_ref()).await else {
                 continue;
             };
+            // The links first: a record is trusted later only if its link has not moved since.
+            let mut versions = HashMap::new();
+            for id in &ids {
+                match self.links.get_link(&tenant, provider, id).await {
+                    Ok(link) => {
+                        versions.insert(id.clone(), link.map(|l| l.version));
+                    }
+                    Err(e) => warn!(%tenant, %provider, error = %e, "link read failed"),
+                }
+            }
             match client.get_many(&ctx, &ids).await {
                 Ok(mut found) => {
                     for id in ids {
-                        let record = found.remove(&id);
-                        read.insert((tenant.clone(), provider, id), record);
+                        let Some(&link_version) = versions.get(&id) else {
+                            continue;
+                        };
+                        let known = Known {
+                            record: found.remove(&id),
+                            id: id.clone(),
+                            link_version,
+                        };
+                        read.insert((tenant.clone(), provider, id), known);
                     }
                 }
                 Err(e) => {

@@ -239,9 +239,10 @@ impl SyncService {
         self.apply(tenant, client, &ctx, pair, plan, now).await
     }
 
-    /// The CRM side of a pair: the linked record (as already read, else read now), else the
-    /// record an earlier stage found for the contact, else one with the contact's email (which
-    /// also finds the record of a create that was cut off before it was linked).
+    /// The CRM side of a pair: the linked record (as already read, if its link has not changed
+    /// since, else read now), else the record an earlier stage found for the contact, else one
+    /// with the contact's email (which also finds the record of a create that was cut off
+    /// before it was linked).
     async fn read_crm_side(
         client: &dyn CrmClient,
         ctx: &CrmContext,
@@ -249,6 +250,8 @@ impl SyncService {
         known: Option<Known>,
     ) -> Result<Option<CrmRecord>, CrmError> {
         let contact = &pair.contact;
+        // A record read before another worker synced the pair is read again.
+        let known = known.filter(|k| k.still_current(pair.link.as_ref()));
         match (pair.linked_id(), known) {
             (Some(id), Some(k)) if k.id == id => Ok(k.record),
             (Some(id), _) => client.get(ctx, id).await,
@@ -310,16 +313,39 @@ impl SyncService {
             .map(str::to_owned)
             .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
         let base = pair.base().cloned();
+        let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
         let PairState {
             contact,
             mut link,
             record,
         } = pair;
-        if let (Some(l), Some(id)) = (link.as_ref(), external_id.as_deref())
-            && l.is_placeholder()
-        {
+        match (link.as_ref(), external_id.as_deref(), record.as_ref()) {
             // An abandoned create whose record turned up: the intent moves to it first.
-            link = Some(self.links.rekey_link(l, id).await?);
+            (Some(l), Some(id), _) if l.is_placeholder() => {
+                link = Some(self.links.rekey_link(l, id).await?);
+            }
+            // A record found by email, not linked: claim the link before writing anything. The
+            // plan has no base; if another worker is creating or linking this record (it found
+            // no link when this one looked), the claim fails and the job re-reads, to plan on
+            // that worker's base instead of reverting the app to the CRM's older values.
+            (None, Some(id), Some(r)) if !r.archived => {
+                let claim = ContactLink {
+                    status: LinkStatus::Pending,
+                    last_synced_at: None,
+                    ..ContactLink::synced(
+                        tenant,
+                        &contact.id,
+                        provider,
+                        id,
+                        None,
+                        ContactFields::default(),
+                        Vec::new(),
+                        now,
+                    )
+                };
+                link = Some(self.links.put_link(&claim).await?);
+            }
+            _ => {}
         }
         let mut logged = Vec::new();
         let mut report = SyncReport {
@@ -408,7 +434,6 @@ impl SyncService {
             self.contacts.update(&updated).await?;
             report.app_writes += 1;
         }
-        let first_sync = link.as_ref().is_none_or(ContactLink::is_intent);
         let Some(external_id) = external_id else {
             // Nothing to link (no record, none created): an abandoned intent is withdrawn.
             if let Some(intent) = link.filter(ContactLink::is_placeholder) {
@@ -547,15 +572,25 @@ impl SyncService {
                 ))
                 .into())
             }
-            // The create certainly did not happen: withdraw the intent.
-            Err(e) if !created_maybe(&e) => {
-                self.links.delete_link(&intent).await?;
+            Err(e) => {
+                self.settle_failed_create(&intent, &e).await?;
                 Err(e.into())
             }
-            // It may have happened (no answer, a server error): the intent stays, and whoever
-            // takes it over after the grace looks for the record first.
-            Err(e) => Err(e.into()),
         }
+    }
+
+    /// After a failed create: a create that certainly did not happen withdraws its intent; one
+    /// that may have (no answer, a server error) leaves it, and whoever takes it over after the
+    /// grace looks for the record first.
+    pub(super) async fn settle_failed_create(
+        &self,
+        intent: &ContactLink,
+        err: &CrmError,
+    ) -> Result<(), SyncError> {
+        if !created_maybe(err) {
+            self.links.delete_link(intent).await?;
+        }
+        Ok(())
     }
 }
 

@@ -5,13 +5,14 @@
 use chrono::Utc;
 use tracing::info;
 
-use super::SyncService;
+use super::{Known, SyncService};
 use crate::domain::{
-    ChangeEvent, ChangeKind, ContactLink, FieldSupport, Job, LinkStatus, Origin, Provider, TenantId,
+    ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, FieldSupport, Job, LinkStatus,
+    Origin, Provider, TenantId,
 };
 use crate::engine;
 use crate::error::{StoreError, SyncError};
-use crate::ports::{ChangedRecord, JobQueue, SyncNowProgress};
+use crate::ports::{ChangedRecord, CrmClient, CrmContext, JobQueue, SyncNowProgress};
 
 /// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
 const MAX_RECONCILE_ROUNDS: u32 = 500;
@@ -219,22 +220,25 @@ impl SyncService {
         Ok(enqueued)
     }
 
-    /// First sync of a tenant's unlinked contacts with one CRM, in batches (HubSpot: 100 per
-    /// batch upsert). Returns how many contacts were linked, and whether the deadline cut the
-    /// backfill short (more remain).
+    /// First sync of a tenant's unlinked contacts with one CRM, in chunks of 100: the chunk's
+    /// emails are looked up in one batch (HubSpot: batch read by email); a contact whose email
+    /// the CRM has goes through the per-contact path (the engine decides, conflicts are logged,
+    /// a record linked to another contact is never taken over); the others are created in one
+    /// batch (HubSpot: batch upsert), each under an intent claimed first, as single creates are.
+    /// Returns how many contacts were linked, and whether the deadline cut the backfill short.
     pub async fn backfill(
         &self,
         tenant: &TenantId,
         provider: Provider,
         deadline: Option<std::time::Instant>,
     ) -> Result<(usize, bool), SyncError> {
-        self.tenant(tenant)?;
+        let cfg = self.tenant(tenant)?;
         let Some(client) = self.tenants.client(tenant, provider).cloned() else {
             return Ok((0, false));
         };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, client.as_ref()).await?;
-        let support = ctx.support();
+        // The index may lag: a contact it shows unlinked is checked again by key below.
         let linked: std::collections::HashSet<String> = self
             .links
             .links_for_tenant(tenant)
@@ -258,59 +262,129 @@ impl SyncService {
             }
         }
         let mut done = 0;
-        let chunks: Vec<_> = pending.chunks(100).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
+        for (i, chunk) in pending.chunks(100).enumerate() {
             if i > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok((done, true));
             }
-            let inputs: Vec<_> = chunk
+            let emails: Vec<String> = chunk
                 .iter()
-                .map(|c| {
-                    let mut f = c.fields.clone();
-                    if !support.pronouns {
-                        f.pronouns = None;
-                    }
-                    f
-                })
+                .filter_map(|c| c.fields.email.clone())
                 .collect();
-            let results = client.upsert_many(&ctx, &inputs).await?;
-            let now = Utc::now();
-            for ((contact, sent), result) in chunk.iter().zip(&inputs).zip(results) {
-                match result {
-                    Ok(record) => {
-                        // What we sent is what both sides now agree on.
-                        let warnings = if !support.pronouns && contact.fields.pronouns.is_some() {
-                            vec![engine::pronouns_warning(provider)]
-                        } else {
-                            Vec::new()
+            let mut found = client.find_many_by_email(&ctx, &emails).await?;
+            let mut fresh = Vec::new();
+            for contact in chunk {
+                let email = contact.fields.email.as_deref().unwrap_or_default();
+                match found.remove(&email.trim().to_lowercase()) {
+                    Some(record) => {
+                        // Listed as unlinked: if a link appeared since, the record is read again.
+                        let known = Known {
+                            id: record.id.clone(),
+                            record: Some(record),
+                            link_version: None,
                         };
-                        let link = ContactLink::synced(
+                        match self
+                            .sync_pair_retrying(cfg, client.as_ref(), &contact.id, Some(known))
+                            .await
+                        {
+                            Ok(_) => done += 1,
+                            Err(err) => {
+                                self.record_failure(tenant, &contact.id, provider, &err)
+                                    .await
+                            }
+                        }
+                    }
+                    None => fresh.push(contact),
+                }
+            }
+            done += self
+                .create_unlinked(tenant, client.as_ref(), &ctx, &fresh)
+                .await?;
+        }
+        Ok((done, false))
+    }
+
+    /// Creates the records of contacts the CRM does not have, in one batch, each under an
+    /// intent: a contact another worker is syncing (or one linked already, which the lagging
+    /// index missed) is left to it. Returns how many were linked.
+    async fn create_unlinked(
+        &self,
+        tenant: &TenantId,
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        contacts: &[&Contact],
+    ) -> Result<usize, SyncError> {
+        let provider = client.provider();
+        let support = ctx.support();
+        let now = Utc::now();
+        let mut claimed = Vec::new();
+        for &contact in contacts {
+            if contact.deleted {
+                continue;
+            }
+            let mut fields = contact.fields.clone().normalized();
+            if !support.pronouns {
+                fields.pronouns = None;
+            }
+            let intent = ContactLink::intent(tenant, &contact.id, provider, fields.clone(), now);
+            match self.links.put_link(&intent).await {
+                Ok(intent) => claimed.push((contact, fields, intent)),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let inputs: Vec<ContactFields> = claimed.iter().map(|(_, f, _)| f.clone()).collect();
+        let results = match client.create_many(ctx, &inputs).await {
+            Ok(results) => results,
+            Err(e) => {
+                for (_, _, intent) in &claimed {
+                    self.settle_failed_create(intent, &e).await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let mut done = 0;
+        for ((contact, sent, intent), result) in claimed.into_iter().zip(results) {
+            match result {
+                Ok(record) => {
+                    let warnings = if !support.pronouns && contact.fields.pronouns.is_some() {
+                        vec![engine::pronouns_warning(provider)]
+                    } else {
+                        Vec::new()
+                    };
+                    let moved = self.links.rekey_link(&intent, &record.id).await?;
+                    // What we sent is what both sides now agree on.
+                    let link = ContactLink {
+                        version: moved.version,
+                        ..ContactLink::synced(
                             tenant,
                             &contact.id,
                             provider,
                             &record.id,
                             record.updated_at,
-                            sent.clone(),
+                            sent,
                             warnings,
-                            now,
-                        );
-                        match self.links.put_link(&link).await {
-                            Ok(_) => done += 1,
-                            // Linked concurrently by a webhook-driven sync: that one stands.
-                            Err(StoreError::Conflict(_)) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                        self.state
-                            .record_outcome(tenant, provider, Ok(()), 0)
-                            .await?;
-                    }
-                    Err(err) => {
-                        self.record_failure(tenant, &contact.id, provider, &err.into())
-                            .await;
-                    }
+                            Utc::now(),
+                        )
+                    };
+                    self.links.put_link(&link).await?;
+                    self.state
+                        .set_issue(tenant, &contact.id, provider, None)
+                        .await?;
+                    self.state
+                        .record_outcome(tenant, provider, Ok(()), 0)
+                        .await?;
+                    done += 1;
+                }
+                Err(err) => {
+                    self.settle_failed_create(&intent, &err).await?;
+                    self.record_failure(tenant, &contact.id, provider, &err.into())
+                        .await;
                 }
             }
         }
-        Ok((done, false))
+        Ok(done)
     }
 }

@@ -71,10 +71,7 @@ pub fn known_for(read: &mut BatchRead, job: &Job) -> Option<Known> {
     let Job::Change(e) = job else { return None };
     let provider = e.origin.provider()?;
     let key = (e.tenant.clone(), provider, e.record_id.clone());
-    read.remove(&key).map(|record| Known {
-        id: e.record_id.clone(),
-        record,
-    })
+    read.remove(&key)
 }
 
 /// Runs one delivery and settles it on the queue: ack, defer, or fail (the queue retries it or

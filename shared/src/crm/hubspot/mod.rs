@@ -515,8 +515,47 @@ impl CrmClient for HubSpotClient {
         Ok(out)
     }
 
-    /// Batch upsert keyed by email, 100 inputs per call.
-    async fn upsert_many(
+    /// Batch read by email (a lookup by a unique property: no search lag), 100 per call.
+    async fn find_many_by_email(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<HashMap<String, CrmRecord>, CrmError> {
+        let key = ctx.field(CustomField::Pronouns);
+        let mut out = HashMap::new();
+        for chunk in emails.chunks(BATCH_LIMIT) {
+            let body = json!({
+                "properties": mapping::read_properties(key),
+                "propertiesWithHistory": [],
+                "idProperty": "email",
+                "inputs": chunk.iter().map(|e| json!({"id": e})).collect::<Vec<_>>(),
+            });
+            let (status, body) = self
+                .call(
+                    Lane::Standard,
+                    Method::POST,
+                    "/crm/v3/objects/contacts/batch/read",
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            // 207: some emails have no contact; they are simply absent.
+            if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS) {
+                return Err(error_for(status, &body));
+            }
+            for item in body["results"].as_array().into_iter().flatten() {
+                let record = Self::parse_object(item.clone(), key)?;
+                if let Some(email) = record.fields.email.clone() {
+                    out.insert(email.trim().to_lowercase(), record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Batch upsert keyed by email, 100 inputs per call: a create repeated after a lost answer
+    /// updates the record it made instead of making a second.
+    async fn create_many(
         &self,
         ctx: &CrmContext,
         records: &[ContactFields],

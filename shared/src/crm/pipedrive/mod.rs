@@ -540,13 +540,13 @@ impl CrmClient for PipedriveClient {
         }
     }
 
-    #[tracing::instrument(name = "pipedrive.upsert_many", skip_all, fields(tenant = %ctx.tenant, n = records.len()))]
-    async fn upsert_many(
+    #[tracing::instrument(name = "pipedrive.find_many_by_email", skip_all, fields(tenant = %ctx.tenant, n = emails.len()))]
+    async fn find_many_by_email(
         &self,
         ctx: &CrmContext,
-        records: &[ContactFields],
-    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
-        self.upsert_persons(ctx, records).await
+        emails: &[String],
+    ) -> Result<HashMap<String, CrmRecord>, CrmError> {
+        self.find_persons_by_email(ctx, emails).await
     }
 
     #[tracing::instrument(name = "pipedrive.changed_since", skip_all, fields(tenant = %ctx.tenant))]

@@ -12,12 +12,10 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::mapping::{self, Person, Slots};
-use super::{
-    Op, P, PipedriveClient, RECENT_CAP, RECENT_TTL, error_for, person_id, rfc3339_secs, shape_error,
-};
-use crate::domain::{ContactFields, CrmRecord, FieldPatch, TenantId};
+use super::{Op, P, PipedriveClient, RECENT_CAP, RECENT_TTL, error_for, rfc3339_secs, shape_error};
+use crate::domain::{CrmRecord, FieldPatch, TenantId};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, CrmContext};
 
 /// Our `changed_since` cursor: one pass lists persons with `update_time >= since` in
 /// `update_time` order, paging with Pipedrive's cursor; the next pass starts at the newest
@@ -228,24 +226,22 @@ impl PipedriveClient {
         }
     }
 
-    /// Backfill: looks the emails up by listing persons (10 tokens per 500) while that is
-    /// cheaper than searching each email (20 tokens), then creates what is missing and writes
-    /// only the fields that differ on persons that exist (Pipedrive has no batch endpoint).
-    pub(super) async fn upsert_persons(
+    /// The persons with these emails, keyed by the email lowercased: from the listing while
+    /// listing is cheaper in tokens than one search per email left (the listing does not lag
+    /// like the search; of two persons with one email the oldest wins), else searched.
+    pub(super) async fn find_persons_by_email(
         &self,
         ctx: &CrmContext,
-        records: &[ContactFields],
-    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        emails: &[String],
+    ) -> Result<HashMap<String, CrmRecord>, CrmError> {
         let (pronouns, job) = self.slots(ctx).await?;
-        let slots = Slots {
-            pronouns: pronouns.as_deref(),
-            job_title: Some(&job),
-        };
-        let wanted: HashSet<String> = records
-            .iter()
-            .filter_map(|f| f.email.as_deref())
-            .map(|e| e.trim().to_lowercase())
-            .collect();
+        let mut wanted: Vec<String> = Vec::new();
+        for e in emails.iter().map(|e| e.trim().to_lowercase()) {
+            if !e.is_empty() && !wanted.contains(&e) {
+                wanted.push(e);
+            }
+        }
+        let wanted_set: HashSet<&String> = wanted.iter().collect();
         let mut index: HashMap<String, Person> = HashMap::new();
         let mut complete = false;
         let mut cursor: Option<String> = None;
@@ -269,7 +265,7 @@ impl PipedriveClient {
             for p in persons.into_iter().filter(|p| !p.is_deleted) {
                 for e in &p.emails {
                     let key = e.value.trim().to_lowercase();
-                    if wanted.contains(&key) && index.get(&key).is_none_or(|q| q.id > p.id) {
+                    if wanted_set.contains(&key) && index.get(&key).is_none_or(|q| q.id > p.id) {
                         index.insert(key, p.clone());
                     }
                 }
@@ -282,35 +278,18 @@ impl PipedriveClient {
                 }
             }
         }
-        let mut out = Vec::with_capacity(records.len());
-        for fields in records {
-            let email = fields.email.as_deref().map(|e| e.trim().to_lowercase());
-            let existing = match &email {
-                Some(e) if index.contains_key(e) => Ok(index.get(e).cloned()),
-                Some(e) if !complete => self.search_person(ctx, e).await,
-                _ => Ok(None),
+        let mut out = HashMap::new();
+        for e in wanted {
+            let person = match index.remove(&e) {
+                Some(p) => Some(p),
+                None if !complete => self.search_person(ctx, &e).await?,
+                None => None,
             };
-            let result = match existing {
-                Err(e) => Err(e),
-                Ok(Some(p)) => {
-                    let current = mapping::to_fields(&p, slots);
-                    let patch = mapping::diff_patch(&current, fields, slots);
-                    if patch.is_empty() {
-                        Ok(Self::record(&p, slots.pronouns, &job))
-                    } else {
-                        self.update_person(ctx, p.id, &patch, Some(p)).await
-                    }
-                }
-                Ok(None) => self.create(ctx, fields).await,
-            };
-            if let (Some(e), Ok(r)) = (&email, &result)
-                && let Some(id) = person_id(&r.id)
-                && !index.contains_key(e)
-                && let Some(p) = self.recall(&ctx.tenant, id)
-            {
-                index.insert(e.clone(), p);
+            if let Some(p) = person {
+                // A later PATCH needs the whole person (it replaces emails and phones).
+                self.remember(&ctx.tenant, &p);
+                out.insert(e, Self::record(&p, pronouns.as_deref(), &job));
             }
-            out.push(result);
         }
         Ok(out)
     }

@@ -288,3 +288,173 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
         "no false conflict"
     );
 }
+
+/// A queue batch's records are read together at its start; a worker that syncs one of them
+/// meanwhile writes a newer value to the CRM. The job's stale record would read as a CRM
+/// change (it differs from the new base) and revert the app's edit: it is read again instead.
+#[tokio::test]
+async fn a_record_read_before_another_worker_synced_it_is_read_again() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    create_app_contact(&f, "c2", "bea@x.io", "Bea").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    f.service.handle(&app_event("c2")).await.unwrap();
+    let ids = [
+        link(&f, "c1", Provider::HubSpot).await.external_id,
+        link(&f, "c2", Provider::HubSpot).await.external_id,
+    ];
+    let jobs: Vec<Job> = ids
+        .iter()
+        .map(|id| {
+            Job::Change(ChangeEvent::new(
+                tenant(),
+                Origin::Crm(Provider::HubSpot),
+                id.clone(),
+                ChangeKind::Upsert,
+            ))
+        })
+        .collect();
+    let mut read = f.service.read_batch(&jobs.iter().collect::<Vec<_>>()).await;
+    let stale = worker::known_for(&mut read, &jobs[0]).expect("batch read");
+    assert_eq!(
+        stale.record.as_ref().unwrap().fields.first_name.as_deref(),
+        Some("Ann")
+    );
+
+    // Another worker syncs the app's edit of c1 to both CRMs.
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Annie".into());
+    f.store.update(&c1).await.unwrap();
+    f.service.handle(&app_event("c1")).await.unwrap();
+
+    let Job::Change(event) = &jobs[0] else {
+        unreachable!()
+    };
+    let report = f.service.handle_known(event, Some(stale)).await.unwrap();
+    assert_eq!(report.app_writes + report.crm_writes, 0, "nothing to do");
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    for (side, fields) in [
+        ("app", c1.fields),
+        ("HubSpot", f.hubspot.record(&ids[0]).unwrap().fields),
+    ] {
+        assert_eq!(fields.first_name.as_deref(), Some("Annie"), "{side}");
+    }
+    assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
+
+    // A record read after the link's last write is used as read (no second read).
+    let mut read = f.service.read_batch(&jobs.iter().collect::<Vec<_>>()).await;
+    let current = worker::known_for(&mut read, &jobs[1]).expect("batch read");
+    let link = f
+        .store
+        .get_link(&tenant(), Provider::HubSpot, &ids[1])
+        .await
+        .unwrap();
+    assert!(current.still_current(link.as_ref()));
+}
+
+/// A link store on which, just after a sync finds a contact unlinked, another worker creates
+/// the contact's HubSpot record from the app's older values and links it (as a worker that read
+/// the contact before the user's edit does).
+struct LinkedMeanwhile {
+    inner: EmbeddedStore,
+    hubspot: MemoryCrm,
+    older: ContactFields,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LinkStore for LinkedMeanwhile {
+    async fn get_link(
+        &self,
+        t: &TenantId,
+        p: Provider,
+        id: &str,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        self.inner.get_link(t, p, id).await
+    }
+    async fn link_for_contact(
+        &self,
+        t: &TenantId,
+        contact: &str,
+        p: Provider,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        let seen = self.inner.link_for_contact(t, contact, p).await?;
+        if p == Provider::HubSpot && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let ctx = crate::ports::CrmContext::new(t.clone())
+                .with_field(CustomField::Pronouns, "pronouns");
+            let created = self.hubspot.create(&ctx, &self.older).await.unwrap();
+            let link = ContactLink::synced(
+                t,
+                contact,
+                p,
+                &created.id,
+                created.updated_at,
+                self.older.clone(),
+                Vec::new(),
+                Utc::now(),
+            );
+            self.inner.put_link(&link).await?;
+        }
+        Ok(seen)
+    }
+    async fn links_for_contact(
+        &self,
+        t: &TenantId,
+        contact: &str,
+    ) -> Result<Vec<ContactLink>, StoreError> {
+        self.inner.links_for_contact(t, contact).await
+    }
+    async fn links_for_tenant(&self, t: &TenantId) -> Result<Vec<ContactLink>, StoreError> {
+        self.inner.links_for_tenant(t).await
+    }
+    async fn put_link(&self, l: &ContactLink) -> Result<ContactLink, StoreError> {
+        self.inner.put_link(l).await
+    }
+    async fn rekey_link(&self, l: &ContactLink, id: &str) -> Result<ContactLink, StoreError> {
+        self.inner.rekey_link(l, id).await
+    }
+    async fn delete_link(&self, l: &ContactLink) -> Result<(), StoreError> {
+        self.inner.delete_link(l).await
+    }
+}
+
+/// Item 1 of the review: a sync finds the contact unlinked, and by the time it looks the record
+/// up by email another worker has created and linked it with the app's older values. Planned
+/// with no base, the difference would read as a conflict the CRM wins and revert the user's
+/// edit; the sync claims the link first, loses the claim, and re-plans on the other's base.
+#[tokio::test]
+async fn a_record_linked_meanwhile_is_not_planned_without_a_base() {
+    let f = fixture(true).await;
+    let older = create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Anne".into());
+    f.store.update(&c1).await.unwrap();
+    let links = Arc::new(LinkedMeanwhile {
+        inner: f.store.clone(),
+        hubspot: f.hubspot.clone(),
+        older: older.fields.clone(),
+        done: false.into(),
+    });
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(arc.clone(), links.clone(), arc, f.service.tenants.clone());
+    service.handle(&app_event("c1")).await.unwrap();
+    assert!(links.done.load(std::sync::atomic::Ordering::SeqCst));
+
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    for (side, fields) in [
+        ("app", c1.fields),
+        ("HubSpot", f.hubspot.record(&hs.external_id).unwrap().fields),
+    ] {
+        assert_eq!(
+            fields.first_name.as_deref(),
+            Some("Anne"),
+            "{side}: the user's edit"
+        );
+    }
+    assert_eq!(f.hubspot.records().len(), 1, "one record");
+    assert!(
+        f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),
+        "no false conflict"
+    );
+}

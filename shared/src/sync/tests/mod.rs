@@ -21,6 +21,7 @@ use crate::ports::{
 };
 use crate::tenant::{TenantConfig, Tenants};
 
+mod backfill;
 mod concurrency;
 mod custom_fields;
 

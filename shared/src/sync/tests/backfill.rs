@@ -1,0 +1,153 @@
+//! Sync Now's batch backfill follows the per-contact path's rules: an existing CRM record is
+//! merged by the engine (CRM wins by default, conflicts logged), a record linked to another
+//! contact is never taken over, and creates happen once, under intents.
+
+use super::*;
+
+/// A CRM record with the contact's email and another first name: the engine decides (the CRM
+/// wins by default) and logs the conflict, as a single sync does; no blind overwrite.
+#[tokio::test]
+async fn an_existing_record_is_merged_by_the_engine_and_the_conflict_logged() {
+    let f = fixture(true).await;
+    let existing = f.hubspot.user_create(ContactFields {
+        email: Some("ann@x.io".into()),
+        first_name: Some("Annie".into()),
+        phone: Some("+1 555 0100".into()),
+        ..Default::default()
+    });
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    create_app_contact(&f, "c2", "bo@x.io", "Bo").await;
+    let (linked, more) = f
+        .service
+        .backfill(&tenant(), Provider::HubSpot, None)
+        .await
+        .unwrap();
+    assert_eq!((linked, more), (2, false));
+    assert_eq!(f.hubspot.records().len(), 2, "one created, one matched");
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    assert_eq!(hs.external_id, existing);
+    assert_eq!(hs.status, LinkStatus::Synced);
+    let record = f.hubspot.record(&existing).unwrap();
+    assert_eq!(
+        record.fields.first_name.as_deref(),
+        Some("Annie"),
+        "CRM wins"
+    );
+    assert_eq!(
+        record.fields.pronouns.as_deref(),
+        Some("they/them"),
+        "app fills blanks"
+    );
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Annie"));
+    assert_eq!(c1.fields.phone.as_deref(), Some("+1 555 0100"));
+    let log = f.store.conflicts(&tenant(), 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].conflict.field, Field::FirstName);
+    assert_eq!(log[0].contact_id, "c1");
+}
+
+/// A record already linked to another contact (its email changed in the CRM to an unlinked
+/// contact's) is not taken over: the unlinked contact shows the problem, and Sync Now after
+/// Sync Now writes nothing to it.
+#[tokio::test]
+async fn a_record_linked_to_another_contact_is_never_overwritten() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::Email, Some("bo@x.io".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    // Bo is added in the app before the edit comes back.
+    create_app_contact(&f, "c2", "bo@x.io", "Bo").await;
+    for _ in 0..2 {
+        let writes = f.hubspot.writes();
+        f.service
+            .backfill(&tenant(), Provider::HubSpot, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.hubspot.writes(),
+            writes,
+            "nothing written to Ann's record"
+        );
+    }
+    let record = f.hubspot.record(&hs.external_id).unwrap();
+    assert_eq!(record.fields.first_name.as_deref(), Some("Ann"));
+    assert!(
+        f.store
+            .link_for_contact(&tenant(), "c2", Provider::HubSpot)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let issues = f.store.issues(&tenant(), "c2").await.unwrap();
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.provider == Provider::HubSpot && i.message.contains("already linked")),
+        "{issues:?}"
+    );
+}
+
+/// A contact another worker is creating (its intent is there) is left to it: the backfill
+/// neither creates a second record nor disturbs the intent.
+#[tokio::test]
+async fn a_contact_being_created_elsewhere_is_left_alone() {
+    let f = fixture(true).await;
+    f.pipedrive.allow_duplicate_emails();
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    let intent = f
+        .store
+        .put_link(&ContactLink::intent(
+            &tenant(),
+            "c1",
+            Provider::Pipedrive,
+            ContactFields::default(),
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    let (linked, _) = f
+        .service
+        .backfill(&tenant(), Provider::Pipedrive, None)
+        .await
+        .unwrap();
+    assert_eq!(linked, 0);
+    assert!(f.pipedrive.records().is_empty());
+    assert_eq!(
+        f.store
+            .link_for_contact(&tenant(), "c1", Provider::Pipedrive)
+            .await
+            .unwrap(),
+        Some(intent)
+    );
+}
+
+/// The batch create's answer is lost (Pipedrive, no unique emails): the intents stay, and the
+/// next Sync Now after the grace finds the records by email instead of creating them again.
+#[tokio::test]
+async fn a_lost_batch_create_answer_creates_nothing_twice() {
+    let f = fixture(true).await;
+    f.pipedrive.allow_duplicate_emails();
+    f.pipedrive.lose_create_answers(1);
+    for i in 0..3 {
+        create_app_contact(&f, &format!("c{i}"), &format!("p{i}@x.io"), "P").await;
+    }
+    f.service
+        .backfill(&tenant(), Provider::Pipedrive, None)
+        .await
+        .unwrap();
+    assert_eq!(f.pipedrive.records().len(), 3);
+    let service = f.service.clone().with_create_grace(Duration::ZERO);
+    // The intent left by the lost answer is taken over through the per-contact path.
+    let q: &dyn JobQueue = &f.store;
+    service.reconcile(&tenant(), q, 1).await.unwrap();
+    while worker::run_once(&service, q, 10).await.unwrap() > 0 {}
+    assert_eq!(f.pipedrive.records().len(), 3, "no second record");
+    for i in 0..3 {
+        let pd = link(&f, &format!("c{i}"), Provider::Pipedrive).await;
+        assert_eq!(pd.status, LinkStatus::Synced, "c{i}");
+    }
+}
