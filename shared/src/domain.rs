@@ -335,6 +335,31 @@ impl LinkStatus {
     }
 }
 
+/// What a sync is about to write to each side. If it is cut off, or a write's answer is lost,
+/// the next sync takes each field the side now holds at the value written as agreed (the write
+/// landed) instead of reading our own write as a user's change there (a false conflict the
+/// CRM would win over the user's newer edit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingWrites {
+    #[serde(default)]
+    pub to_crm: FieldPatch,
+    #[serde(default)]
+    pub to_app: FieldPatch,
+}
+
+impl PendingWrites {
+    /// `base` with each pending field the side written to now holds at its value.
+    pub fn settle(&self, base: &mut ContactFields, app: &ContactFields, crm: &ContactFields) {
+        for (patch, side) in [(&self.to_crm, crm), (&self.to_app, app)] {
+            for (field, value) in &patch.0 {
+                if side.get(*field) == value.as_deref() {
+                    base.set(*field, value.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The mapping between one app contact and one CRM record, with the values both last agreed on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactLink {
@@ -351,13 +376,18 @@ pub struct ContactLink {
     pub base_hash: String,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The writes of a sync under way, stored before the first is sent and cleared by the
+    /// sync's final link write (see [`PendingWrites`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingWrites>,
     pub version: u64,
 }
 
 impl ContactLink {
     /// The intent written before a record is created in the CRM with `fields` (see
-    /// [`LinkStatus::Creating`]); its placeholder id is unique per contact. Its base is what the
-    /// create writes: if the record turns out to exist, both sides agreed on that.
+    /// [`LinkStatus::Creating`]); its placeholder id is [`placeholder_id`](Self::placeholder_id)
+    /// of the record's email. Its base is what the create writes: if the record turns out to
+    /// exist, both sides agreed on that.
     pub fn intent(
         tenant: &TenantId,
         contact_id: &str,
@@ -372,12 +402,27 @@ impl ContactLink {
                 tenant,
                 contact_id,
                 provider,
-                &format!("creating:{contact_id}"),
+                &Self::placeholder_id(fields.email.as_deref(), contact_id),
                 None,
                 fields,
                 Vec::new(),
                 at,
             )
+        }
+    }
+
+    /// The id an intent holds until its record is known: by the email the record is created
+    /// with (live app contacts have unique emails), so a webhook for a record whose create has
+    /// not answered yet finds the intent by the record's email (and does not import the record
+    /// as a new contact when the app contact was deleted meanwhile). By the contact's id when
+    /// there is no email.
+    pub fn placeholder_id(email: Option<&str>, contact_id: &str) -> String {
+        match email
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+        {
+            Some(email) => format!("creating:{email}"),
+            None => format!("creating:contact:{contact_id}"),
         }
     }
 
@@ -416,6 +461,7 @@ impl ContactLink {
             base_hash: base.content_hash(),
             base,
             warnings,
+            pending: None,
             version: 0,
         }
     }

@@ -44,6 +44,9 @@ pub trait ContactStore: Send + Sync {
     async fn update(&self, contact: &Contact) -> Result<Contact, StoreError>;
 }
 
+/// Where time is read: the system clock, or a simulation's virtual one.
+pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
 /// ContactLinks: keyed by tenant and `provider#externalId`. A contact has at most one link per
 /// CRM (active, or kept as a tombstone): the first link of a (contact, CRM) claims that place,
 /// and every decision reads it back consistently, by key.

@@ -744,7 +744,7 @@ async fn an_intent_moves_to_its_record_or_is_withdrawn(s: impl Store) {
         moved
     );
     assert!(
-        s.get_link(&tenant(), Provider::HubSpot, "creating:c1")
+        s.get_link(&tenant(), Provider::HubSpot, &intent.external_id)
             .await
             .unwrap()
             .is_none()

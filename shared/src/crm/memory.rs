@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecord, ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, Clock, CrmClient, CrmContext};
 
 #[derive(Default)]
 struct Inner {
@@ -25,6 +25,8 @@ struct Inner {
     duplicate_emails: bool,
     /// How long a create takes, so concurrent syncs overlap.
     create_delay: std::time::Duration,
+    /// The clock of modification times (the system's unless set).
+    clock: Option<Clock>,
 }
 
 /// In-memory CRM for one provider.
@@ -47,6 +49,17 @@ impl MemoryCrm {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> chrono::DateTime<Utc> {
+        let clock = self.lock().clock.clone();
+        clock.map_or_else(Utc::now, |c| c())
+    }
+
+    /// Stamps modifications with `clock`'s time (a simulation's virtual time).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        self.lock().clock = Some(clock);
+        self
     }
 
     /// Writes made through the port (create, update, archive).
@@ -89,10 +102,11 @@ impl MemoryCrm {
 
     /// A change made by a user in the CRM (not through the port; not counted as our write).
     pub fn user_edit(&self, id: &str, patch: &FieldPatch) {
+        let now = self.now();
         let mut inner = self.lock();
         if let Some(r) = inner.records.get_mut(id) {
             r.fields.apply(patch);
-            r.updated_at = Some(Utc::now());
+            r.updated_at = Some(now);
         }
     }
 
@@ -105,6 +119,7 @@ impl MemoryCrm {
 
     /// A record created by a user in the CRM; returns its id.
     pub fn user_create(&self, fields: ContactFields) -> String {
+        let now = self.now();
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id.to_string();
@@ -113,7 +128,7 @@ impl MemoryCrm {
             CrmRecord {
                 id: id.clone(),
                 fields: fields.normalized(),
-                updated_at: Some(Utc::now()),
+                updated_at: Some(now),
                 archived: false,
             },
         );
@@ -121,17 +136,19 @@ impl MemoryCrm {
     }
 
     pub fn user_archive(&self, id: &str) {
+        let now = self.now();
         if let Some(r) = self.lock().records.get_mut(id) {
             r.archived = true;
-            r.updated_at = Some(Utc::now());
+            r.updated_at = Some(now);
         }
     }
 
     /// A user restores an archived record (HubSpot's recycle bin, Pipedrive's undo).
     pub fn user_restore(&self, id: &str) {
+        let now = self.now();
         if let Some(r) = self.lock().records.get_mut(id) {
             r.archived = false;
-            r.updated_at = Some(Utc::now());
+            r.updated_at = Some(now);
         }
     }
 
@@ -227,6 +244,7 @@ impl CrmClient for MemoryCrm {
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError> {
         self.check()?;
+        let now = self.now();
         let mut inner = self.lock();
         let key = ctx.field(CustomField::Pronouns);
         if patch.contains(crate::domain::Field::Pronouns)
@@ -251,7 +269,7 @@ impl CrmClient for MemoryCrm {
         if ctx.field(CustomField::Pronouns).is_none() {
             r.fields.pronouns = None;
         }
-        r.updated_at = Some(Utc::now());
+        r.updated_at = Some(now);
         let out = r.clone();
         inner.writes += 1;
         Ok(out)

@@ -362,6 +362,7 @@ mod tests {
             base: ContactFields::default(),
             base_hash: String::new(),
             warnings: vec![],
+            pending: None,
             version: 1,
         }
     }

@@ -2,7 +2,6 @@
 //! record was restored), re-keyed after a merge, matched by email on first sight, or imported
 //! into the app as a new contact.
 
-use chrono::Utc;
 use tracing::{info, warn};
 
 use super::{Known, SyncService};
@@ -49,6 +48,13 @@ impl SyncService {
         let provider = client.provider();
         if let Some(mut link) = self.links.get_link(tenant, provider, record_id).await? {
             if link.status != LinkStatus::Deleted {
+                if link.status == LinkStatus::Pending
+                    && self.contacts.get(tenant, &link.contact_id).await?.is_none()
+                {
+                    // An import cut off after its link: the contact is made now.
+                    let fields = link.base.clone();
+                    self.complete_import(&link, fields).await?;
+                }
                 return Ok(Some(Inbound {
                     contact_id: link.contact_id,
                     record: known,
@@ -87,6 +93,31 @@ impl SyncService {
         let Some(record) = record.filter(|r| !r.archived) else {
             return Ok(None);
         };
+        // A record created under an intent whose create has not answered yet: it belongs to
+        // the intent's contact (live, or deleted meanwhile: then it is archived, not imported).
+        if let Some(email) = record.fields.email.as_deref()
+            && let Some(intent) = self
+                .links
+                .get_link(
+                    tenant,
+                    provider,
+                    &ContactLink::placeholder_id(Some(email), ""),
+                )
+                .await?
+        {
+            return Ok(Some(Inbound {
+                contact_id: intent.contact_id,
+                record: None,
+            }));
+        }
+        // The intent may have moved to this record since the first look (a rekey is atomic,
+        // so looking at its old key and then at its new one cannot miss it).
+        if let Some(link) = self.links.get_link(tenant, provider, &record.id).await? {
+            return Ok((link.status != LinkStatus::Deleted).then_some(Inbound {
+                contact_id: link.contact_id,
+                record: None,
+            }));
+        }
         if let Some(email) = record.fields.email.as_deref()
             && let Some(existing) = self.contacts.find_by_email(tenant, email).await?
         {
@@ -101,7 +132,7 @@ impl SyncService {
                 }),
             }));
         }
-        let now = Utc::now();
+        let now = self.now();
         let plan = engine::plan(&PlanInput {
             provider,
             app: AppSide::Missing,
@@ -117,31 +148,28 @@ impl SyncService {
             }
             return Ok(None);
         };
-        let contact = Contact::new(
-            tenant.clone(),
-            uuid::Uuid::new_v4().to_string(),
-            fields,
-            now,
-        );
-        let contact = match self.contacts.insert(&contact).await {
-            Ok(c) => c,
-            // The same email arrived concurrently: retry the job, the next run links it.
-            Err(StoreError::Duplicate(what)) => return Err(StoreError::Conflict(what).into()),
-            Err(e) => return Err(e.into()),
-        };
+        // The link first, then the contact: a worker cut off in between leaves a link whose
+        // contact is missing, which the next event for the record completes. (The other order
+        // would leave an app contact without its link, and a lagging search could then let a
+        // sync create the record a second time.)
+        let contact_id = self.new_contact_id();
         let linked = self
             .links
-            .put_link(&ContactLink::synced(
-                tenant,
-                &contact.id,
-                provider,
-                &record.id,
-                record.updated_at,
-                plan.new_base,
-                plan.warnings,
-                now,
-            ))
+            .put_link(&ContactLink {
+                status: LinkStatus::Pending,
+                ..ContactLink::synced(
+                    tenant,
+                    &contact_id,
+                    provider,
+                    &record.id,
+                    record.updated_at,
+                    plan.new_base,
+                    plan.warnings,
+                    now,
+                )
+            })
             .await?;
+        let contact = self.complete_import(&linked, fields).await?;
         self.state
             .record_outcome(tenant, provider, Ok(()), 0)
             .await?;
@@ -154,6 +182,36 @@ impl SyncService {
                 link_version: Some(linked.version),
             }),
         }))
+    }
+
+    /// Inserts the app contact of an import whose link is written. If its email was taken
+    /// meanwhile (the app created a contact with it), the link is withdrawn and the job retried:
+    /// the next run links the record to that contact.
+    async fn complete_import(
+        &self,
+        link: &ContactLink,
+        fields: crate::domain::ContactFields,
+    ) -> Result<Contact, SyncError> {
+        let contact = Contact::new(
+            link.tenant.clone(),
+            link.contact_id.clone(),
+            fields,
+            self.now(),
+        );
+        match self.contacts.insert(&contact).await {
+            Ok(c) => Ok(c),
+            Err(StoreError::Duplicate(what)) => {
+                match self.contacts.get(&link.tenant, &link.contact_id).await? {
+                    // Inserted already (a retry whose first answer was lost).
+                    Some(c) => Ok(c),
+                    None => {
+                        self.links.delete_link(link).await?;
+                        Err(StoreError::Conflict(what).into())
+                    }
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A CRM merge retired `merged_ids` in favour of `survivor`: re-point their links instead of

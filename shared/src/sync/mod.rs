@@ -15,15 +15,15 @@ mod pair;
 mod reconcile;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use crate::domain::{ChangeEvent, ChangeKind, ContactLink, CrmRecord, Job, Provider, TenantId};
 use crate::error::{CrmError, SyncError};
-use crate::ports::{ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
+use crate::ports::{Clock, ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
 use crate::tenant::{TenantConfig, Tenants};
 
 pub use crate::ports::SyncNowProgress;
@@ -89,7 +89,13 @@ pub struct SyncService {
     pub tenants: Arc<Tenants>,
     reconcile_budget: std::time::Duration,
     create_grace: chrono::Duration,
+    clock: Clock,
+    new_id: IdSource,
 }
+
+/// Where the ids of contacts imported from a CRM come from: random UUIDs, or a simulation's
+/// sequence.
+pub type IdSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl SyncService {
     pub fn new(
@@ -105,7 +111,32 @@ impl SyncService {
             tenants,
             reconcile_budget: RECONCILE_BUDGET,
             create_grace: chrono::Duration::seconds(CREATE_GRACE_SECS),
+            clock: Arc::new(Utc::now),
+            new_id: Arc::new(|| uuid::Uuid::new_v4().to_string()),
         }
+    }
+
+    /// Takes the ids of imported contacts from `ids` (a simulation's reproducible sequence).
+    pub fn with_id_source(mut self, ids: IdSource) -> Self {
+        self.new_id = ids;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system's (a simulation's virtual time, so a
+    /// create's grace and a deferral run out by its schedule).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time by the service's clock.
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// A new contact id.
+    fn new_contact_id(&self) -> String {
+        (self.new_id)()
     }
 
     /// How long one Sync Now job works before it queues its continuation (default 10 s).
@@ -156,7 +187,7 @@ impl SyncService {
     ) -> Result<(), SyncError> {
         let stats = self.state.stats(tenant, provider).await?;
         match stats.paused_until {
-            Some(until) if until > Utc::now() => {
+            Some(until) if until > self.now() => {
                 Err(CrmError::QuotaExhausted { provider, until }.into())
             }
             Some(_) => {
@@ -171,7 +202,8 @@ impl SyncService {
     /// batch read, 100 per call), so handling the jobs afterwards needs no single reads. A CRM
     /// with fewer than two records in the batch, paused or failing, is left to single reads.
     pub async fn read_batch(&self, jobs: &[&Job]) -> BatchRead {
-        let mut groups: HashMap<(TenantId, Provider), Vec<String>> = HashMap::new();
+        // In a fixed order (a simulation replays its calls exactly).
+        let mut groups: BTreeMap<(TenantId, Provider), Vec<String>> = BTreeMap::new();
         for job in jobs {
             if let Job::Change(e) = job
                 && let (Some(p), ChangeKind::Upsert | ChangeKind::Delete) =

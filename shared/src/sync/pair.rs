@@ -8,7 +8,8 @@ use tracing::{info, warn};
 
 use super::{Known, SyncReport, SyncService};
 use crate::domain::{
-    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, LinkStatus, Provider, TenantId,
+    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, FieldPatch, LinkStatus,
+    PendingWrites, Provider, TenantId,
 };
 use crate::engine::{
     self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput, SyncPlan,
@@ -34,11 +35,18 @@ pub(super) struct PairState {
 impl PairState {
     /// The values both sides last agreed on. An intent's are what its create wrote, once the
     /// record is found; while none is, there is no base (the record is still to be created).
-    fn base(&self) -> Option<&ContactFields> {
-        match &self.link {
-            Some(l) if l.is_placeholder() && self.record.is_none() => None,
-            l => l.as_ref().map(|l| &l.base),
+    /// A write left pending (cut off, or its answer lost) counts as agreed where its side now
+    /// holds its value.
+    fn base(&self) -> Option<ContactFields> {
+        let link = match &self.link {
+            Some(l) if l.is_placeholder() && self.record.is_none() => return None,
+            l => l.as_ref()?,
+        };
+        let mut base = link.base.clone();
+        if let (Some(pending), Some(record)) = (&link.pending, &self.record) {
+            pending.settle(&mut base, &self.contact.fields, &record.fields);
         }
+        Some(base)
     }
 
     /// The link's record id, if it knows one.
@@ -176,11 +184,12 @@ impl SyncService {
     ) -> Result<SyncReport, SyncError> {
         let tenant = &cfg.id;
         let provider = client.provider();
-        let Some(contact) = self.contacts.get(tenant, contact_id).await? else {
-            return Ok(SyncReport::default());
-        };
-        // Read by key, consistently: a decision is never made from an index that may lag.
-        let now = Utc::now();
+        // Read by key, consistently: a decision is never made from an index that may lag. The
+        // link first, then the contact: a worker that syncs the pair writes the app before the
+        // link, so a link that shows its sync comes with a contact that shows it too (the other
+        // order can pair the new base with the old contact, and an app value that did not
+        // change would read as the app's edit, to be pushed back over the CRM's).
+        let now = self.now();
         let link = match self
             .links
             .link_for_contact(tenant, contact_id, provider)
@@ -204,6 +213,9 @@ impl SyncService {
             }
             other => other,
         };
+        let Some(contact) = self.contacts.get(tenant, contact_id).await? else {
+            return Ok(SyncReport::default());
+        };
         self.ensure_not_paused(tenant, provider).await?;
         let ctx = self.crm_context(tenant, client).await?;
         let mut pair = PairState {
@@ -213,6 +225,9 @@ impl SyncService {
         };
         pair.record = Self::read_crm_side(client, &ctx, &pair, known).await?;
         self.check_unclaimed(tenant, provider, &pair).await?;
+        // Decided now, after every read: a conflict is stamped later than the edits it saw.
+        let now = self.now();
+        let base = pair.base();
         let plan = engine::plan(&PlanInput {
             provider,
             app: if pair.contact.deleted {
@@ -225,7 +240,7 @@ impl SyncService {
                 Some(r) if r.archived => CrmSide::Archived,
                 Some(r) => CrmSide::Live(&r.fields),
             },
-            base: pair.base(),
+            base: base.as_ref(),
             policy: cfg.conflict_policy,
             support: ctx.support(),
             now,
@@ -261,10 +276,16 @@ impl SyncService {
                     record: Some(r), ..
                 }),
             ) => Ok(Some(r)),
-            (None, _) if !contact.deleted => match contact.fields.email.as_deref() {
-                Some(email) => client.find_by_email(ctx, email).await,
-                None => Ok(None),
-            },
+            // A deleted contact's abandoned create is looked for too: its record is archived.
+            (None, _)
+                if !contact.deleted
+                    || pair.link.as_ref().is_some_and(ContactLink::is_placeholder) =>
+            {
+                match contact.fields.email.as_deref() {
+                    Some(email) => client.find_by_email(ctx, email).await,
+                    None => Ok(None),
+                }
+            }
             (None, _) => Ok(None),
         }
     }
@@ -312,7 +333,7 @@ impl SyncService {
             .linked_id()
             .map(str::to_owned)
             .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
-        let base = pair.base().cloned();
+        let base = pair.base();
         let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
         let PairState {
             contact,
@@ -347,12 +368,40 @@ impl SyncService {
             }
             _ => {}
         }
-        let mut logged = Vec::new();
+        // The conflicts are logged before anything is written: a write whose answer is lost
+        // (it happened) leaves both sides agreeing, and the retry would see no conflict to log.
+        // A write that then fails for good leaves an entry the retry's own entry follows.
+        if let Some(id) = external_id.as_deref() {
+            self.log_conflicts(tenant, &contact.id, provider, id, &plan.conflicts)
+                .await?;
+        }
         let mut report = SyncReport {
             conflicts: plan.conflicts.len(),
             ..Default::default()
         };
         let mut crm_modified = record.as_ref().and_then(|r| r.updated_at);
+        // The writes are recorded on the link first (by its version: a worker that synced the
+        // pair since makes this one re-read instead of writing over it), so a write cut off or
+        // whose answer is lost is not mistaken later for a user's edit.
+        let pending = PendingWrites {
+            to_crm: match &plan.crm {
+                CrmAction::Update { patch } => patch.clone(),
+                _ => FieldPatch::default(),
+            },
+            to_app: match &plan.app {
+                AppAction::Update { patch } => patch.clone(),
+                _ => FieldPatch::default(),
+            },
+        };
+        if pending != PendingWrites::default()
+            && let Some(l) = link.take()
+        {
+            let fenced = ContactLink {
+                pending: Some(pending),
+                ..l
+            };
+            link = Some(self.links.put_link(&fenced).await?);
+        }
         match &plan.crm {
             CrmAction::None => {}
             CrmAction::Create { fields } => {
@@ -381,8 +430,8 @@ impl SyncService {
                 crm_modified = updated.updated_at;
                 report.crm_writes += 1;
                 if plan.app != AppAction::None {
-                    // The app write may fail or never run: store what is agreed now, and log
-                    // the conflicts this write settled.
+                    // The app write may fail or never run: store what is agreed now.
+
                     let mut crm_after = record
                         .as_ref()
                         .map(|r| r.fields.clone())
@@ -394,11 +443,18 @@ impl SyncService {
                         &crm_after,
                         ctx.support(),
                     );
-                    let pending = ContactLink {
+                    let agreed = ContactLink {
                         status: link.as_ref().map_or(LinkStatus::Pending, |l| l.status),
                         version: link.as_ref().map_or(0, |l| l.version),
                         last_synced_at: link.as_ref().and_then(|l| l.last_synced_at),
                         crm_last_modified: link.as_ref().and_then(|l| l.crm_last_modified),
+                        // The app write is still to come.
+                        pending: link.as_ref().and_then(|l| l.pending.clone()).map(|p| {
+                            PendingWrites {
+                                to_crm: FieldPatch::default(),
+                                ..p
+                            }
+                        }),
                         ..ContactLink::synced(
                             tenant,
                             &contact.id,
@@ -410,16 +466,7 @@ impl SyncService {
                             now,
                         )
                     };
-                    link = Some(self.links.put_link(&pending).await?);
-                    let settled: Vec<_> = plan
-                        .conflicts
-                        .iter()
-                        .filter(|c| patch.contains(c.field))
-                        .cloned()
-                        .collect();
-                    self.log_conflicts(tenant, &contact.id, provider, id, &settled)
-                        .await?;
-                    logged = settled;
+                    link = Some(self.links.put_link(&agreed).await?);
                 }
             }
             CrmAction::Archive => {
@@ -470,14 +517,6 @@ impl SyncService {
                 }
             }
         }
-        let rest: Vec<_> = plan
-            .conflicts
-            .iter()
-            .filter(|c| !logged.contains(c))
-            .cloned()
-            .collect();
-        self.log_conflicts(tenant, &contact.id, provider, &external_id, &rest)
-            .await?;
         self.state
             .record_outcome(tenant, provider, Ok(()), plan.conflicts.len() as u64)
             .await?;

@@ -62,7 +62,7 @@ impl SyncService {
             },
             _ => SyncNowProgress {
                 running: true,
-                started_at: Some(Utc::now()),
+                started_at: Some(self.now()),
                 rounds: 1,
                 ..Default::default()
             },
@@ -119,7 +119,7 @@ impl SyncService {
         progress.enqueued += jobs.len();
         progress.running = false;
         progress.phase = "done".into();
-        progress.finished_at = Some(Utc::now());
+        progress.finished_at = Some(self.now());
         self.state.save_sync_now_progress(tenant, &progress).await?;
         info!(%tenant, backfilled = progress.backfilled, enqueued = progress.enqueued, errors = progress.errors.len(), "sync now finished");
         Ok(progress)
@@ -129,7 +129,7 @@ impl SyncService {
     /// delete) made after the link's last sync, e.g. one whose sync job was never queued.
     async fn unsynced_contacts(&self, tenant: &TenantId) -> Result<Vec<String>, SyncError> {
         let mut owed = Vec::new();
-        let mut last_sync: std::collections::HashMap<String, chrono::DateTime<Utc>> =
+        let mut last_sync: std::collections::BTreeMap<String, chrono::DateTime<Utc>> =
             Default::default();
         for l in self.links.links_for_tenant(tenant).await? {
             match l.status {
@@ -315,7 +315,7 @@ impl SyncService {
     ) -> Result<usize, SyncError> {
         let provider = client.provider();
         let support = ctx.support();
-        let now = Utc::now();
+        let now = self.now();
         let mut claimed = Vec::new();
         for &contact in contacts {
             if contact.deleted {
@@ -366,7 +366,7 @@ impl SyncService {
                             record.updated_at,
                             sent,
                             warnings,
-                            Utc::now(),
+                            self.now(),
                         )
                     };
                     self.links.put_link(&link).await?;

@@ -1,0 +1,255 @@
+//! The users: operations on all three sides, drawn from the seed, and the record of every
+//! write they made (the oracle the no-lost-update invariant is checked against).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use shared::domain::{
+    ChangeEvent, ChangeKind, Contact, ContactFields, Field, FieldPatch, Job, LinkStatus, Origin,
+    Provider,
+};
+use shared::ports::{ContactStore, LinkStore};
+
+use crate::world::{World, tenant};
+
+/// The fields users edit (emails stay: an email change is another story).
+const EDITED: [Field; 3] = [Field::FirstName, Field::LastName, Field::JobTitle];
+
+/// Every user write, for the invariants.
+#[derive(Default)]
+pub struct Oracle {
+    /// The last write of each field of each contact (by email): the op, when, and the value.
+    pub last: BTreeMap<(String, Field), Write>,
+    /// Contacts whose values a CRM delete may have cut short (an edit made in the CRM just
+    /// before the record was deleted there need not reach the app).
+    pub uncertain: BTreeSet<String>,
+    /// How many operations of each kind ran.
+    pub counts: BTreeMap<&'static str, usize>,
+}
+
+/// A user's write of one field.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub op: usize,
+    pub at: DateTime<Utc>,
+    pub value: Option<String>,
+    /// The CRM record a CRM user's write went to.
+    pub crm: Option<(Provider, String)>,
+}
+
+impl Oracle {
+    fn wrote(
+        &mut self,
+        world: &World,
+        email: &str,
+        field: Field,
+        op: usize,
+        value: Option<String>,
+    ) {
+        let at = world.sched.now();
+        self.last.insert(
+            (email.to_string(), field),
+            Write {
+                op,
+                at,
+                value,
+                crm: None,
+            },
+        );
+    }
+
+    fn wrote_in_crm(&mut self, email: &str, field: Field, crm: (Provider, String)) {
+        if let Some(w) = self.last.get_mut(&(email.to_string(), field)) {
+            w.crm = Some(crm);
+        }
+    }
+}
+
+fn app_event(contact: &str, kind: ChangeKind) -> Job {
+    Job::Change(ChangeEvent::new(tenant(), Origin::App, contact, kind))
+}
+
+async fn live_contacts(world: &World) -> Vec<Contact> {
+    let page = world
+        .store
+        .list(&tenant(), None, 100_000)
+        .await
+        .expect("list");
+    page.items.into_iter().filter(|c| !c.deleted).collect()
+}
+
+/// The linked, live record of a contact in a CRM.
+async fn linked_record(world: &World, contact: &str, provider: Provider) -> Option<String> {
+    let link = world
+        .store
+        .link_for_contact(&tenant(), contact, provider)
+        .await
+        .expect("link")?;
+    if link.status == LinkStatus::Deleted || link.is_placeholder() {
+        return None;
+    }
+    let record = world.crm(provider).inner.record(&link.external_id)?;
+    (!record.archived).then_some(record.id)
+}
+
+fn pick_provider(world: &World) -> Provider {
+    Provider::ALL[world.sched.below(2)]
+}
+
+/// An app edit, as the API makes it: the store write, then (unless `lost`) the job.
+async fn app_edit(world: &World, c: &Contact, field: Field, value: &str, lost: bool) {
+    let mut c = c.clone();
+    c.fields.set(field, Some(value.to_string()));
+    c.last_app_modified = world.sched.now();
+    world.store.update(&c).await.expect("app edit");
+    if !lost {
+        world.queue.send(app_event(&c.id, ChangeKind::Upsert), 0);
+    }
+}
+
+fn crm_edit(world: &World, provider: Provider, record: &str, field: Field, value: &str) {
+    let mut patch = FieldPatch::default();
+    patch.insert(field, Some(value.to_string()));
+    world.crm(provider).user_edit(record, &patch);
+}
+
+/// Runs user operation number `op`.
+pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
+    let contacts = live_contacts(world).await;
+    let roll = world.sched.below(100);
+    let field = EDITED[world.sched.below(EDITED.len())];
+    let some = (!contacts.is_empty()).then(|| contacts[world.sched.below(contacts.len())].clone());
+    let mut detail = String::new();
+    let kind = match (roll, some) {
+        (0..15, _) | (_, None) => {
+            let id = format!("c{op}");
+            let email = format!("p{op}@sim.test");
+            let mut fields = ContactFields {
+                email: Some(email.clone()),
+                first_name: Some(format!("F{op}")),
+                ..Default::default()
+            };
+            if world.sched.chance(0.3) {
+                fields.pronouns = Some("they/them".into());
+            }
+            let c = Contact::new(tenant(), id.clone(), fields, world.sched.now());
+            world.store.insert(&c).await.expect("app create");
+            oracle.wrote(world, &email, Field::FirstName, op, Some(format!("F{op}")));
+            world.queue.send(app_event(&id, ChangeKind::Upsert), 0);
+            detail = id;
+            "app create"
+        }
+        (15..42, Some(c)) => {
+            let value = format!("app{op}");
+            app_edit(world, &c, field, &value, false).await;
+            detail = format!("{} = {value}", c.id);
+            oracle.wrote(
+                world,
+                c.fields.email.as_deref().unwrap_or_default(),
+                field,
+                op,
+                Some(value),
+            );
+            "app edit"
+        }
+        (42..45, Some(c)) => {
+            // Saved, but the job was never queued (the enqueue failed): Sync Now sweeps it.
+            let value = format!("app{op}");
+            app_edit(world, &c, field, &value, true).await;
+            detail = format!("{} = {value}", c.id);
+            oracle.wrote(
+                world,
+                c.fields.email.as_deref().unwrap_or_default(),
+                field,
+                op,
+                Some(value),
+            );
+            "app edit, job lost"
+        }
+        (45..48, Some(c)) => {
+            let mut gone = c.clone();
+            gone.deleted = true;
+            gone.last_app_modified = world.sched.now();
+            world.store.update(&gone).await.expect("app delete");
+            world.queue.send(app_event(&c.id, ChangeKind::Delete), 0);
+            detail = c.id;
+            "app delete"
+        }
+        (48..80, Some(c)) => {
+            let provider = pick_provider(world);
+            let Some(record) = linked_record(world, &c.id, provider).await else {
+                return;
+            };
+            let value = format!("{}{op}", provider.display_name());
+            crm_edit(world, provider, &record, field, &value);
+            detail = format!("{} {provider} {record} = {value}", c.id);
+            let email = c.fields.email.clone().unwrap_or_default();
+            oracle.wrote(world, &email, field, op, Some(value));
+            oracle.wrote_in_crm(&email, field, (provider, record));
+            "crm edit"
+        }
+        (80..88, Some(c)) => {
+            // The same field edited in the app and in a CRM at once: neither saw the other.
+            let provider = pick_provider(world);
+            let Some(record) = linked_record(world, &c.id, provider).await else {
+                return;
+            };
+            let email = c.fields.email.clone().unwrap_or_default();
+            let crm_value = format!("{}{op}", provider.display_name());
+            crm_edit(world, provider, &record, field, &crm_value);
+            let app_value = format!("app{op}");
+            app_edit(world, &c, field, &app_value, false).await;
+            // The later of the two in real time is the app's; a conflict must be logged if the
+            // CRM's wins.
+            detail = format!(
+                "{} {provider} {record} = {crm_value}, app = {app_value}",
+                c.id
+            );
+            oracle.wrote(world, &email, field, op, Some(app_value));
+            "same field on two sides"
+        }
+        (88..93, _) => {
+            let provider = pick_provider(world);
+            let email = format!("u{op}@sim.test");
+            let value = format!("U{op}");
+            let fields = ContactFields {
+                email: Some(email.clone()),
+                first_name: Some(value.clone()),
+                ..Default::default()
+            };
+            let crm = world.crm(provider);
+            let id = crm.inner.user_create(fields);
+            crm.changed(&id, true, false);
+            detail = format!("{provider} {id} {email}");
+            oracle.wrote(world, &email, Field::FirstName, op, Some(value));
+            "crm create"
+        }
+        (93..96, Some(c)) => {
+            let provider = pick_provider(world);
+            let Some(record) = linked_record(world, &c.id, provider).await else {
+                return;
+            };
+            let crm = world.crm(provider);
+            crm.inner.user_archive(&record);
+            crm.changed(&record, false, true);
+            detail = format!("{} {provider} {record}", c.id);
+            oracle
+                .uncertain
+                .insert(c.fields.email.clone().unwrap_or_default());
+            "crm delete"
+        }
+        _ => {
+            world.queue.send(
+                Job::Reconcile {
+                    tenant: tenant(),
+                    round: 0,
+                },
+                0,
+            );
+            "sync now"
+        }
+    };
+    tracing::info!(op, kind, ?field, %detail, at = %world.sched.now(), "user operation");
+    *oracle.counts.entry(kind).or_default() += 1;
+}

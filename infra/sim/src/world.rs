@@ -1,0 +1,264 @@
+//! One simulated deployment: the real sync service and worker over the simulated ports, K
+//! workers, and the driver that plays the users, the webhooks and the scheduler.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shared::adapters::embedded::EmbeddedStore;
+use shared::crm::memory::MemoryCrm;
+use shared::domain::{ChangeEvent, ChangeKind, CustomField, Job, Origin, Provider, TenantId};
+use shared::ports::{CrmClient, FieldKeys};
+use shared::sync::{SyncService, worker};
+use shared::tenant::{TenantConfig, Tenants};
+use tokio::task::JoinHandle;
+
+use crate::crm::{Outbox, SimCrm};
+use crate::queue::SimQueue;
+use crate::sched::{FaultRates, Sched};
+use crate::store::SimStore;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub seed: u64,
+    /// User operations before the faults stop.
+    pub ops: usize,
+    pub workers: usize,
+    pub rates: FaultRates,
+    /// How stale a by-contact (GSI) read may be, ms.
+    pub gsi_lag_ms: i64,
+    /// How long a new Pipedrive person may stay unfindable by email, ms.
+    pub search_lag_ms: i64,
+    /// A broken store, to show the invariants catch one: link writes ignore the version they
+    /// were read at (last writer wins, as without conditional writes).
+    pub blind_link_writes: bool,
+}
+
+impl Config {
+    pub fn new(seed: u64, ops: usize, workers: usize) -> Self {
+        Self {
+            seed,
+            ops,
+            workers,
+            rates: FaultRates::default(),
+            gsi_lag_ms: 500,
+            search_lag_ms: 2_000,
+            blind_link_writes: false,
+        }
+    }
+}
+
+pub fn tenant() -> TenantId {
+    TenantId::new("sim")
+}
+
+/// A run's world.
+pub struct World {
+    pub cfg: Config,
+    pub sched: Sched,
+    pub store: EmbeddedStore,
+    pub hubspot: Arc<SimCrm>,
+    pub pipedrive: Arc<SimCrm>,
+    pub outbox: Arc<Outbox>,
+    pub queue: Arc<SimQueue>,
+    pub service: SyncService,
+    workers: BTreeMap<usize, JoinHandle<()>>,
+    next_worker: usize,
+    /// Scheduler steps taken.
+    pub steps: u64,
+    /// Workers cut off.
+    pub drops: u64,
+    /// Something the run could not do (a worker that never reached a boundary).
+    pub stuck: Option<String>,
+}
+
+impl World {
+    pub async fn new(cfg: Config) -> Self {
+        let sched = Sched::new(cfg.seed, cfg.rates);
+        let store = EmbeddedStore::in_memory().expect("in-memory store");
+        let clock: shared::ports::Clock = {
+            let sched = sched.clone();
+            Arc::new(move || sched.now())
+        };
+        let outbox = Arc::new(Outbox::default());
+        let hs = MemoryCrm::new(Provider::HubSpot).with_clock(clock.clone());
+        hs.user_set_pronouns_field(Some("pronouns"));
+        let pd = MemoryCrm::new(Provider::Pipedrive).with_clock(clock.clone());
+        pd.allow_duplicate_emails();
+        pd.user_set_pronouns_field(Some("a1b2"));
+        for (provider, key) in [
+            (Provider::HubSpot, "pronouns"),
+            (Provider::Pipedrive, "a1b2"),
+        ] {
+            store
+                .set_field_key(&tenant(), provider, CustomField::Pronouns, Some(key))
+                .await
+                .expect("field key");
+        }
+        let hubspot = Arc::new(SimCrm::new(hs, sched.clone(), outbox.clone(), 0));
+        let pipedrive = Arc::new(SimCrm::new(
+            pd,
+            sched.clone(),
+            outbox.clone(),
+            cfg.search_lag_ms,
+        ));
+        let mut tenants = Tenants::new();
+        tenants.add(
+            TenantConfig::new("sim"),
+            vec![
+                hubspot.clone() as Arc<dyn CrmClient>,
+                pipedrive.clone() as Arc<dyn CrmClient>,
+            ],
+        );
+        let sim_store = SimStore::new(
+            store.clone(),
+            sched.clone(),
+            cfg.gsi_lag_ms,
+            cfg.blind_link_writes,
+        );
+        let ids = Arc::new(AtomicU64::new(0));
+        let service = SyncService::new(
+            sim_store.clone(),
+            sim_store,
+            Arc::new(store.clone()),
+            Arc::new(tenants),
+        )
+        .with_clock(clock)
+        .with_id_source(Arc::new(move || {
+            format!("imported-{}", ids.fetch_add(1, Ordering::SeqCst))
+        }))
+        .with_create_grace(std::time::Duration::from_secs(30));
+        let queue = Arc::new(SimQueue::new(sched.clone(), 0.03));
+        let mut world = Self {
+            cfg,
+            sched,
+            store,
+            hubspot,
+            pipedrive,
+            outbox,
+            queue,
+            service,
+            workers: BTreeMap::new(),
+            next_worker: 0,
+            steps: 0,
+            drops: 0,
+            stuck: None,
+        };
+        for _ in 0..world.cfg.workers {
+            world.spawn_worker();
+        }
+        world
+    }
+
+    pub fn crm(&self, provider: Provider) -> &SimCrm {
+        match provider {
+            Provider::HubSpot => &self.hubspot,
+            Provider::Pipedrive => &self.pipedrive,
+        }
+    }
+
+    fn spawn_worker(&mut self) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let (service, queue) = (self.service.clone(), self.queue.clone());
+        let handle = tokio::spawn(Sched::as_worker(id, async move {
+            loop {
+                // The worker Lambda's loop: a batch of up to three, read together, settled
+                // one by one. A queue error just ends the round, as a failed invocation does.
+                let _ = worker::run_once(&service, queue.as_ref(), 3).await;
+            }
+        }));
+        self.workers.insert(id, handle);
+    }
+
+    /// Lets every running worker reach its next boundary.
+    async fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if self.sched.parked().len() == self.workers.len() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.stuck
+            .get_or_insert_with(|| "a worker never reached a boundary".into());
+    }
+
+    /// Moves the webhooks that fell due into the queue.
+    pub fn deliver_hooks(&self) {
+        for hook in self.outbox.take_due(self.sched.now_ms()) {
+            let kind = if hook.deleted {
+                ChangeKind::Delete
+            } else {
+                ChangeKind::Upsert
+            };
+            let event = ChangeEvent::new(tenant(), Origin::Crm(hook.provider), hook.record, kind);
+            self.queue.send(Job::Change(event), 0);
+        }
+    }
+
+    /// One scheduler step: a worker runs to its next boundary (or is cut off there).
+    pub async fn step(&mut self) {
+        self.settle().await;
+        self.deliver_hooks();
+        let parked = self.sched.parked();
+        if parked.is_empty() {
+            return;
+        }
+        let id = parked[self.sched.below(parked.len())];
+        if self.sched.drop_now() {
+            // Cut off between two calls: its messages come back after the visibility timeout.
+            self.sched.forget(id);
+            if let Some(h) = self.workers.remove(&id) {
+                h.abort();
+                let _ = h.await;
+            }
+            self.drops += 1;
+            self.spawn_worker();
+        } else {
+            self.sched.grant(id);
+        }
+        self.sched.advance(self.sched.between(0, 4));
+        self.steps += 1;
+    }
+
+    /// Runs workers until nothing is queued, in flight or on its way, moving the clock on
+    /// whenever nothing is due. False if that did not happen within `max_steps`.
+    pub async fn drain(&mut self, max_steps: u64) -> bool {
+        let start = self.steps;
+        let mut idle = 0;
+        while self.steps - start < max_steps {
+            let (queued, _) = self.queue.counts();
+            if queued == 0 && self.outbox.is_empty() {
+                return true;
+            }
+            let now = self.sched.now_ms();
+            let live = |w: usize| self.workers.contains_key(&w);
+            let next_visible = self.queue.next_visible(&live);
+            if next_visible.is_none_or(|t| t > now) {
+                idle += 1;
+            }
+            if idle > 4 * self.workers.len() as u64 {
+                // Nothing to do until the next message or webhook falls due.
+                idle = 0;
+                let next = [next_visible, self.outbox.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now + 1_000);
+                self.sched.advance((next - now).max(1));
+            }
+            self.step().await;
+        }
+        false
+    }
+
+    /// Stops every worker (end of run).
+    pub async fn stop(&mut self) {
+        for (id, h) in std::mem::take(&mut self.workers) {
+            self.sched.forget(id);
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
