@@ -3,12 +3,14 @@
 //! 1. [`inbound`]: a CRM record is mapped to its app contact (linked, imported, re-keyed after a
 //!    merge, revived after a restore);
 //! 2. [`pair`]: the contact is synced with each CRM of its tenant — read both sides, plan with
-//!    the pure engine, apply the plan, store the link;
+//!    the pure engine, apply the plan, store the link ([`create`]: a record is created once,
+//!    under an intent);
 //! 3. [`reconcile`]: Sync Now, the scheduled poll and the batch backfill find what events missed;
 //! 4. [`fields`]: our custom fields in the CRMs (pronouns, job title);
 //! 5. [`worker`]: runs queued [`Job`]s and settles them (retry, defer, dead letter), locally and
 //!    in Lambda alike.
 
+mod create;
 mod fields;
 mod inbound;
 mod pair;

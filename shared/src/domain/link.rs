@@ -1,0 +1,166 @@
+//! ContactLinks: the mapping between one app contact and one CRM record, the values both last
+//! agreed on, and the writes a sync has under way.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ContactFields, FieldPatch, Provider, TenantId};
+
+/// Sync state of one link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    Synced,
+    Pending,
+    Error,
+    /// The CRM record was deleted or archived; the link is kept as a tombstone.
+    Deleted,
+    /// An intent: the record is being created in the CRM. It claims the contact's place with the
+    /// CRM before the create, so a second worker, or a retry after a crash, finds it instead of
+    /// creating again.
+    Creating,
+}
+
+impl LinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Synced => "synced",
+            LinkStatus::Pending => "pending",
+            LinkStatus::Error => "error",
+            LinkStatus::Deleted => "deleted",
+            LinkStatus::Creating => "creating",
+        }
+    }
+}
+
+/// What a sync is about to write to each side. If it is cut off, or a write's answer is lost,
+/// the next sync takes each field the side now holds at the value written as agreed (the write
+/// landed) instead of reading our own write as a user's change there (a false conflict the
+/// CRM would win over the user's newer edit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingWrites {
+    #[serde(default)]
+    pub to_crm: FieldPatch,
+    #[serde(default)]
+    pub to_app: FieldPatch,
+}
+
+impl PendingWrites {
+    /// `base` with each pending field the side written to now holds at its value.
+    pub fn settle(&self, base: &mut ContactFields, app: &ContactFields, crm: &ContactFields) {
+        for (patch, side) in [(&self.to_crm, crm), (&self.to_app, app)] {
+            for (field, value) in &patch.0 {
+                if side.get(*field) == value.as_deref() {
+                    base.set(*field, value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The mapping between one app contact and one CRM record, with the values both last agreed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactLink {
+    pub tenant: TenantId,
+    pub contact_id: String,
+    pub provider: Provider,
+    pub external_id: String,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub status: LinkStatus,
+    pub last_error: Option<String>,
+    pub crm_last_modified: Option<DateTime<Utc>>,
+    /// The field values both sides last agreed on.
+    pub base: ContactFields,
+    pub base_hash: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The writes of a sync under way, stored before the first is sent and cleared by the
+    /// sync's final link write (see [`PendingWrites`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingWrites>,
+    pub version: u64,
+}
+
+impl ContactLink {
+    /// The intent written before a record is created in the CRM with `fields` (see
+    /// [`LinkStatus::Creating`]); its placeholder id is [`placeholder_id`](Self::placeholder_id)
+    /// of the record's email. Its base is what the create writes: if the record turns out to
+    /// exist, both sides agreed on that.
+    pub fn intent(
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        fields: ContactFields,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            status: LinkStatus::Creating,
+            last_error: None,
+            ..Self::synced(
+                tenant,
+                contact_id,
+                provider,
+                &Self::placeholder_id(fields.email.as_deref(), contact_id),
+                None,
+                fields,
+                Vec::new(),
+                at,
+            )
+        }
+    }
+
+    /// The id an intent holds until its record is known: by the email the record is created
+    /// with (live app contacts have unique emails), so a webhook for a record whose create has
+    /// not answered yet finds the intent by the record's email (and does not import the record
+    /// as a new contact when the app contact was deleted meanwhile). By the contact's id when
+    /// there is no email.
+    pub fn placeholder_id(email: Option<&str>, contact_id: &str) -> String {
+        match email
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+        {
+            Some(email) => format!("creating:{email}"),
+            None => format!("creating:contact:{contact_id}"),
+        }
+    }
+
+    /// A link whose record is being created, or was created but not yet agreed on: its base
+    /// means nothing.
+    pub fn is_intent(&self) -> bool {
+        self.status == LinkStatus::Creating
+    }
+
+    /// An intent that does not know its record yet: the create may or may not have happened.
+    pub fn is_placeholder(&self) -> bool {
+        self.is_intent() && self.external_id.starts_with("creating:")
+    }
+
+    /// A link both sides agree on: `base` is what they hold now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn synced(
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        external_id: &str,
+        crm_last_modified: Option<DateTime<Utc>>,
+        base: ContactFields,
+        warnings: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            contact_id: contact_id.to_string(),
+            provider,
+            external_id: external_id.to_string(),
+            last_synced_at: Some(at),
+            status: LinkStatus::Synced,
+            last_error: None,
+            crm_last_modified,
+            base_hash: base.content_hash(),
+            base,
+            warnings,
+            pending: None,
+            version: 0,
+        }
+    }
+}
