@@ -1,6 +1,7 @@
 //! HubSpot CRM v3 client: the [`CrmClient`] port over HubSpot's contacts, batch, search and
 //! properties APIs, with pacing, 429 handling and OAuth refresh.
 
+mod batch;
 mod errors;
 pub mod mapping;
 mod search;
@@ -486,33 +487,8 @@ impl CrmClient for HubSpotClient {
         ctx: &CrmContext,
         ids: &[String],
     ) -> Result<HashMap<String, CrmRecord>, CrmError> {
-        let key = ctx.field(CustomField::Pronouns);
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(BATCH_LIMIT) {
-            let body = json!({
-                "properties": mapping::read_properties(key),
-                "propertiesWithHistory": [],
-                "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-            });
-            let (status, body) = self
-                .call(
-                    Lane::Standard,
-                    Method::POST,
-                    "/crm/v3/objects/contacts/batch/read",
-                    &[],
-                    Some(&body),
-                )
-                .await?;
-            // 207: some ids do not exist; they are simply absent.
-            if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS) {
-                return Err(error_for(status, &body));
-            }
-            for item in body["results"].as_array().into_iter().flatten() {
-                let record = Self::parse_object(item.clone(), key)?;
-                out.insert(record.id.clone(), record);
-            }
-        }
-        Ok(out)
+        let records = self.batch_read(ctx, ids, None).await?;
+        Ok(records.into_iter().map(|r| (r.id.clone(), r)).collect())
     }
 
     /// Batch read by email (a lookup by a unique property: no search lag), 100 per call.
@@ -521,36 +497,11 @@ impl CrmClient for HubSpotClient {
         ctx: &CrmContext,
         emails: &[String],
     ) -> Result<HashMap<String, CrmRecord>, CrmError> {
-        let key = ctx.field(CustomField::Pronouns);
-        let mut out = HashMap::new();
-        for chunk in emails.chunks(BATCH_LIMIT) {
-            let body = json!({
-                "properties": mapping::read_properties(key),
-                "propertiesWithHistory": [],
-                "idProperty": "email",
-                "inputs": chunk.iter().map(|e| json!({"id": e})).collect::<Vec<_>>(),
-            });
-            let (status, body) = self
-                .call(
-                    Lane::Standard,
-                    Method::POST,
-                    "/crm/v3/objects/contacts/batch/read",
-                    &[],
-                    Some(&body),
-                )
-                .await?;
-            // 207: some emails have no contact; they are simply absent.
-            if !(status == StatusCode::OK || status == StatusCode::MULTI_STATUS) {
-                return Err(error_for(status, &body));
-            }
-            for item in body["results"].as_array().into_iter().flatten() {
-                let record = Self::parse_object(item.clone(), key)?;
-                if let Some(email) = record.fields.email.clone() {
-                    out.insert(email.trim().to_lowercase(), record);
-                }
-            }
-        }
-        Ok(out)
+        let records = self.batch_read(ctx, emails, Some("email")).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| Some((r.fields.email.as_deref()?.trim().to_lowercase(), r)))
+            .collect())
     }
 
     /// Batch upsert keyed by email, 100 inputs per call: a create repeated after a lost answer
