@@ -82,37 +82,55 @@ impl LocalProcess {
     }
 
     /// Like [`start`](Self::start), writing the runner's stdout (its log) to `log` when given.
+    ///
+    /// A port picked free can be taken by another test's process before the runner binds it;
+    /// a runner that exits before it is ready is started again on fresh ports (three tries).
     pub async fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Self {
-        let port = free_port();
-        let sim_port = free_port();
-        let mut cmd = runner_command(data_dir, port, env);
-        // The simulator's port, unless no simulator runs (a setting it would refuse).
-        if !env.contains(&("CRM_SIMULATOR", "off")) {
-            cmd.env("SIM_PORT", sim_port.to_string());
+        for attempt in 1..=3 {
+            let port = free_port();
+            let sim_port = loop {
+                let p = free_port();
+                if p != port {
+                    break p;
+                }
+            };
+            let mut cmd = runner_command(data_dir, port, env);
+            // The simulator's port, unless no simulator runs (a setting it would refuse).
+            if !env.contains(&("CRM_SIMULATOR", "off")) {
+                cmd.env("SIM_PORT", sim_port.to_string());
+            }
+            match log {
+                Some(path) => cmd.stdout(std::fs::File::create(path).expect("create the log file")),
+                None => cmd.stdout(Stdio::null()),
+            };
+            let child = cmd.spawn().expect("start contact-sync-local");
+            let mut p = LocalProcess {
+                url: format!("http://127.0.0.1:{port}"),
+                sim: format!("http://127.0.0.1:{sim_port}"),
+                child,
+            };
+            match p.wait_ready().await {
+                Ok(()) => return p,
+                Err(status) => eprintln!(
+                    "contact-sync-local exited before it was ready ({status}), try {attempt} of 3"
+                ),
+            }
         }
-        match log {
-            Some(path) => cmd.stdout(std::fs::File::create(path).expect("create the log file")),
-            None => cmd.stdout(Stdio::null()),
-        };
-        let child = cmd.spawn().expect("start contact-sync-local");
-        let url = format!("http://127.0.0.1:{port}");
-        let p = LocalProcess {
-            url,
-            sim: format!("http://127.0.0.1:{sim_port}"),
-            child,
-        };
-        p.wait_ready().await;
-        p
+        panic!("contact-sync-local did not start in three tries");
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for `/health`; `Err` with the exit status when the process ended first.
+    async fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = client.get(format!("{}/health", self.url)).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
