@@ -4,7 +4,9 @@
 //! - a field changed on one side only flows to the other side;
 //! - a field changed on both sides to different values is a [`Conflict`], resolved by the
 //!   tenant's [`ConflictPolicy`] and recorded with both values and the winner;
-//! - a field whose values already match is never written (echo suppression).
+//! - a field whose values already match is never written (echo suppression);
+//! - a CRM user's value that our own write overwrote (reported by the user's change event) is
+//!   the CRM's side of that field: it flows back, or loses a conflict that says so.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,9 @@ pub struct PlanInput<'a> {
     pub policy: ConflictPolicy,
     pub support: FieldSupport,
     pub now: DateTime<Utc>,
+    /// CRM users' values our last write to the record overwrote (see
+    /// [`CrmWrite::overwritten`](crate::domain::CrmWrite::overwritten)); `None`: none known.
+    pub overwritten: Option<&'a FieldPatch>,
 }
 
 /// What to do to the CRM record.
@@ -111,6 +116,15 @@ pub fn plan(input: &PlanInput<'_>) -> SyncPlan {
         _ => None,
     };
     let base = input.base.map(|b| b.clone().normalized());
+    let overwritten = input.overwritten.map(|o| {
+        let mut out = FieldPatch::default();
+        for (field, value) in &o.0 {
+            let mut f = ContactFields::default();
+            f.set(*field, value.clone());
+            out.insert(*field, f.get(*field).map(str::to_owned));
+        }
+        out
+    });
     decide(&PlanInput {
         app: match (&app, input.app) {
             (Some(f), _) => AppSide::Live(f),
@@ -121,6 +135,7 @@ pub fn plan(input: &PlanInput<'_>) -> SyncPlan {
             (None, other) => other,
         },
         base: base.as_ref(),
+        overwritten: overwritten.as_ref(),
         ..*input
     })
 }
@@ -266,15 +281,15 @@ fn merge(
             continue;
         }
         let c = crm.get(field);
-        // A contact always keeps an email: a cleared email is not propagated, and it never wins
-        // a conflict (the side that kept a value does, and the log says so).
-        let resolved = if a == c {
-            a
-        } else if a == b {
-            keeps_email(field, c, a)
-        } else if c == b {
-            keeps_email(field, a, c)
-        } else {
+        // A CRM user's value our write overwrote stands for the CRM's side: it was made after
+        // the read our write was planned on, so the app's value (what we wrote, or newer) and
+        // it were made concurrently, unless they agree.
+        let overwritten = input
+            .overwritten
+            .and_then(|o| o.get(field))
+            .map(Option::as_deref)
+            .filter(|v| *v != c);
+        let mut conflict = |a: Option<&'_ str>, c: Option<&'_ str>| {
             let mut winner = match input.policy {
                 ConflictPolicy::CrmWins => Side::Crm,
                 ConflictPolicy::AppWins => Side::App,
@@ -296,8 +311,19 @@ fn merge(
                 resolved_value: value.map(str::to_owned),
                 at: input.now,
             });
-            value
+            value.map(str::to_owned)
         };
+        // A contact always keeps an email: a cleared email is not propagated, and it never wins
+        // a conflict (the side that kept a value does, and the log says so).
+        let resolved: Option<String> = match overwritten {
+            Some(v) if v == a => a.map(str::to_owned),
+            Some(v) => conflict(a, v),
+            None if a == c => a.map(str::to_owned),
+            None if a == b => keeps_email(field, c, a).map(str::to_owned),
+            None if c == b => keeps_email(field, a, c).map(str::to_owned),
+            None => conflict(a, c),
+        };
+        let resolved = resolved.as_deref();
         if a != resolved {
             app_patch.insert(field, resolved.map(str::to_owned));
         }

@@ -10,19 +10,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::crm::memory::MemoryCrm;
-use shared::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider};
+use shared::domain::{
+    ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported,
+};
 use shared::error::CrmError;
 use shared::ports::{ChangedRecords, CrmClient, CrmContext};
 
 use crate::sched::{Fault, Sched};
 
-/// A webhook on its way: due at `due_ms`, saying that `record` of `provider` changed.
+/// A webhook on its way: due at `due_ms`, saying that `record` of `provider` changed, and for a
+/// user's edit, the values it set and when (as both CRMs' webhooks do; those of our own writes
+/// are dropped as echoes by the real ingest, here they come as bare triggers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
     pub due_ms: i64,
     pub provider: Provider,
     pub record: String,
     pub deleted: bool,
+    pub reported: Vec<Reported>,
 }
 
 /// Webhooks not yet delivered.
@@ -72,6 +77,8 @@ pub struct SimCrm {
     /// Users' edits one of our writes overwrote, planned on a read from before them (neither
     /// CRM offers a conditional write): record and field.
     pub overwritten: Mutex<BTreeSet<(String, Field)>>,
+    /// Users' edits whose webhook was dropped: nothing reports their values (record, field).
+    pub unreported: Mutex<BTreeSet<(String, Field)>>,
 }
 
 impl SimCrm {
@@ -85,6 +92,7 @@ impl SimCrm {
             reads: Mutex::new(BTreeMap::new()),
             user_edits: Mutex::new(Vec::new()),
             overwritten: Mutex::new(BTreeSet::new()),
+            unreported: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -97,7 +105,17 @@ impl SimCrm {
             edits.push((record.to_string(), field, now));
         }
         drop(edits);
-        self.changed(record, false, false);
+        let at = self.sched.now();
+        let reported = patch
+            .0
+            .iter()
+            .map(|(field, value)| Reported {
+                field: *field,
+                value: value.clone(),
+                at,
+            })
+            .collect();
+        self.changed(record, false, false, reported);
     }
 
     fn note_read(&self, record: &str) {
@@ -138,7 +156,7 @@ impl SimCrm {
 
     /// A change to `record`: its webhook is queued (late, maybe twice, maybe never), and a new
     /// record's index entry is due after the search lag.
-    pub fn changed(&self, record: &str, created: bool, deleted: bool) {
+    pub fn changed(&self, record: &str, created: bool, deleted: bool, reported: Vec<Reported>) {
         let now = self.sched.now_ms();
         if created && self.search_lag_ms > 0 {
             let lag = self.sched.between(0, self.search_lag_ms);
@@ -154,12 +172,19 @@ impl SimCrm {
         } else {
             1
         };
+        if copies == 0 {
+            let mut unreported = self.unreported.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &reported {
+                unreported.insert((record.to_string(), r.field));
+            }
+        }
         for _ in 0..copies {
             self.outbox.push(Hook {
                 due_ms: now + self.sched.between(20, 1500),
                 provider: self.provider_of(),
                 record: record.to_string(),
                 deleted,
+                reported: reported.clone(),
             });
         }
     }
@@ -247,7 +272,7 @@ impl CrmClient for SimCrm {
         let lose = self.enter(true).await?;
         let created = self.inner.create(ctx, fields).await?;
         tracing::info!(provider = %self.provider_of(), id = %created.id, fields = ?created.fields, worker = ?Sched::current_worker(), lost = lose, "simulated CRM: record created");
-        self.changed(&created.id, true, false);
+        self.changed(&created.id, true, false, Vec::new());
         if lose { Err(self.lost()) } else { Ok(created) }
     }
 
@@ -260,14 +285,14 @@ impl CrmClient for SimCrm {
         let lose = self.enter(true).await?;
         self.note_write(id, patch);
         let updated = self.inner.update(ctx, id, patch).await?;
-        self.changed(id, false, false);
+        self.changed(id, false, false, Vec::new());
         if lose { Err(self.lost()) } else { Ok(updated) }
     }
 
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
         let lose = self.enter(true).await?;
         self.inner.archive(ctx, id).await?;
-        self.changed(id, false, true);
+        self.changed(id, false, true, Vec::new());
         if lose { Err(self.lost()) } else { Ok(()) }
     }
 

@@ -23,7 +23,8 @@ pub struct Outcome {
     pub digest: u64,
     pub checked: usize,
     pub violations: Vec<String>,
-    /// The known gap, counted: CRM users' edits overwritten unseen by a concurrent write.
+    /// The known gap, counted: CRM users' edits overwritten by a concurrent write of ours,
+    /// unseen because their webhook was dropped.
     pub undetected_overwrites: Vec<String>,
     pub ops: std::collections::BTreeMap<&'static str, usize>,
 }

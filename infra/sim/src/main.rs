@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{} seeds from {} × {} ops, {} workers: {failed} failed; {checked} invariant checks, {steps} worker steps; {overwritten} CRM edits overwritten unseen (known gap); {:.0} ops/s, {:.2} s",
+        "{} seeds from {} × {} ops, {} workers: {failed} failed; {checked} invariant checks, {steps} worker steps; {overwritten} CRM edits overwritten unseen, their webhook dropped (known gap); {:.0} ops/s, {:.2} s",
         args.seeds,
         args.from,
         args.ops,

@@ -220,7 +220,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             };
             let crm = world.crm(provider);
             let id = crm.inner.user_create(fields);
-            crm.changed(&id, true, false);
+            crm.changed(&id, true, false, Vec::new());
             detail = format!("{provider} {id} {email}");
             oracle.wrote(world, &email, Field::FirstName, op, Some(value));
             "crm create"
@@ -232,7 +232,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             };
             let crm = world.crm(provider);
             crm.inner.user_archive(&record);
-            crm.changed(&record, false, true);
+            crm.changed(&record, false, true, Vec::new());
             detail = format!("{} {provider} {record}", c.id);
             oracle
                 .uncertain

@@ -192,7 +192,10 @@ impl World {
             } else {
                 ChangeKind::Upsert
             };
-            let event = ChangeEvent::new(tenant(), Origin::Crm(hook.provider), hook.record, kind);
+            let event = ChangeEvent {
+                reported: hook.reported,
+                ..ChangeEvent::new(tenant(), Origin::Crm(hook.provider), hook.record, kind)
+            };
             self.queue.send(Job::Change(event), 0);
         }
     }

@@ -27,6 +27,9 @@ struct Inner {
     create_delay: std::time::Duration,
     /// The clock of modification times (the system's unless set).
     clock: Option<Clock>,
+    /// A user's edit that lands just before our next update (neither CRM has conditional
+    /// writes): the update overwrites it.
+    edit_before_update: Option<FieldPatch>,
 }
 
 /// In-memory CRM for one provider.
@@ -85,6 +88,11 @@ impl MemoryCrm {
     /// Lets two records share an email, as Pipedrive does: the CRM itself prevents no duplicate.
     pub fn allow_duplicate_emails(&self) {
         self.lock().duplicate_emails = true;
+    }
+
+    /// A user's `patch` lands just before our next update, after the sync read the record.
+    pub fn edit_before_next_update(&self, patch: FieldPatch) {
+        self.lock().edit_before_update = Some(patch);
     }
 
     /// Makes every create take `delay`.
@@ -244,6 +252,10 @@ impl CrmClient for MemoryCrm {
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError> {
         self.check()?;
+        let edit = self.lock().edit_before_update.take();
+        if let Some(edit) = edit {
+            self.user_edit(id, &edit);
+        }
         let now = self.now();
         let mut inner = self.lock();
         let key = ctx.field(CustomField::Pronouns);

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ContactFields, FieldPatch, Provider, TenantId};
+use std::collections::BTreeMap;
+
+use super::{ContactFields, Field, FieldPatch, Provider, Reported, TenantId};
 
 /// Sync state of one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +45,9 @@ pub struct PendingWrites {
     pub to_crm: FieldPatch,
     #[serde(default)]
     pub to_app: FieldPatch,
+    /// The CRM write in flight, as [`CrmWrite`] (not landed yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_write: Option<CrmWrite>,
 }
 
 impl PendingWrites {
@@ -55,6 +60,127 @@ impl PendingWrites {
                 }
             }
         }
+    }
+}
+
+/// Our recent writes to a CRM record, as one window: from when the record the first was planned
+/// on was last modified to when the record was modified by the last (both by the CRM's clock),
+/// and per field written, every value of it we read meanwhile and the value written last.
+///
+/// Neither CRM offers a conditional write, so a user's edit of a field can land between our
+/// read and our write of it, and our write replaces it. The user's change event still reports
+/// the value, and [`overwritten`](Self::overwritten) recognises it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrmWrite {
+    pub read_at: Option<DateTime<Utc>>,
+    pub written_at: Option<DateTime<Utc>>,
+    pub fields: BTreeMap<Field, FieldWrite>,
+}
+
+/// One field of a [`CrmWrite`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FieldWrite {
+    /// The values of the field in the records the writes were planned on.
+    pub read: Vec<Option<String>>,
+    pub written: Option<String>,
+}
+
+/// How long writes in a row share one window (webhooks come within seconds, retries within
+/// hours).
+const WINDOW_HOURS: i64 = 1;
+
+fn normal(field: Field, value: Option<String>) -> Option<String> {
+    let mut f = ContactFields::default();
+    f.set(field, value);
+    f.get(field).map(str::to_owned)
+}
+
+impl CrmWrite {
+    /// The write of `patch` planned on `read` (the record's fields and modification time),
+    /// landed at `written_at` (unknown while it is in flight), after `earlier` (our previous
+    /// writes' window, which it extends when recent).
+    pub fn new(
+        earlier: Option<&CrmWrite>,
+        read: &ContactFields,
+        read_at: Option<DateTime<Utc>>,
+        patch: &FieldPatch,
+        written_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        let earlier = earlier.filter(|e| match (e.written_at, read_at) {
+            (Some(w), Some(r)) => w + chrono::Duration::hours(WINDOW_HOURS) >= r,
+            _ => false,
+        });
+        let mut fields = earlier.map(|e| e.fields.clone()).unwrap_or_default();
+        for (field, w) in fields.iter_mut() {
+            w.read.push(read.get(*field).map(str::to_owned));
+        }
+        for (field, value) in &patch.0 {
+            let w = fields.entry(*field).or_default();
+            if w.read.is_empty() {
+                w.read.push(read.get(*field).map(str::to_owned));
+            }
+            w.written = normal(*field, value.clone());
+        }
+        for w in fields.values_mut() {
+            w.read.dedup();
+            if w.read.len() > 8 {
+                w.read.drain(..w.read.len() - 8);
+            }
+        }
+        Self {
+            read_at: earlier.and_then(|e| e.read_at).or(read_at),
+            written_at,
+            fields,
+        }
+    }
+
+    /// The write, landed at `at`.
+    pub fn landed(self, at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            written_at: at,
+            ..self
+        }
+    }
+
+    /// Whether `record` holds every value the last write wrote.
+    pub fn holds(&self, patch: &FieldPatch, record: &ContactFields) -> bool {
+        patch
+            .0
+            .iter()
+            .all(|(f, v)| record.get(*f) == normal(*f, v.clone()).as_deref())
+    }
+
+    /// The reported values these writes overwrote: of a field written, set inside the window,
+    /// unlike every value of it we read (a value read was seen) and the value written, while
+    /// the record (`current`) still holds what was written (else a newer change is there to
+    /// sync). The latest such value per field.
+    ///
+    /// Timestamps of whole seconds (Pipedrive's) make the window inclusive at both ends: a
+    /// user's edit in the second of our read reads as overwritten unless we read its value.
+    pub fn overwritten(&self, reported: &[Reported], current: &ContactFields) -> FieldPatch {
+        let (Some(read_at), Some(written_at)) = (self.read_at, self.written_at) else {
+            return FieldPatch::default();
+        };
+        let mut latest: BTreeMap<Field, (&Reported, Option<String>)> = BTreeMap::new();
+        for r in reported {
+            let Some(w) = self.fields.get(&r.field) else {
+                continue;
+            };
+            let value = normal(r.field, r.value.clone());
+            let lost = r.at >= read_at
+                && r.at <= written_at
+                && !w.read.contains(&value)
+                && value != w.written
+                && current.get(r.field) == w.written.as_deref();
+            if lost && latest.get(&r.field).is_none_or(|(l, _)| l.at <= r.at) {
+                latest.insert(r.field, (r, value));
+            }
+        }
+        let mut out = FieldPatch::default();
+        for (field, (_, value)) in latest {
+            out.insert(field, value);
+        }
+        out
     }
 }
 
@@ -78,6 +204,9 @@ pub struct ContactLink {
     /// sync's final link write (see [`PendingWrites`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingWrites>,
+    /// Our last write to the record, kept to recognise a user's edit it overwrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write: Option<CrmWrite>,
     pub version: u64,
 }
 
@@ -160,6 +289,7 @@ impl ContactLink {
             base,
             warnings,
             pending: None,
+            last_write: None,
             version: 0,
         }
     }

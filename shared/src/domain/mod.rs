@@ -310,7 +310,7 @@ impl Contact {
     }
 }
 
-pub use link::{ContactLink, LinkStatus, PendingWrites};
+pub use link::{ContactLink, CrmWrite, FieldWrite, LinkStatus, PendingWrites};
 
 /// Where a change came from: the app, or one of the CRMs. Serialised as `"app"` or the CRM's
 /// name (`"hubspot"`).
@@ -368,7 +368,19 @@ pub enum ChangeKind {
     },
 }
 
-/// A trigger: "record X at origin O changed". Never carries the data itself.
+/// A value a CRM's change event says a user set a field to, and when (by the CRM's clock).
+/// A hint, never data: the worker writes it nowhere as such. It shows a user's edit that our
+/// own write of the same field, in flight at the time, overwrote (neither CRM offers a
+/// conditional write); see [`CrmWrite::overwritten`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reported {
+    pub field: Field,
+    pub value: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A trigger: "record X at origin O changed". Never carries the data itself (only, from a CRM,
+/// the [`Reported`] values it names as hints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub tenant: TenantId,
@@ -382,6 +394,10 @@ pub struct ChangeEvent {
     /// Source event id, used for dedupe and tracing.
     #[serde(default)]
     pub event_id: Option<String>,
+    /// The values the CRM's event says were set (HubSpot's `propertyValue`, Pipedrive's `data`
+    /// for the fields in `previous`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<Reported>,
 }
 
 impl ChangeEvent {
@@ -399,6 +415,7 @@ impl ChangeEvent {
             occurred_at: Utc::now(),
             provenance: None,
             event_id: None,
+            reported: Vec::new(),
         }
     }
 }

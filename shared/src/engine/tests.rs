@@ -24,6 +24,7 @@ fn input<'a>(app: AppSide<'a>, crm: CrmSide<'a>, base: Option<&'a ContactFields>
         policy: ConflictPolicy::CrmWins,
         support: FieldSupport::ALL,
         now: now(),
+        overwritten: None,
     }
 }
 
@@ -251,6 +252,61 @@ fn email_is_never_cleared() {
     assert_eq!(patch.0[&Field::Email].as_deref(), Some("a@x.io"));
 }
 
+#[test]
+fn a_crm_edit_our_write_overwrote_comes_back_as_a_logged_conflict() {
+    // The app changed "Ann" to "Anna"; our write of "Anna" to the CRM replaced a CRM user's
+    // "Annie" made after our read. Everything agrees on "Anna" now, but the user's edit lost.
+    let agreed = fields("a@x.io", "Anna");
+    let lost = FieldPatch(
+        [(Field::FirstName, Some("Annie".to_string()))]
+            .into_iter()
+            .collect(),
+    );
+    let p = plan(&PlanInput {
+        overwritten: Some(&lost),
+        ..input(
+            AppSide::Live(&agreed),
+            CrmSide::Live(&agreed),
+            Some(&agreed),
+        )
+    });
+    assert_eq!(p.conflicts.len(), 1);
+    let x = &p.conflicts[0];
+    assert_eq!(x.field, Field::FirstName);
+    assert_eq!(x.app_value.as_deref(), Some("Anna"));
+    assert_eq!(x.crm_value.as_deref(), Some("Annie"));
+    assert_eq!(x.winner, Side::Crm);
+    // The CRM wins: the user's value is written back to the CRM and to the app.
+    let expected = FieldPatch(
+        [(Field::FirstName, Some("Annie".to_string()))]
+            .into_iter()
+            .collect(),
+    );
+    assert_eq!(
+        p.crm,
+        CrmAction::Update {
+            patch: expected.clone()
+        }
+    );
+    assert_eq!(p.app, AppAction::Update { patch: expected });
+    assert_eq!(p.new_base.first_name.as_deref(), Some("Annie"));
+
+    // The app wins: nothing is written, and the log still says the user's value lost.
+    let p = plan(&PlanInput {
+        overwritten: Some(&lost),
+        policy: ConflictPolicy::AppWins,
+        ..input(
+            AppSide::Live(&agreed),
+            CrmSide::Live(&agreed),
+            Some(&agreed),
+        )
+    });
+    assert!(p.is_noop());
+    assert_eq!(p.conflicts.len(), 1);
+    assert_eq!(p.conflicts[0].winner, Side::App);
+    assert_eq!(p.conflicts[0].crm_value.as_deref(), Some("Annie"));
+}
+
 // ---- properties ----
 
 /// Field values with the variants real inputs have: absent, empty, blank (also non-breaking
@@ -353,6 +409,7 @@ impl Case {
             policy: self.policy,
             support: self.support,
             now: now(),
+            overwritten: None,
         }
     }
 
@@ -530,6 +587,49 @@ proptest! {
             // The policy decides, except that a cleared email never wins.
             let cleared_email = f == Field::Email && (match by_policy { Side::App => a, Side::Crm => cr }).is_none();
             prop_assert_eq!(x.winner == by_policy, !cleared_email);
+        }
+    }
+
+    /// A CRM user's value our write overwrote is never lost silently: both sides and the base
+    /// end at it, or a conflict records it as the CRM's value and its loss; a value the record
+    /// holds anyway changes nothing. And the plan still writes no value a side holds.
+    #[test]
+    fn an_overwritten_crm_edit_is_restored_or_logged(c in case(), field in prop::sample::select(Field::ALL.to_vec()), lost in value()) {
+        let mut c = c;
+        c.app_state = State::Live;
+        c.crm_state = State::Live;
+        let n = c.normalized();
+        let patch = FieldPatch([(field, lost.clone())].into_iter().collect());
+        let p = plan(&PlanInput { overwritten: Some(&patch), ..c.input() });
+        let mut normal = ContactFields::default();
+        normal.set(field, lost);
+        let lost = normal.get(field);
+        if !c.support.supports(field) || lost == n.crm.get(field) {
+            prop_assert_eq!(p, plan(&c.input()));
+            return Ok(());
+        }
+        let next = c.after(&p);
+        let logged = p.conflicts.iter().find(|x| x.field == field);
+        match logged {
+            Some(x) => {
+                prop_assert_eq!(x.crm_value.as_deref(), lost);
+                prop_assert_eq!(next.app.get(field), x.resolved_value.as_deref());
+                prop_assert_eq!(next.crm.get(field), x.resolved_value.as_deref());
+            }
+            None => {
+                prop_assert_eq!(next.app.get(field), lost);
+                prop_assert_eq!(next.crm.get(field), lost);
+                prop_assert_eq!(n.app.get(field), lost, "restored without a conflict only when the app agrees");
+            }
+        }
+        prop_assert_eq!(next.app.get(field), p.new_base.get(field));
+        for (side, f) in written(&p) {
+            let (current, w) = match (side, &p.app, &p.crm) {
+                (Side::App, AppAction::Update { patch }, _) => (n.app.get(f), patch),
+                (Side::Crm, _, CrmAction::Update { patch }) => (n.crm.get(f), patch),
+                _ => unreachable!(),
+            };
+            prop_assert_ne!(current, w.0[&f].as_deref(), "{:?} {:?}", side, f);
         }
     }
 

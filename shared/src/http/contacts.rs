@@ -363,6 +363,7 @@ mod tests {
             base_hash: String::new(),
             warnings: vec![],
             pending: None,
+            last_write: None,
             version: 1,
         }
     }

@@ -141,6 +141,7 @@ impl SyncService {
             policy: cfg.conflict_policy,
             support: ctx.support(),
             now,
+            overwritten: None,
         });
         let AppAction::Create { fields } = plan.app else {
             for w in &plan.warnings {

@@ -290,7 +290,7 @@ impl SyncService {
             }
         };
         let mut report = self
-            .sync_contact(&cfg.id, &contact_id, first, record)
+            .sync_contact(&cfg.id, &contact_id, first, record, &event.reported)
             .await?;
         report.contact_id = Some(contact_id);
         Ok(report)

@@ -8,8 +8,8 @@ use tracing::{info, warn};
 
 use super::{Known, SyncReport, SyncService};
 use crate::domain::{
-    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, FieldPatch, LinkStatus,
-    PendingWrites, Provider, TenantId,
+    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, CrmWrite, FieldPatch,
+    LinkStatus, PendingWrites, Provider, Reported, TenantId,
 };
 use crate::engine::{
     self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput, SyncPlan,
@@ -49,6 +49,29 @@ impl PairState {
         Some(base)
     }
 
+    /// Our last writes to the record: with one left in flight (cut off, or its answer lost)
+    /// that the record shows landed (by the record's modification time at the latest).
+    fn last_write(&self) -> Option<CrmWrite> {
+        let link = self.link.as_ref()?;
+        let record = self.record.as_ref()?;
+        if let Some(p) = &link.pending
+            && let Some(w) = &p.crm_write
+            && !p.to_crm.is_empty()
+            && w.holds(&p.to_crm, &record.fields)
+        {
+            return Some(w.clone().landed(record.updated_at));
+        }
+        link.last_write.clone()
+    }
+
+    /// The `reported` values our last writes to the record overwrote.
+    fn overwritten(&self, reported: &[Reported]) -> FieldPatch {
+        match (self.last_write(), &self.record) {
+            (Some(w), Some(record)) if !record.archived => w.overwritten(reported, &record.fields),
+            _ => FieldPatch::default(),
+        }
+    }
+
     /// The link's record id, if it knows one.
     fn linked_id(&self) -> Option<&str> {
         self.link
@@ -60,14 +83,16 @@ impl PairState {
 
 impl SyncService {
     /// Syncs one app contact with every CRM of its tenant, `first` first (with `known`, the
-    /// record an earlier stage read from it). A failure with one CRM does not stop the others;
-    /// the first error is returned so the job is retried.
+    /// record an earlier stage read from it, and `reported`, the values its change event
+    /// reported). A failure with one CRM does not stop the others; the first error is returned
+    /// so the job is retried.
     pub async fn sync_contact(
         &self,
         tenant: &TenantId,
         contact_id: &str,
         first: Option<Provider>,
         known: Option<Known>,
+        reported: &[Reported],
     ) -> Result<SyncReport, SyncError> {
         let cfg = self.tenant(tenant)?;
         let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant).to_vec();
@@ -76,13 +101,13 @@ impl SyncService {
         let mut report = SyncReport::default();
         let mut first_error = None;
         for client in clients {
-            let hint = if Some(client.provider()) == first {
-                known.take()
+            let (hint, reported) = if Some(client.provider()) == first {
+                (known.take(), reported)
             } else {
-                None
+                (None, &[][..])
             };
             match self
-                .sync_pair_retrying(cfg, client.as_ref(), contact_id, hint)
+                .sync_pair_retrying(cfg, client.as_ref(), contact_id, hint, reported)
                 .await
             {
                 Ok(r) => report.add(&r),
@@ -160,11 +185,15 @@ impl SyncService {
         client: &dyn CrmClient,
         contact_id: &str,
         known: Option<Known>,
+        reported: &[Reported],
     ) -> Result<SyncReport, SyncError> {
         let mut known = known;
         let mut attempt = 0;
         loop {
-            match self.sync_pair(cfg, client, contact_id, known.take()).await {
+            match self
+                .sync_pair(cfg, client, contact_id, known.take(), reported)
+                .await
+            {
                 Err(SyncError::Store(StoreError::Conflict(what))) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     info!(tenant = %cfg.id, contact_id, what, attempt, "lost a write race; re-reading");
@@ -174,13 +203,16 @@ impl SyncService {
         }
     }
 
-    /// One app contact against one CRM: read both, plan, apply, store the link.
+    /// One app contact against one CRM: read both, plan, apply, store the link. `reported`:
+    /// values a change event of the record reported (a user's edit our last write may have
+    /// overwritten).
     async fn sync_pair(
         &self,
         cfg: &TenantConfig,
         client: &dyn CrmClient,
         contact_id: &str,
         known: Option<Known>,
+        reported: &[Reported],
     ) -> Result<SyncReport, SyncError> {
         let tenant = &cfg.id;
         let provider = client.provider();
@@ -228,6 +260,11 @@ impl SyncService {
         // Decided now, after every read: a conflict is stamped later than the edits it saw.
         let now = self.now();
         let base = pair.base();
+        let overwritten = pair.overwritten(reported);
+        if !overwritten.is_empty() {
+            let fields: Vec<&str> = overwritten.fields().map(|f| f.as_str()).collect();
+            warn!(%tenant, contact_id, %provider, ?fields, "a CRM user's edit was overwritten by our concurrent write; resolved as a conflict");
+        }
         let plan = engine::plan(&PlanInput {
             provider,
             app: if pair.contact.deleted {
@@ -244,6 +281,7 @@ impl SyncService {
             policy: cfg.conflict_policy,
             support: ctx.support(),
             now,
+            overwritten: Some(&overwritten),
         });
         if self
             .forget_vanished_field(client, &ctx, &pair, &plan)
@@ -335,6 +373,8 @@ impl SyncService {
             .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
         let base = pair.base();
         let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
+        // Our last writes to the record, kept on the link until the next one extends them.
+        let mut last_write = pair.last_write();
         let PairState {
             contact,
             mut link,
@@ -383,7 +423,18 @@ impl SyncService {
         // The writes are recorded on the link first (by its version: a worker that synced the
         // pair since makes this one re-read instead of writing over it), so a write cut off or
         // whose answer is lost is not mistaken later for a user's edit.
+        let in_flight = match (&plan.crm, record.as_ref()) {
+            (CrmAction::Update { patch }, Some(r)) => Some(CrmWrite::new(
+                last_write.as_ref(),
+                &r.fields,
+                r.updated_at,
+                patch,
+                None,
+            )),
+            _ => None,
+        };
         let pending = PendingWrites {
+            crm_write: in_flight.clone(),
             to_crm: match &plan.crm {
                 CrmAction::Update { patch } => patch.clone(),
                 _ => FieldPatch::default(),
@@ -405,6 +456,7 @@ impl SyncService {
         match &plan.crm {
             CrmAction::None => {}
             CrmAction::Create { fields } => {
+                last_write = None;
                 let (created, moved) = self
                     .create_with_intent(client, ctx, &contact, link.take(), fields, now)
                     .await?;
@@ -428,6 +480,7 @@ impl SyncService {
                     Err(e) => return Err(e.into()),
                 };
                 crm_modified = updated.updated_at;
+                last_write = in_flight.map(|w| w.landed(updated.updated_at));
                 report.crm_writes += 1;
                 if plan.app != AppAction::None {
                     // The app write may fail or never run: store what is agreed now.
@@ -452,9 +505,11 @@ impl SyncService {
                         pending: link.as_ref().and_then(|l| l.pending.clone()).map(|p| {
                             PendingWrites {
                                 to_crm: FieldPatch::default(),
+                                crm_write: None,
                                 ..p
                             }
                         }),
+                        last_write: last_write.clone(),
                         ..ContactLink::synced(
                             tenant,
                             &contact.id,
@@ -501,6 +556,7 @@ impl SyncService {
             LinkOutcome::Synced => {
                 let synced = ContactLink {
                     version: link.as_ref().map_or(0, |l| l.version),
+                    last_write,
                     ..ContactLink::synced(
                         tenant,
                         &contact.id,

@@ -283,7 +283,7 @@ impl SyncService {
                             link_version: None,
                         };
                         match self
-                            .sync_pair_retrying(cfg, client.as_ref(), &contact.id, Some(known))
+                            .sync_pair_retrying(cfg, client.as_ref(), &contact.id, Some(known), &[])
                             .await
                         {
                             Ok(_) => done += 1,

@@ -21,6 +21,14 @@ pub fn property_name(field: Field, pronouns_key: Option<&str>) -> Option<String>
     )
 }
 
+/// The field a standard HubSpot property holds (pronouns live in a property of ours whose name
+/// only the tenant's settings know).
+pub fn standard_field(property: &str) -> Option<Field> {
+    Field::ALL
+        .into_iter()
+        .find(|f| property_name(*f, None).as_deref() == Some(property))
+}
+
 /// Properties to request when reading contacts.
 pub fn read_properties(pronouns_key: Option<&str>) -> Vec<String> {
     let mut props: Vec<String> = Field::ALL

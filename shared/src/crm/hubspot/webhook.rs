@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
+use super::mapping::standard_field;
+use crate::domain::{ChangeEvent, ChangeKind, Origin, Provider, Reported, TenantId};
 
 /// HubSpot sends at most 100 events per request.
 pub const MAX_EVENTS: usize = 100;
@@ -142,6 +143,19 @@ impl HubSpotEvent {
                 self.source_id.as_deref().unwrap_or("?")
             )),
             event_id: self.event_id.as_ref().map(Value::to_string),
+            reported: self.reported().into_iter().collect(),
+        })
+    }
+
+    /// The value a property change set, for a standard property.
+    fn reported(&self) -> Option<Reported> {
+        if self.subscription_type != "contact.propertyChange" {
+            return None;
+        }
+        Some(Reported {
+            field: standard_field(self.property_name.as_deref()?)?,
+            value: self.property_value.clone(),
+            at: self.occurred(),
         })
     }
 }
@@ -170,9 +184,12 @@ pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
     });
     let mut out: Vec<ChangeEvent> = Vec::new();
     for c in changes {
-        match out.last() {
+        match out.last_mut() {
+            // The values the dropped events reported stay with the record's trigger.
             Some(last)
-                if last.record_id == c.record_id && !matches!(c.kind, ChangeKind::Merge { .. }) => {
+                if last.record_id == c.record_id && !matches!(c.kind, ChangeKind::Merge { .. }) =>
+            {
+                last.reported.extend(c.reported);
             }
             _ => out.push(c),
         }
@@ -252,6 +269,16 @@ mod tests {
         let t = TenantId::new("t");
         let changes: Vec<_> = events.iter().filter_map(|e| e.to_change(&t)).collect();
         let out = coalesce(changes);
+        // The email the property change reported stays with the record's one trigger.
+        let jane = out.iter().find(|c| c.record_id == "120004567801").unwrap();
+        assert_eq!(
+            jane.reported,
+            vec![Reported {
+                field: crate::domain::Field::Email,
+                value: Some("jane.doe@example.com".into()),
+                at: Utc.timestamp_millis_opt(1767225601450).unwrap(),
+            }]
+        );
         let ids: Vec<_> = out.iter().map(|c| c.record_id.as_str()).collect();
         assert_eq!(
             ids,

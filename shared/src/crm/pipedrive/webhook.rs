@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::mapping::{parse_id, parse_time};
-use crate::domain::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
+use super::mapping::{Person, Slots, parse_id, parse_time, to_fields};
+use crate::domain::{ChangeEvent, ChangeKind, Field, Origin, Provider, Reported, TenantId};
 
 /// `meta` of a webhooks v2 payload. Ids are strings in v2 (numbers accepted too).
 #[derive(Debug, Clone, Deserialize)]
@@ -176,7 +176,41 @@ impl PipedriveWebhook {
                     .unwrap_or_else(|| "?".into())
             )),
             event_id: self.meta.id.clone(),
+            reported: self.reported(),
         })
+    }
+
+    /// The values a change set: `data`'s, for the standard fields `previous` names (custom
+    /// fields' keys, and whether the job title is one, only the tenant's settings know).
+    fn reported(&self) -> Vec<Reported> {
+        let (Some(data), Some(Value::Object(previous))) = (&self.data, &self.previous) else {
+            return Vec::new();
+        };
+        let Some(person) = Person::from_json(data) else {
+            return Vec::new();
+        };
+        let fields = to_fields(
+            &person,
+            Slots {
+                pronouns: None,
+                job_title: None,
+            },
+        );
+        let at = self.occurred();
+        [
+            ("emails", Field::Email),
+            ("first_name", Field::FirstName),
+            ("last_name", Field::LastName),
+            ("phones", Field::Phone),
+        ]
+        .into_iter()
+        .filter(|(key, _)| previous.contains_key(*key))
+        .map(|(_, field)| Reported {
+            field,
+            value: fields.get(field).map(str::to_owned),
+            at,
+        })
+        .collect()
     }
 }
 
@@ -230,6 +264,32 @@ mod tests {
             h.dedupe_key(),
             "pipedrive#7c812ffd-8f50-45ea-a597-b8fcba2da9c0"
         );
+    }
+
+    #[test]
+    fn a_change_reports_the_new_values_of_the_fields_previous_names() {
+        let body = json!({
+            "meta": {"action": "change", "entity": "person", "company_id": "8087566",
+                     "entity_id": "8", "timestamp": "2025-06-02T10:18:35.616Z", "version": "2.0",
+                     "change_source": "app", "user_id": "7"},
+            "data": {"id": 8, "first_name": "Grace", "last_name": "Hopper",
+                     "emails": [{"value": "grace@example.com", "primary": true, "label": "work"}],
+                     "custom_fields": {}},
+            "previous": {"last_name": "Brewster"}
+        });
+        let h = PipedriveWebhook::parse(body.to_string().as_bytes()).unwrap();
+        let c = h.to_change(&t()).unwrap();
+        assert_eq!(
+            c.reported,
+            vec![Reported {
+                field: Field::LastName,
+                value: Some("Hopper".into()),
+                at: c.occurred_at,
+            }]
+        );
+        // A create (`previous` names no field): nothing reported.
+        let created = PipedriveWebhook::parse(&payload(json!({"action": "create"}))).unwrap();
+        assert!(created.to_change(&t()).unwrap().reported.is_empty());
     }
 
     #[test]

@@ -289,6 +289,83 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
     );
 }
 
+/// A HubSpot user's edit lands while our write of the same field is in flight, and our write
+/// overwrites it (HubSpot has no conditional write). The user's webhook reports the value: the
+/// edit is recognised, logged as a conflict with the app's value, and wins by the default
+/// policy everywhere. A duplicate of the webhook, or one reporting a value the sync had read,
+/// changes nothing.
+#[tokio::test]
+async fn a_crm_edit_overwritten_by_our_concurrent_write_is_logged_and_restored() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let before_edit = Utc::now();
+
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    c1.fields.first_name = Some("Anna".into());
+    f.store.update(&c1).await.unwrap();
+    let mut users = FieldPatch::default();
+    users.insert(Field::FirstName, Some("Annie".into()));
+    f.hubspot.edit_before_next_update(users);
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let first = |fields: &ContactFields| fields.first_name.clone();
+    assert_eq!(
+        first(&f.hubspot.record(&hs.external_id).unwrap().fields).as_deref(),
+        Some("Anna"),
+        "our write replaced the user's edit"
+    );
+    assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
+
+    let webhook = |value: &str, at| ChangeEvent {
+        reported: vec![crate::domain::Reported {
+            field: Field::FirstName,
+            value: Some(value.into()),
+            at,
+        }],
+        ..ChangeEvent::new(
+            tenant(),
+            Origin::Crm(Provider::HubSpot),
+            hs.external_id.clone(),
+            ChangeKind::Upsert,
+        )
+    };
+    // A webhook of the value the sync read changes nothing.
+    let r = f
+        .service
+        .handle(&webhook("Ann", before_edit))
+        .await
+        .unwrap();
+    assert_eq!((r.app_writes, r.crm_writes, r.conflicts), (0, 0, 0));
+    // The user's edit, made after `before_edit` and before our write landed.
+    let users_webhook = webhook("Annie", before_edit);
+    let r = f.service.handle(&users_webhook).await.unwrap();
+    assert_eq!(r.conflicts, 1);
+    let conflicts = f.store.conflicts(&tenant(), 10).await.unwrap();
+    assert_eq!(conflicts.len(), 1);
+    let x = &conflicts[0].conflict;
+    assert_eq!(x.field, Field::FirstName);
+    assert_eq!(x.app_value.as_deref(), Some("Anna"));
+    assert_eq!(x.crm_value.as_deref(), Some("Annie"));
+    assert_eq!(x.winner, Side::Crm);
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    let app = f.store.get(&tenant(), "c1").await.unwrap().unwrap().fields;
+    for (side, fields) in [
+        ("app", app),
+        ("HubSpot", f.hubspot.record(&hs.external_id).unwrap().fields),
+        (
+            "Pipedrive",
+            f.pipedrive.record(&pd.external_id).unwrap().fields,
+        ),
+    ] {
+        assert_eq!(first(&fields).as_deref(), Some("Annie"), "{side}");
+    }
+    // Delivered twice: the second copy finds the value restored.
+    let r = f.service.handle(&users_webhook).await.unwrap();
+    assert_eq!((r.app_writes, r.crm_writes, r.conflicts), (0, 0, 0));
+    assert_eq!(f.store.conflicts(&tenant(), 10).await.unwrap().len(), 1);
+}
+
 /// A queue batch's records are read together at its start; a worker that syncs one of them
 /// meanwhile writes a newer value to the CRM. The job's stale record would read as a CRM
 /// change (it differs from the new base) and revert the app's edit: it is read again instead.

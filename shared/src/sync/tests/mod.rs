@@ -481,7 +481,7 @@ async fn spent_quota_defers_without_calling_again() {
     f.hubspot.fail_with(None);
     let err = f
         .service
-        .sync_contact(&tenant(), "c1", None, None)
+        .sync_contact(&tenant(), "c1", None, None, &[])
         .await
         .unwrap_err();
     assert!(err.deferred_until().is_some());
@@ -514,7 +514,7 @@ async fn backfill_links_unlinked_contacts_in_batches() {
     // Linked by backfill: a later sync writes nothing to HubSpot.
     let before = f.hubspot.writes();
     f.service
-        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot), None)
+        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot), None, &[])
         .await
         .unwrap();
     assert_eq!(f.hubspot.writes(), before);
