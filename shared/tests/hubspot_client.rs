@@ -156,6 +156,44 @@ async fn batch_upsert_takes_100_per_call_and_maps_results_by_email() {
     assert_eq!(s.hubspot.contacts().len(), 250);
 }
 
+/// HubSpot rejects a whole batch upsert for one value it does not accept (400). The batch is
+/// split until the bad input stands alone: the 99 others are written, the bad one gets
+/// HubSpot's message as its result, in a handful of extra calls.
+#[tokio::test]
+async fn one_rejected_email_in_a_batch_of_100_fails_alone() {
+    let s = sim(SimConfig::default()).await;
+    let c = client(&s, token());
+    let mut inputs: Vec<_> = (0..100)
+        .map(|i| fields(&format!("q{i}@x.io"), &format!("Q{i}")))
+        .collect();
+    inputs[42].email = Some("q42@x..io".into());
+    let before = s.hubspot.stats().batch_calls;
+    let out = c.create_many(&ctx(false), &inputs).await.unwrap();
+    let calls = s.hubspot.stats().batch_calls - before;
+    assert_eq!(out.len(), 100);
+    for (i, r) in out.iter().enumerate() {
+        match (i, r) {
+            (
+                42,
+                Err(CrmError::Rejected {
+                    status, message, ..
+                }),
+            ) => {
+                assert_eq!(*status, 400);
+                assert!(message.contains("q42@x..io"), "{message}");
+            }
+            (42, other) => panic!("the bad input: {other:?}"),
+            (_, r) => assert_eq!(
+                r.as_ref().unwrap().fields.email.as_deref(),
+                Some(format!("q{i}@x.io").as_str())
+            ),
+        }
+    }
+    assert_eq!(s.hubspot.contacts().len(), 99);
+    // 1 + 2 per halving down to one input: 15 calls for a batch of 100, not 100.
+    assert!(calls <= 15, "{calls} calls");
+}
+
 #[tokio::test]
 async fn ten_secondly_429s_are_waited_out_and_nothing_fails() {
     let mut cfg = SimConfig::default();

@@ -27,6 +27,8 @@ struct Inner {
     create_delay: std::time::Duration,
     /// The clock of modification times (the system's unless set).
     clock: Option<Clock>,
+    /// Emails the CRM refuses to store (400), as HubSpot refuses addresses it deems invalid.
+    refused_emails: Vec<String>,
     /// A user's edit that lands just before our next update (neither CRM has conditional
     /// writes): the update overwrites it.
     edit_before_update: Option<FieldPatch>,
@@ -88,6 +90,11 @@ impl MemoryCrm {
     /// Lets two records share an email, as Pipedrive does: the CRM itself prevents no duplicate.
     pub fn allow_duplicate_emails(&self) {
         self.lock().duplicate_emails = true;
+    }
+
+    /// Refuses records with `email` (400, with a message naming it).
+    pub fn refuse_email(&self, email: &str) {
+        self.lock().refused_emails.push(email.to_lowercase());
     }
 
     /// A user's `patch` lands just before our next update, after the sync read the record.
@@ -216,10 +223,23 @@ impl CrmClient for MemoryCrm {
         fields: &ContactFields,
     ) -> Result<CrmRecord, CrmError> {
         self.check()?;
-        let (delay, unique) = {
+        let (delay, unique, refused) = {
             let inner = self.lock();
-            (inner.create_delay, !inner.duplicate_emails)
+            (
+                inner.create_delay,
+                !inner.duplicate_emails,
+                inner.refused_emails.clone(),
+            )
         };
+        if let Some(email) = fields.email.as_deref()
+            && refused.contains(&email.to_lowercase())
+        {
+            return Err(CrmError::Rejected {
+                provider: self.provider,
+                status: 400,
+                message: format!("Email address {email} is invalid"),
+            });
+        }
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

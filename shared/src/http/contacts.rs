@@ -133,7 +133,9 @@ pub struct ContactInput {
     pub version: Option<u64>,
 }
 
-const MAX_FIELD_LEN: usize = 256;
+/// The longest value both CRMs store: Pipedrive's text fields take 255 characters (HubSpot's
+/// single-line text properties take far more).
+const MAX_FIELD_LEN: usize = 255;
 
 impl ContactInput {
     fn into_fields(self) -> Result<(ContactFields, Option<u64>), ApiError> {
@@ -150,7 +152,7 @@ impl ContactInput {
 }
 
 /// Normalises and validates contact fields from outside: email required and well-formed,
-/// values at most 256 characters.
+/// values at most [`MAX_FIELD_LEN`] characters.
 pub(crate) fn validate_fields(fields: ContactFields) -> Result<ContactFields, ApiError> {
     let fields = fields.normalized();
     let Some(email) = fields.email.as_deref() else {
@@ -175,16 +177,37 @@ pub(crate) fn validate_fields(fields: ContactFields) -> Result<ContactFields, Ap
     Ok(fields)
 }
 
+/// An address the CRMs accept: `local@domain`, at most 254 characters. The local part: at most
+/// 64 characters of letters, digits and ``!#$%&'*+/=?^_`{|}~.-``, no dot first, last or twice
+/// in a row. The domain: two or more labels joined by dots, each of letters, digits and
+/// hyphens (none first or last), at most 63 characters; the last label two or more letters.
+/// (`a@b..com`, `a.@b.com`, `a@-b.com`, `a@b.c` are refused, as HubSpot refuses them.)
 fn valid_email(email: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~.-";
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(char::is_whitespace)
-        && !domain.contains('@')
+    let local_ok = !local.is_empty()
+        && local.chars().count() <= 64
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || SPECIALS.contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.chars().count() <= 63
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic));
+    email.chars().count() <= 254 && local_ok && domain_ok
 }
 
 pub(crate) async fn view(
@@ -366,6 +389,49 @@ mod tests {
             last_write: None,
             version: 1,
         }
+    }
+
+    #[test]
+    fn emails_the_crms_refuse_are_refused() {
+        for ok in [
+            "ann@example.com",
+            "ann.lee+crm@mail.example.co.uk",
+            "o'brien@example.ie",
+            "x_y-z@sub-domain.example.io",
+            "zoë@exämple.de",
+        ] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "a@b..com",
+            "a@.b.com",
+            "a@b.com.",
+            "a.@b.com",
+            ".a@b.com",
+            "a..b@c.com",
+            "a@-b.com",
+            "a@b-.com",
+            "a@b.c",
+            "a@b.c0m1",
+            "a@localhost",
+            "a b@c.com",
+            "a@b@c.com",
+            "@b.com",
+            "a@",
+            "a(b)@c.com",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert!(!valid_email(&long_local));
+        let at_limit = "v".repeat(255);
+        let input = |first_name: String| ContactFields {
+            email: Some("a@example.com".into()),
+            first_name: Some(first_name),
+            ..Default::default()
+        };
+        assert!(validate_fields(input(at_limit.clone())).is_ok());
+        assert!(validate_fields(input(format!("{at_limit}v"))).is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! HubSpot's batch read, by record id or by a unique property.
+//! HubSpot's batch calls: read by record id or by a unique property, and upsert by email.
+
+use std::collections::HashMap;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{BATCH_LIMIT, HubSpotClient, Lane, error_for, mapping};
-use crate::domain::{CrmRecord, CustomField};
+use super::errors::error_message;
+use super::{BATCH_LIMIT, HubSpotClient, Lane, P, error_for, mapping};
+use crate::domain::{ContactFields, CrmRecord, CustomField};
 use crate::error::CrmError;
 use crate::ports::CrmContext;
 
@@ -45,5 +48,88 @@ impl HubSpotClient {
             }
         }
         Ok(out)
+    }
+
+    /// One batch upsert; a batch HubSpot rejects as a whole (400: one input's value is invalid,
+    /// e.g. an email it does not accept) is split in halves and sent again, so the other inputs
+    /// go through and the bad one gets HubSpot's message as its own result.
+    pub(super) async fn upsert_chunk(
+        &self,
+        ctx: &CrmContext,
+        chunk: &[ContactFields],
+    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        match self.upsert_once(ctx, chunk).await {
+            Err(e @ CrmError::Rejected { status: 400, .. }) if chunk.len() == 1 => Ok(vec![Err(e)]),
+            Err(CrmError::Rejected { status: 400, .. }) if !chunk.is_empty() => {
+                let (left, right) = chunk.split_at(chunk.len() / 2);
+                let mut out = Box::pin(self.upsert_chunk(ctx, left)).await?;
+                out.extend(Box::pin(self.upsert_chunk(ctx, right)).await?);
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    async fn upsert_once(
+        &self,
+        ctx: &CrmContext,
+        chunk: &[ContactFields],
+    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        let key = ctx.field(CustomField::Pronouns);
+        let inputs: Vec<Value> = chunk
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.email.clone().unwrap_or_default(),
+                    "idProperty": "email",
+                    "properties": mapping::to_properties(f, key),
+                })
+            })
+            .collect();
+        let (status, body) = self
+            .call(
+                Lane::Standard,
+                Method::POST,
+                "/crm/v3/objects/contacts/batch/upsert",
+                &[],
+                Some(&json!({ "inputs": inputs })),
+            )
+            .await?;
+        if !(status == StatusCode::OK
+            || status == StatusCode::MULTI_STATUS
+            || status == StatusCode::CREATED)
+        {
+            return Err(error_for(status, &body));
+        }
+        let mut by_email: HashMap<String, CrmRecord> = HashMap::new();
+        for item in body["results"].as_array().into_iter().flatten() {
+            let record = Self::parse_object(item.clone(), key)?;
+            if let Some(email) = record.fields.email.clone() {
+                by_email.insert(email, record);
+            }
+        }
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for err in body["errors"].as_array().into_iter().flatten() {
+            let message = error_message(err);
+            for id in err["context"]["ids"].as_array().into_iter().flatten() {
+                if let Some(id) = id.as_str() {
+                    failed.insert(id.to_lowercase(), message.clone());
+                }
+            }
+        }
+        Ok(chunk
+            .iter()
+            .map(|f| {
+                let email = f.email.clone().unwrap_or_default();
+                by_email.remove(&email).ok_or_else(|| CrmError::Rejected {
+                    provider: P,
+                    status: 207,
+                    message: failed
+                        .get(&email)
+                        .cloned()
+                        .unwrap_or_else(|| format!("batch upsert returned no result for {email}")),
+                })
+            })
+            .collect())
     }
 }

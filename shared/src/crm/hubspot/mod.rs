@@ -311,69 +311,6 @@ impl HubSpotClient {
                 message: format!("unexpected contact shape: {e}"),
             })
     }
-
-    async fn upsert_chunk(
-        &self,
-        ctx: &CrmContext,
-        chunk: &[ContactFields],
-    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
-        let key = ctx.field(CustomField::Pronouns);
-        let inputs: Vec<Value> = chunk
-            .iter()
-            .map(|f| {
-                json!({
-                    "id": f.email.clone().unwrap_or_default(),
-                    "idProperty": "email",
-                    "properties": mapping::to_properties(f, key),
-                })
-            })
-            .collect();
-        let (status, body) = self
-            .call(
-                Lane::Standard,
-                Method::POST,
-                "/crm/v3/objects/contacts/batch/upsert",
-                &[],
-                Some(&json!({ "inputs": inputs })),
-            )
-            .await?;
-        if !(status == StatusCode::OK
-            || status == StatusCode::MULTI_STATUS
-            || status == StatusCode::CREATED)
-        {
-            return Err(error_for(status, &body));
-        }
-        let mut by_email: HashMap<String, CrmRecord> = HashMap::new();
-        for item in body["results"].as_array().into_iter().flatten() {
-            let record = Self::parse_object(item.clone(), key)?;
-            if let Some(email) = record.fields.email.clone() {
-                by_email.insert(email, record);
-            }
-        }
-        let mut failed: HashMap<String, String> = HashMap::new();
-        for err in body["errors"].as_array().into_iter().flatten() {
-            let message = error_message(err);
-            for id in err["context"]["ids"].as_array().into_iter().flatten() {
-                if let Some(id) = id.as_str() {
-                    failed.insert(id.to_lowercase(), message.clone());
-                }
-            }
-        }
-        Ok(chunk
-            .iter()
-            .map(|f| {
-                let email = f.email.clone().unwrap_or_default();
-                by_email.remove(&email).ok_or_else(|| CrmError::Rejected {
-                    provider: P,
-                    status: 207,
-                    message: failed
-                        .get(&email)
-                        .cloned()
-                        .unwrap_or_else(|| format!("batch upsert returned no result for {email}")),
-                })
-            })
-            .collect())
-    }
 }
 
 /// A private-app token, or an OAuth access token refreshed before it expires.

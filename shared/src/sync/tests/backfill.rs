@@ -91,6 +91,39 @@ async fn a_record_linked_to_another_contact_is_never_overwritten() {
     );
 }
 
+/// One contact the CRM refuses, in a backfill of many: the others are created and linked, the
+/// refused one shows the CRM's message as its issue, and the round does not fail.
+#[tokio::test]
+async fn a_record_the_crm_refuses_fails_alone_and_says_why() {
+    let f = fixture(true).await;
+    for i in 0..12 {
+        create_app_contact(&f, &format!("c{i}"), &format!("p{i}@x.io"), "P").await;
+    }
+    f.hubspot.refuse_email("p5@x.io");
+    f.service
+        .backfill(&tenant(), Provider::HubSpot, None)
+        .await
+        .unwrap();
+    for i in (0..12).filter(|i| *i != 5) {
+        let l = link(&f, &format!("c{i}"), Provider::HubSpot).await;
+        assert_eq!(l.status, LinkStatus::Synced, "c{i}");
+    }
+    assert!(
+        f.store
+            .link_for_contact(&tenant(), "c5", Provider::HubSpot)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let issues = f.store.issues(&tenant(), "c5").await.unwrap();
+    assert!(
+        issues.iter().any(|i| i.provider == Provider::HubSpot
+            && i.message.contains("Email address p5@x.io is invalid")),
+        "{issues:?}"
+    );
+    assert_eq!(f.hubspot.records().len(), 11);
+}
+
 /// A contact another worker is creating (its intent is there) is left to it: the backfill
 /// neither creates a second record nor disturbs the intent.
 #[tokio::test]
