@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::domain::{Job, Provider};
+use crate::domain::Job;
 use crate::ports::JobQueue;
 use crate::sync::SyncService;
 use crate::sync::worker::{Settlement, known_for, run, settlement};
@@ -71,32 +71,35 @@ pub async fn handle_sqs_batch(
 /// What one scheduled poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PollReport {
+    /// Tenants looked at.
     pub tenants: usize,
+    /// Tenant × CRM polls run.
+    pub polls: usize,
     pub enqueued: usize,
     pub errors: Vec<String>,
 }
 
-/// `pipedrive-poll`: the EventBridge schedule. Polls the given provider of every tenant and
-/// enqueues what changed (catching what webhooks missed).
+/// `pipedrive-poll`: the EventBridge schedule. Polls every CRM of every tenant (Pipedrive and
+/// HubSpot alike: a change whose webhook was lost is found within one period, not at the next
+/// Sync Now) and enqueues what changed. One tenant's failing poll does not stop the others.
 pub async fn handle_schedule(
     service: &SyncService,
     queue: &dyn JobQueue,
-    provider: Provider,
     event: EventBridgeEvent,
 ) -> PollReport {
     info!(source = %event.source, detail_type = %event.detail_type, "scheduled poll");
     let mut report = PollReport::default();
     let tenants: Vec<_> = service.tenants.all().map(|t| t.id.clone()).collect();
     for tenant in tenants {
-        if !service.tenants.providers(&tenant).contains(&provider) {
-            continue;
-        }
         report.tenants += 1;
-        match service.poll(&tenant, provider, queue, 20).await {
-            Ok(n) => report.enqueued += n,
-            Err(e) => {
-                warn!(%tenant, %provider, error = %e, "poll failed");
-                report.errors.push(format!("{tenant}: {e}"));
+        for provider in service.tenants.providers(&tenant) {
+            report.polls += 1;
+            match service.poll(&tenant, provider, queue, 20).await {
+                Ok(n) => report.enqueued += n,
+                Err(e) => {
+                    warn!(%tenant, %provider, error = %e, "poll failed");
+                    report.errors.push(format!("{tenant} {provider}: {e}"));
+                }
             }
         }
     }

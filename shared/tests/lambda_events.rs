@@ -213,11 +213,11 @@ async fn every_sample_event_runs_through_its_handler() {
                 let report = shared::lambda::handle_schedule(
                     &d.state.service,
                     d.state.queue.as_ref(),
-                    Provider::Pipedrive,
                     event,
                 )
                 .await;
                 assert_eq!(report.tenants, 1);
+                assert_eq!(report.polls, 2, "both CRMs are polled");
                 assert!(report.errors.is_empty(), "{report:?}");
             }
             other => panic!("events/{other} has no expectation in this test"),

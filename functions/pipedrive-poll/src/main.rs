@@ -1,9 +1,8 @@
-//! `pipedrive-poll`: the EventBridge schedule; polls Pipedrive for every tenant and enqueues
-//! what changed.
+//! `pipedrive-poll`: the EventBridge schedule; polls every CRM (Pipedrive and HubSpot) of every
+//! tenant and enqueues what changed.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
-use shared::Provider;
 use shared::deploy::Deployment;
 use shared::lambda::PollReport;
 
@@ -15,13 +14,7 @@ async fn main() -> Result<(), Error> {
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent>| async move {
             Ok::<PollReport, Error>(
-                shared::lambda::handle_schedule(
-                    &d.service,
-                    d.queue.as_ref(),
-                    Provider::Pipedrive,
-                    event.payload,
-                )
-                .await,
+                shared::lambda::handle_schedule(&d.service, d.queue.as_ref(), event.payload).await,
             )
         },
     ))

@@ -81,6 +81,11 @@ struct Cli {
     #[arg(long, env = "CRM_SIM_HUBSPOT_SEARCH_PER_SECOND", default_value_t = 5)]
     hubspot_search_per_second: u32,
 
+    /// Typical lag of HubSpot's search index behind creates and updates, in ms (each write
+    /// shows after 0.25 to 1.75 times this; 0 = indexed at once).
+    #[arg(long, env = "CRM_SIM_HUBSPOT_SEARCH_LAG_MS", default_value_t = 1_000)]
+    hubspot_search_lag_ms: u64,
+
     /// Where Pipedrive webhooks are POSTed (registered at start as an all-events webhook).
     #[arg(long, env = "CRM_SIM_PIPEDRIVE_WEBHOOK_URL")]
     pipedrive_webhook_url: Option<String>,
@@ -122,6 +127,7 @@ impl Cli {
             burst_limit: limit(self.hubspot_burst_limit),
             daily_limit: limit(self.hubspot_daily_limit),
             search_per_second: self.hubspot_search_per_second,
+            search_index_lag_ms: self.hubspot_search_lag_ms,
             ..HubSpotConfig::default()
         };
         if let Some(secret) = self.hubspot_client_secret {

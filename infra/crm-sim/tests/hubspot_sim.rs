@@ -730,6 +730,63 @@ async fn search_filters_sorts_and_never_returns_archived() {
     assert_eq!(big_limit.status, StatusCode::BAD_REQUEST);
 }
 
+/// Search lags writes, creates and updates alike: a new record is missing and an updated one
+/// shows its earlier values (and matches by them) until the index catches up; reads by id see
+/// the write at once.
+#[tokio::test]
+async fn search_lags_creates_and_updates() {
+    let server = start(HubSpotConfig {
+        search_index_lag_ms: 800,
+        ..no_limits()
+    })
+    .await;
+    let api = Api::new(&server);
+    let by_name = |name: &str| {
+        json!({"filterGroups": [{"filters": [
+            {"propertyName": "firstname", "operator": "EQ", "value": name}]}],
+            "properties": ["firstname"]})
+    };
+    let created = api
+        .create(json!({"email": "lag@x.com", "firstname": "Ann"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let now = api
+        .post("/crm/v3/objects/contacts/search", by_name("Ann"))
+        .await;
+    assert_eq!(now.body["total"], 0, "a new record is not indexed yet");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = api
+        .post("/crm/v3/objects/contacts/search", by_name("Ann"))
+        .await;
+    assert_eq!(later.body["total"], 1);
+
+    let path = format!("/crm/v3/objects/contacts/{id}");
+    let updated = api
+        .patch(&path, json!({"properties": {"firstname": "Bea"}}))
+        .await;
+    assert_eq!(updated.status, StatusCode::OK);
+    assert_eq!(api.get(&path).await.body["properties"]["firstname"], "Bea");
+    let old = api
+        .post("/crm/v3/objects/contacts/search", by_name("Ann"))
+        .await;
+    assert_eq!(old.body["total"], 1, "the index still holds the old value");
+    assert_eq!(old.body["results"][0]["properties"]["firstname"], "Ann");
+    let new = api
+        .post("/crm/v3/objects/contacts/search", by_name("Bea"))
+        .await;
+    assert_eq!(new.body["total"], 0);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let caught_up = api
+        .post("/crm/v3/objects/contacts/search", by_name("Bea"))
+        .await;
+    assert_eq!(caught_up.body["total"], 1);
+    assert_eq!(
+        caught_up.body["results"][0]["properties"]["firstname"],
+        "Bea"
+    );
+}
+
 #[tokio::test]
 async fn search_cannot_page_past_ten_thousand() {
     let server = start(no_limits()).await;

@@ -571,23 +571,26 @@ async fn a_merge_into_an_unlinked_person_rekeys_the_link_whatever_the_event_orde
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK);
         }
-        let contact = eventually(10, "the link re-keyed to the survivor", || {
-            let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
-            async move {
-                let c = get_json(&http, url).await;
-                let survivor_id = survivor.to_string();
-                (c["sync"]["crms"]["pipedrive"]["external_id"].as_str() == Some(&survivor_id)
-                    && c["sync"]["crms"]["pipedrive"]["status"] == "synced")
+        // The link is re-keyed first, then the contact written: wait for both. The survivor's
+        // values win where only it changed: the app contact takes its email.
+        let survivor_email = format!("survivor{n}@example.com");
+        eventually(
+            10,
+            "the link re-keyed and the survivor's email taken",
+            || {
+                let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+                let survivor_email = survivor_email.clone();
+                async move {
+                    let c = get_json(&http, url).await;
+                    let survivor_id = survivor.to_string();
+                    (c["sync"]["crms"]["pipedrive"]["external_id"].as_str() == Some(&survivor_id)
+                        && c["sync"]["crms"]["pipedrive"]["status"] == "synced"
+                        && c["email"] == survivor_email.as_str())
                     .then_some(c)
-            }
-        })
+                }
+            },
+        )
         .await;
-        // The survivor's values win where only it changed: the app contact takes its email.
-        assert_eq!(
-            contact["email"],
-            format!("survivor{n}@example.com"),
-            "{contact}"
-        );
     }
     let stats = settled(&http, &p).await;
     assert_eq!(

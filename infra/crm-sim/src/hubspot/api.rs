@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -674,13 +674,12 @@ pub(crate) async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> ApiRes
         parse_json(&body)?
     };
     let plan = Plan::from_request(req, sim.config().search_max_results)?;
-    let lag = sim.config().search_index_lag_ms;
-    let visible_before = (lag > 0).then(|| Utc::now() - ChronoDuration::milliseconds(lag as i64));
+    let lagging = sim.config().search_index_lag_ms > 0;
     let store = sim.store();
-    let (total, ids, next) = plan.run(&store, visible_before);
-    let results: Vec<Value> = ids
+    let (total, page, next) = plan.run(&store, lagging.then(Utc::now));
+    let results: Vec<Value> = page
         .iter()
-        .map(|id| store.render(&store.contacts[id], selection(&plan.properties), &[]))
+        .map(|rec| store.render(rec, selection(&plan.properties), &[]))
         .collect();
     let mut body = json!({"total": total, "results": results});
     if let Some(next) = next {

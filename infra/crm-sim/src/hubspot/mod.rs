@@ -106,8 +106,10 @@ pub struct HubSpotConfig {
     pub daily_limit: Option<u32>,
     /// Search requests per second for the account; 0 = unlimited.
     pub search_per_second: u32,
-    /// Records created less than this long ago are not yet visible to search (HubSpot's search
-    /// index lags a few moments). 0 = immediately visible.
+    /// Typical lag of the search index behind writes, in ms (HubSpot's lags a few moments):
+    /// each create or update shows in search after between a quarter and 1.75 times this, so
+    /// a record written later can be found sooner; until then search misses a new record and
+    /// shows an updated one with its earlier values. 0 = indexed at once.
     pub search_index_lag_ms: u64,
     /// Results one search can page through with `after` (HubSpot: 10,000; lower it to test
     /// paging past the cap without 10,000 records).
@@ -142,7 +144,7 @@ impl Default for HubSpotConfig {
             burst_limit: Some(100),
             daily_limit: Some(250_000),
             search_per_second: 5,
-            search_index_lag_ms: 0,
+            search_index_lag_ms: 1_000,
             search_max_results: search::MAX_RESULTS,
             subscribed_properties: [
                 "email",
@@ -320,9 +322,11 @@ impl HubSpotSim {
             &config.refresh_tokens,
             &config.authorization_codes,
         );
+        let mut store = Store::new(config.first_contact_id);
+        store.index_lag_ms = config.search_index_lag_ms;
         Self {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(config.first_contact_id)),
+                store: Mutex::new(store),
                 gate: Mutex::new(gate),
                 stats: Mutex::new(HubSpotStats::default()),
                 webhooks: WebhookHub::new(config.webhook_url.clone(), settings),
@@ -396,6 +400,14 @@ impl HubSpotSim {
         Ok(())
     }
 
+    /// The search index takes `by` longer than usual to show contact `id`'s latest write
+    /// (HubSpot's indexing delay varies, reportedly up to 30 s): until then search shows its
+    /// earlier values.
+    pub fn index_late(&self, id: &str, by: Duration) -> Result<(), SimError> {
+        let id = self.parse_id(id)?;
+        self.store().index_late(id, by).map_err(|e| self.sim_err(e))
+    }
+
     /// A user deletes (archives) a contact in the HubSpot UI.
     pub fn ui_delete(&self, id: &str) -> Result<(), SimError> {
         let id = self.parse_id(id)?;
@@ -450,7 +462,12 @@ impl HubSpotSim {
         let mut changes = Vec::new();
         Ok(checked
             .into_iter()
-            .map(|p| store.insert(p, &Actor::Import, &mut changes).to_string())
+            .map(|p| {
+                // Seeded records existed before: the search index already shows them.
+                let id = store.insert(p, &Actor::Import, &mut changes);
+                store.mark_indexed(id);
+                id.to_string()
+            })
             .collect())
     }
 

@@ -1,6 +1,7 @@
 //! `POST /crm/v3/objects/contacts/search`: request validation, filter evaluation, sorting and
 //! the 10,000-result paging cap (HubSpot's "CRM search" guide).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
@@ -277,17 +278,19 @@ impl Plan {
         })
     }
 
-    /// Runs the search. Returns `(total, page ids, next after)`.
-    pub fn run(
+    /// Runs the search over what the index shows at `now` (records not indexed yet are
+    /// missing, records whose update is not indexed yet show their earlier values; `None`:
+    /// every write indexed at once). Returns `(total, page records as indexed, next after)`.
+    pub fn run<'s>(
         &self,
-        store: &Store,
-        visible_before: Option<DateTime<Utc>>,
-    ) -> (usize, Vec<u64>, Option<usize>) {
-        let mut hits: Vec<&Record> = store
+        store: &'s Store,
+        now: Option<DateTime<Utc>>,
+    ) -> (usize, Vec<Cow<'s, Record>>, Option<usize>) {
+        let mut hits: Vec<Cow<'s, Record>> = store
             .contacts
             .values()
             .filter(|r| !r.archived())
-            .filter(|r| visible_before.is_none_or(|t| r.created_at <= t))
+            .filter_map(|r| r.indexed(now))
             .filter(|r| self.matches(store, r))
             .collect();
         match &self.sort {
@@ -303,12 +306,8 @@ impl Plan {
         }
         let total = hits.len();
         let end = (self.after + self.limit).min(total).min(self.max_results);
-        let page: Vec<u64> = hits
-            .get(self.after.min(end)..end)
-            .unwrap_or_default()
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let start = self.after.min(end);
+        let page: Vec<Cow<'s, Record>> = hits.drain(start..end).collect();
         // Like HubSpot, offer the next page whenever more results exist, even when that page
         // lies past the cap (asking for it then fails with a 400).
         let next = (self.after + self.limit < total).then_some(self.after + self.limit);
@@ -483,7 +482,8 @@ mod tests {
 
     fn run(s: &Store, body: Value) -> Result<(usize, Vec<u64>, Option<usize>), ApiError> {
         let req: SearchRequest = serde_json::from_value(body).unwrap();
-        Ok(Plan::from_request(req, MAX_RESULTS)?.run(s, None))
+        let (total, page, next) = Plan::from_request(req, MAX_RESULTS)?.run(s, None);
+        Ok((total, page.iter().map(|r| r.id).collect(), next))
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The in-memory contact store: records, property history, the email index, and the write
 //! operations (create, update, archive, restore, merge) that produce change events.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
@@ -83,9 +84,45 @@ pub(crate) struct Record {
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
     pub merged_into: Option<u64>,
+    /// When the search index shows the current values (writes are indexed after a lag that
+    /// varies per write, so a record written later can be indexed sooner).
+    pub indexed_at: DateTime<Utc>,
+    /// Earlier values, oldest first (a few kept), each with when the index showed it: what a
+    /// lagging search still shows after an update.
+    pub superseded: Vec<(DateTime<Utc>, BTreeMap<String, String>)>,
 }
 
+/// How many superseded versions a record keeps for the lagging search index.
+const KEPT_VERSIONS: usize = 8;
+
 impl Record {
+    /// Keeps the current values for the lagging index before an update changes them; the new
+    /// values are indexed at `visible_at`.
+    fn supersede(&mut self, visible_at: DateTime<Utc>) {
+        if self.superseded.len() >= KEPT_VERSIONS {
+            self.superseded.remove(0);
+        }
+        self.superseded.push((self.indexed_at, self.props.clone()));
+        self.indexed_at = visible_at;
+    }
+
+    /// The record as the search index shows it at `now` (`None`: every write indexed at
+    /// once): the newest version indexed by then, so search lags updates as it lags creates.
+    /// `None` when no version is indexed yet (a record just created).
+    pub fn indexed(&self, now: Option<DateTime<Utc>>) -> Option<Cow<'_, Record>> {
+        let Some(now) = now else {
+            return Some(Cow::Borrowed(self));
+        };
+        if self.indexed_at <= now {
+            return Some(Cow::Borrowed(self));
+        }
+        let (_, props) = self.superseded.iter().rev().find(|(at, _)| *at <= now)?;
+        let mut old = self.clone();
+        old.props = props.clone();
+        old.superseded.clear();
+        Some(Cow::Owned(old))
+    }
+
     pub fn archived(&self) -> bool {
         self.archived_at.is_some()
     }
@@ -176,6 +213,10 @@ pub(crate) struct Store {
     next_id: u64,
     first_id: u64,
     clock: DateTime<Utc>,
+    /// Typical lag of the search index behind writes, in ms (0: indexed at once).
+    pub index_lag_ms: u64,
+    /// Writes so far: varies each write's index lag.
+    writes: u64,
 }
 
 impl Store {
@@ -188,11 +229,46 @@ impl Store {
             next_id: first_id,
             first_id,
             clock: now,
+            index_lag_ms: 0,
+            writes: 0,
         }
     }
 
     pub fn reset(&mut self) {
+        let lag = self.index_lag_ms;
         *self = Store::new(self.first_id);
+        self.index_lag_ms = lag;
+    }
+
+    /// Makes search show record `id` as it is now (a record that existed before).
+    pub fn mark_indexed(&mut self, id: u64) {
+        if let Some(rec) = self.contacts.get_mut(&id) {
+            rec.indexed_at = rec.updated_at;
+            rec.superseded.clear();
+        }
+    }
+
+    /// Delays when search shows record `id`'s latest write by `by`.
+    pub fn index_late(&mut self, id: u64, by: std::time::Duration) -> Result<(), WriteError> {
+        let rec = self
+            .contacts
+            .get_mut(&id)
+            .ok_or_else(|| WriteError::NotFound { id: id.to_string() })?;
+        rec.indexed_at += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+        Ok(())
+    }
+
+    /// When a write of record `id` at `at` shows in search: after a lag between a quarter and
+    /// seven quarters of the typical one, varied per write (a fixed mix of id and write count),
+    /// so indexing order differs from write order as it does in HubSpot.
+    fn index_time(&mut self, id: u64, at: DateTime<Utc>) -> DateTime<Utc> {
+        self.writes += 1;
+        if self.index_lag_ms == 0 {
+            return at;
+        }
+        let mix = (id ^ self.writes.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        let quarters = 1 + mix % 7;
+        at + chrono::Duration::milliseconds((self.index_lag_ms * quarters / 4) as i64)
     }
 
     /// Wall-clock milliseconds, never going backwards.
@@ -392,6 +468,8 @@ impl Store {
             updated_at: at,
             archived_at: None,
             merged_into: None,
+            indexed_at: self.index_time(id, at),
+            superseded: Vec::new(),
         };
         rec.set("hs_object_id", id.to_string(), at, actor);
         rec.set("createdate", fmt_ts(at), at, actor);
@@ -441,6 +519,7 @@ impl Store {
         }
         self.check_unique(props, Some(id), &HashMap::new())?;
         let at = self.now();
+        let visible_at = self.index_time(id, at);
         let rec = self.contacts.get_mut(&id).expect("checked above");
         let old_email = rec.email().map(str::to_string);
         let mut changed = false;
@@ -448,6 +527,9 @@ impl Store {
             let current = rec.props.get(name).map(String::as_str).unwrap_or("");
             if current == value {
                 continue;
+            }
+            if !changed {
+                rec.supersede(visible_at);
             }
             changed = true;
             rec.set(name, value.clone(), at, actor);
@@ -517,8 +599,10 @@ impl Store {
             return Err(WriteError::ContactExists { existing_id });
         }
         let at = self.now();
+        let visible_at = self.index_time(id, at);
         let rec = self.contacts.get_mut(&id).expect("checked above");
         rec.archived_at = None;
+        rec.supersede(visible_at);
         rec.touch(at);
         if let Some(email) = rec.email().map(str::to_string) {
             self.email_index.insert(email, id);
@@ -612,6 +696,8 @@ impl Store {
             updated_at: at,
             archived_at: None,
             merged_into: None,
+            indexed_at: self.index_time(new_id, at),
+            superseded: Vec::new(),
         };
         rec.set("hs_object_id", new_id.to_string(), at, &actor);
         rec.set("createdate", fmt_ts(created_at), at, &actor);

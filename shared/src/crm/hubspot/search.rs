@@ -1,6 +1,13 @@
 //! Changes since a cursor, through CRM search on `lastmodifieddate`, paged by object id: keyset
 //! paging, so the 10,000-result cap of search never applies and a month-end import with one
 //! shared timestamp neither loops nor drops.
+//!
+//! A pass cannot skip a change: the next pass starts a lag margin before this one began (by
+//! our clock), not at the newest modification it saw. Pages go by id, so a record with a low
+//! id modified while the pass reads higher ids, or a write the search index shows late, has a
+//! modification time below the newest one seen; starting there would pass it by for good.
+//! Records changed within the margin are returned twice, which is harmless: they are
+//! triggers, and the poll skips the ones it already agrees with.
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -12,6 +19,10 @@ use crate::domain::CustomField;
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, CrmContext};
 
+/// How long before a pass began the next one starts: longer than HubSpot's search index lags
+/// writes (seconds; reportedly up to 30 s) plus any skew between its clock and ours.
+pub(super) const LAG_MARGIN_MS: i64 = 2 * 60 * 1000;
+
 /// Our cursor over `lastmodifieddate`, paged by object id so the 10,000-result cap of search
 /// never applies (keyset paging instead of `after` offsets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,8 +31,25 @@ pub(super) struct SearchCursor {
     since: i64,
     /// Highest object id already returned in the current pass.
     after_id: u64,
-    /// Highest `lastmodifieddate` seen in the current pass: the next pass starts there.
-    max_seen: i64,
+    /// When the current pass began (epoch ms, our clock); 0 before its first page.
+    #[serde(default)]
+    started: i64,
+}
+
+impl SearchCursor {
+    /// The cursor after a page: the same pass further on, or (`done`) the next pass, which
+    /// starts the lag margin before this one began and never before this one's start.
+    fn advanced(self, done: bool) -> Self {
+        if done {
+            SearchCursor {
+                since: self.since.max(self.started - LAG_MARGIN_MS),
+                after_id: 0,
+                started: 0,
+            }
+        } else {
+            self
+        }
+    }
 }
 
 fn parse_time_ms(v: &Value) -> Option<i64> {
@@ -47,6 +75,9 @@ impl HubSpotClient {
         let mut c: SearchCursor = cursor
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
+        if c.started == 0 {
+            c.started = Utc::now().timestamp_millis();
+        }
         let body = json!({
             "filterGroups": [{"filters": [
                 {"propertyName": "lastmodifieddate", "operator": "GTE", "value": c.since.to_string()},
@@ -76,9 +107,6 @@ impl HubSpotClient {
                 c.after_id = c.after_id.max(n);
             }
             let modified = parse_time_ms(&r["properties"]["lastmodifieddate"]);
-            if let Some(t) = modified {
-                c.max_seen = c.max_seen.max(t);
-            }
             let fields = r["properties"]
                 .as_object()
                 .map(|props| mapping::from_properties(props, key));
@@ -89,14 +117,7 @@ impl HubSpotClient {
             });
         }
         let has_more = results.len() >= SEARCH_PAGE;
-        if !has_more {
-            // Pass complete: the next one starts at the newest change seen (inclusive).
-            c = SearchCursor {
-                since: c.max_seen.max(c.since),
-                after_id: 0,
-                max_seen: c.max_seen.max(c.since),
-            };
-        }
+        let c = c.advanced(!has_more);
         Ok(ChangedRecords {
             records,
             next_cursor: Some(serde_json::to_string(&c).expect("cursor serialises")),
@@ -108,6 +129,33 @@ impl HubSpotClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_pass_starts_a_margin_before_this_one_began() {
+        let pass = SearchCursor {
+            since: 1_000,
+            after_id: 42,
+            started: 10_000_000,
+        };
+        assert_eq!(pass.clone().advanced(false), pass, "mid-pass: unchanged");
+        let next = pass.advanced(true);
+        assert_eq!(next.since, 10_000_000 - LAG_MARGIN_MS);
+        assert_eq!((next.after_id, next.started), (0, 0));
+        // Never back before the pass's own start.
+        let quick = SearchCursor {
+            since: 9_990_000,
+            after_id: 0,
+            started: 10_000_000,
+        };
+        assert_eq!(quick.advanced(true).since, 9_990_000);
+    }
+
+    #[test]
+    fn an_older_cursor_still_reads() {
+        let c: SearchCursor =
+            serde_json::from_str(r#"{"since":5,"after_id":7,"max_seen":9}"#).unwrap();
+        assert_eq!((c.since, c.after_id, c.started), (5, 7, 0));
+    }
 
     #[test]
     fn search_times_parse_from_ms_or_iso() {
