@@ -1,7 +1,7 @@
 //! Black-box: the operator commands run as a user runs them, against DynamoDB and SQS on moto
 //! server and the CRM simulators standing in for HubSpot and Pipedrive.
 
-#[path = "../../../shared/tests/common/moto.rs"]
+#[path = "../../test-support/moto.rs"]
 mod moto;
 
 use std::process::Command;

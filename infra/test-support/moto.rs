@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
 /// The repository root: the nearest folder above the test's crate that holds the venv script
-/// (this file is shared by the tests of several crates).
+/// (this file is used by the tests of several crates).
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
