@@ -437,6 +437,56 @@ async fn spent_daily_budget_stops_calls_until_reset() {
     );
 }
 
+/// With only the documented headers (no `x-daily-ratelimit-token-*`), a 429 while the burst
+/// window still has room is the daily budget: one 429, then no call until the reset.
+#[tokio::test]
+async fn a_daily_429_is_told_from_a_burst_by_the_documented_headers() {
+    let mut cfg = SimConfig::default();
+    cfg.pipedrive.daily_token_budget = Some(12);
+    cfg.pipedrive.daily_token_headers = false;
+    let s = sim(cfg).await;
+    let ctx = job_ctx(&s);
+    let c = client(&s);
+    c.create(&ctx, &fields("e0@x.io", "E")).await.unwrap();
+    c.create(&ctx, &fields("e1@x.io", "E")).await.unwrap();
+    let err = c.create(&ctx, &fields("e2@x.io", "E")).await.unwrap_err();
+    assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
+    assert_eq!(s.pipedrive.stats().rate_limited, 1, "one 429, no retries");
+    let requests = s.pipedrive.stats().requests;
+    for _ in 0..3 {
+        assert!(matches!(
+            c.get(&ctx, "1").await,
+            Err(CrmError::QuotaExhausted { .. })
+        ));
+    }
+    assert_eq!(
+        s.pipedrive.stats().requests,
+        requests,
+        "paused, not probing"
+    );
+}
+
+/// 429s that carry no rate-limit header at all cannot be told apart: after two backed-off
+/// retries the client pauses instead of storming, and sends nothing while paused.
+#[tokio::test]
+async fn unexplained_429s_that_keep_coming_pause_the_client() {
+    let s = sim(SimConfig::default()).await;
+    let ctx = job_ctx(&s);
+    let c = client(&s);
+    s.pipedrive.throttle_bare(1_000);
+    let err = c.get(&ctx, "1").await.unwrap_err();
+    assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
+    assert_eq!(
+        s.pipedrive.stats().requests,
+        3,
+        "two retries, then the pause"
+    );
+    for _ in 0..5 {
+        assert!(c.get(&ctx, "1").await.is_err());
+    }
+    assert_eq!(s.pipedrive.stats().requests, 3, "nothing sent while paused");
+}
+
 #[tokio::test]
 async fn a_zero_remaining_header_or_our_own_budget_stops_before_the_429() {
     let mut cfg = SimConfig::default();

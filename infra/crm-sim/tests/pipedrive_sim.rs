@@ -724,6 +724,10 @@ async fn daily_token_budget_exhaustion_and_reset() {
     assert_eq!(v["success"], json!(false));
     assert_eq!(v["errorCode"], json!(429));
     assert_eq!(h["x-daily-ratelimit-token-remaining"], "2");
+    assert_eq!(
+        v["error"], "Request over limit",
+        "the body of a burst 429: nothing documented tells them apart"
+    );
     let (s, _, _) = api.call("GET", "/api/v1/users/me", None).await;
     assert_eq!(s, StatusCode::OK, "a 2-token call still fits");
     let (s, _, _) = api.call("GET", "/api/v2/persons/1", None).await;

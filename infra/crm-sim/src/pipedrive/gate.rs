@@ -235,7 +235,7 @@ pub(crate) fn admit(
             DAILY_WRITE_REQUESTS.saturating_sub(writes).to_string(),
         ));
     }
-    if let Some(b) = st.limits.daily_budget {
+    if let Some(b) = st.limits.daily_budget.filter(|_| st.limits.token_headers) {
         headers.push(("x-daily-ratelimit-token-limit", b.to_string()));
         headers.push((
             "x-daily-ratelimit-token-remaining",
@@ -245,26 +245,17 @@ pub(crate) fn admit(
     (decision, headers)
 }
 
-fn too_many(daily: bool) -> Response {
-    let body = if daily {
-        json!({
-            "success": false,
-            "error": "Daily API token budget exceeded",
-            "errorCode": 429,
-            "error_info": "The company's daily token budget is used up. It resets at midnight (server time).",
-            "data": null,
-            "additional_data": null,
-        })
-    } else {
-        json!({
-            "success": false,
-            "error": "Request over limit",
-            "errorCode": 429,
-            "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.",
-            "data": null,
-            "additional_data": null,
-        })
-    };
+/// A 429. Pipedrive documents no body for it, and nothing in it that tells a spent daily
+/// budget from a full burst window: the same body for both, so a client must go by the headers.
+fn too_many() -> Response {
+    let body = json!({
+        "success": false,
+        "error": "Request over limit",
+        "errorCode": 429,
+        "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.",
+        "data": null,
+        "additional_data": null,
+    });
     (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
 }
 
@@ -352,6 +343,14 @@ pub(crate) async fn gate(State(sim): State<PipedriveSim>, req: Request, next: Ne
         );
         // The legacy daily counter covers POST/PUT (PATCH is v2's PUT).
         let counts_daily = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+        {
+            let mut st = sim.core().lock();
+            if st.bare_429s > 0 {
+                st.bare_429s -= 1;
+                st.stats.rate_limited += 1;
+                break 'resp too_many();
+            }
+        }
         let (decision, headers) = {
             let mut st = sim.core().lock();
             let (decision, headers) = admit(&mut st, &principal, op, counts_daily, Instant::now());
@@ -379,8 +378,7 @@ pub(crate) async fn gate(State(sim): State<PipedriveSim>, req: Request, next: Ne
                 req.extensions_mut().insert(principal);
                 next.run(req).await
             }
-            Admission::Burst => too_many(false),
-            Admission::Daily => too_many(true),
+            Admission::Burst | Admission::Daily => too_many(),
         };
         for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -413,6 +411,7 @@ mod tests {
             oauth_burst: Some(80),
             search_burst: Some(10),
             daily_budget: budget,
+            token_headers: true,
         })
     }
 

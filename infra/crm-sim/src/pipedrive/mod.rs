@@ -108,6 +108,10 @@ pub struct PipedriveConfig {
     /// Tokens per simulated day for the whole company (30,000 × multiplier × seats; default
     /// one seat on the base plan). Resets at simulated UTC midnight or through `reset_day`.
     pub daily_token_budget: Option<u64>,
+    /// Whether answers carry the `x-daily-ratelimit-token-*` headers. Pipedrive's docs do not
+    /// list them (third parties read them, and report them missing at times): with `false` a
+    /// client has only the documented burst headers to go by.
+    pub daily_token_headers: bool,
     /// Whether the company has contact sync set up, which creates the `notes`, `im`,
     /// `birthday`, `job_title` and `postal_address` person fields. Off by default, as in a
     /// fresh Pipedrive account: sending those fields is then a 400.
@@ -135,6 +139,7 @@ impl Default for PipedriveConfig {
             oauth_burst_limit: Some(80),
             search_burst_limit: Some(10),
             daily_token_budget: Some(30_000),
+            daily_token_headers: true,
             contact_sync_fields: false,
         }
     }
@@ -283,6 +288,7 @@ impl PipedriveSim {
             oauth_burst: config.oauth_burst_limit,
             search_burst: config.search_burst_limit,
             daily_budget: config.daily_token_budget,
+            token_headers: config.daily_token_headers,
         };
         let mut state = State::new(limits);
         if let Some(url) = &config.webhook_url {
@@ -627,12 +633,20 @@ impl PipedriveSim {
 
     /// Replaces all rate limits.
     pub fn set_rate_limits(&self, limits: RateLimits) {
-        self.core().lock().limits = Limits {
+        let mut st = self.core().lock();
+        st.limits = Limits {
             burst: limits.burst_limit,
             oauth_burst: limits.oauth_burst_limit,
             search_burst: limits.search_burst_limit,
             daily_budget: limits.daily_token_budget,
+            token_headers: st.limits.token_headers,
         };
+    }
+
+    /// The next `n` API requests are answered 429 with no rate-limit headers at all, as an
+    /// edge proxy in front of the API might: a 429 no header explains.
+    pub fn throttle_bare(&self, n: u32) {
+        self.core().lock().bare_429s = n;
     }
 
     /// Simulated midnight: the daily token budget (and daily request counters) start again.

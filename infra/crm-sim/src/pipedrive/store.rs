@@ -76,6 +76,9 @@ pub(crate) struct Limits {
     pub oauth_burst: Option<u32>,
     pub search_burst: Option<u32>,
     pub daily_budget: Option<u64>,
+    /// Whether answers carry `x-daily-ratelimit-token-limit`/`-remaining` (not in Pipedrive's
+    /// docs: third parties report them, and report them missing at times).
+    pub token_headers: bool,
 }
 
 /// Days after which a soft-deleted person is purged.
@@ -90,6 +93,8 @@ pub(crate) struct State {
     pub next_webhook_id: u64,
     pub clock_offset: Duration,
     pub outage: bool,
+    /// API requests still to answer with a bare 429 (no rate-limit headers).
+    pub bare_429s: u32,
     pub webhooks_enabled: bool,
     pub limits: Limits,
     pub windows: HashMap<String, VecDeque<Instant>>,
@@ -122,6 +127,7 @@ impl State {
             next_webhook_id: 1,
             clock_offset: Duration::zero(),
             outage: false,
+            bare_429s: 0,
             webhooks_enabled: true,
             limits,
             windows: HashMap::new(),
@@ -469,6 +475,7 @@ mod tests {
             oauth_burst: None,
             search_burst: None,
             daily_budget: None,
+            token_headers: true,
         })
     }
 

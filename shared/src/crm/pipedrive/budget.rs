@@ -1,9 +1,22 @@
 //! Pipedrive's token budget: every request costs the tokens its operation's `x-token-cost`
 //! says, counted against our own daily budget and the server's daily limit; a request the day
 //! cannot pay for is not sent. What Pipedrive's answers say about its limits (the
-//! [`RatePolicy`]): `x-daily-ratelimit-token-remaining` of 0, or a daily 429, spends the day;
-//! a burst 429 waits for `x-ratelimit-reset`; a full shared window (`x-ratelimit-remaining: 0`)
-//! waits for its reset too.
+//! [`RatePolicy`]):
+//!
+//! - Pipedrive documents (developers.pipedrive.com, "Rate limiting") a burst limit per rolling
+//!   2-second window, reported on every answer by `x-ratelimit-limit`, `x-ratelimit-remaining`
+//!   and `x-ratelimit-reset` (seconds until the window resets), and a daily token budget per
+//!   company: "Once the budget is used up, all further API requests will be rejected with a 429
+//!   (Too Many Requests)"; it "resets at midnight at server's timezone".
+//! - So a 429 whose `x-ratelimit-remaining` is 0 is the burst window: wait `x-ratelimit-reset`.
+//!   A 429 while the window still has room (`x-ratelimit-remaining` above 0) is the daily
+//!   budget: stop calling. The body says nothing documented either way and is not read.
+//! - `x-daily-ratelimit-token-remaining` (not in the docs; reported by third parties, and
+//!   missing at times) is used when it is there: 0, or less than a call costs, spends the day.
+//! - A 429 with none of these headers cannot be told: the first ones back off as a burst, and
+//!   when they keep coming the client pauses, longer each time, instead of storming.
+//! - The server's "midnight" is in a time zone it does not tell: a spent day is probed again at
+//!   the top of each hour (one request an hour), our own daily budget counts UTC days.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +26,6 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tracing::warn;
 
-use super::error_message;
 use crate::crm::pacer::next_midnight_utc;
 use crate::crm::transport::{RatePolicy, Throttle, header_u64};
 
@@ -23,8 +35,9 @@ pub(super) struct Ledger {
     /// Tokens spent today as far as we know (our own costs, or the server's count when its
     /// headers say more).
     spent: u64,
-    /// The server's `x-daily-ratelimit-token-remaining` from the last answer.
-    server_remaining: Option<u64>,
+    /// The server's `x-daily-ratelimit-token-remaining` from the last answer, and until when
+    /// it holds (the server's day may end at any hour).
+    server_remaining: Option<(u64, DateTime<Utc>)>,
 }
 
 impl Ledger {
@@ -45,6 +58,21 @@ pub(super) struct Budget {
     ledger: Mutex<Ledger>,
     /// Tokens of the requests the server admitted (spec costs), since start.
     spent_total: Mutex<u64>,
+    /// 429s in a row that no header explained.
+    unexplained: Mutex<u32>,
+}
+
+/// Unexplained 429s in a row that back off as bursts; the ones after them pause the client.
+const UNEXPLAINED_AS_BURST: u32 = 2;
+/// The longest pause after unexplained 429s.
+const MAX_UNEXPLAINED_PAUSE: Duration = Duration::from_secs(3600);
+
+/// When to ask the server again after its daily budget ran out: the top of the next hour (its
+/// midnight is at some whole hour of UTC in almost every time zone), half a minute past.
+pub(super) fn next_probe(now: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = now.timestamp();
+    let next_hour = secs - secs.rem_euclid(3600) + 3600 + 30;
+    DateTime::from_timestamp(next_hour, 0).unwrap_or(now)
 }
 
 impl Budget {
@@ -53,6 +81,7 @@ impl Budget {
             daily,
             ledger: Mutex::default(),
             spent_total: Mutex::new(0),
+            unexplained: Mutex::new(0),
         }
     }
 
@@ -72,13 +101,19 @@ impl RatePolicy for Budget {
         let mut l = self.ledger();
         l.roll(now.date_naive());
         let over_ours = self.daily.is_some_and(|b| l.spent + cost > b);
-        let over_server = l.server_remaining.is_some_and(|r| r < cost);
-        if over_ours || over_server {
+        if over_ours {
             warn!(
                 spent = l.spent,
-                "Pipedrive daily token budget spent; pausing until midnight"
+                "our daily Pipedrive token budget is spent; pausing until midnight UTC"
             );
             return Err(next_midnight_utc(now));
+        }
+        if let Some((left, until)) = l.server_remaining
+            && left < cost
+            && until > now
+        {
+            warn!(left, "Pipedrive's daily token budget is spent; pausing");
+            return Err(until);
         }
         Ok(())
     }
@@ -94,13 +129,14 @@ impl RatePolicy for Budget {
             if let (Some(limit), Some(rem)) = (limit, remaining) {
                 l.spent = l.spent.max(limit.saturating_sub(rem));
             }
-            if remaining.is_some() {
-                l.server_remaining = remaining;
+            if let Some(left) = remaining {
+                l.server_remaining = Some((left, next_probe(Utc::now())));
             }
         }
         *self.spent_total.lock().unwrap_or_else(|p| p.into_inner()) += cost;
+        *self.unexplained.lock().unwrap_or_else(|p| p.into_inner()) = 0;
         if remaining == Some(0) {
-            return Some(Throttle::Daily(next_midnight_utc(Utc::now())));
+            return Some(Throttle::Daily(next_probe(Utc::now())));
         }
         if header_u64(headers, "x-ratelimit-remaining") == Some(0) {
             // Someone else shares the token's window: wait for it to roll.
@@ -112,17 +148,45 @@ impl RatePolicy for Budget {
         None
     }
 
-    fn on_429(&self, headers: &HeaderMap, body: &Value, cost: u64) -> Throttle {
-        let daily_left = header_u64(headers, "x-daily-ratelimit-token-remaining");
-        let says_daily = error_message(body).to_lowercase().contains("daily");
-        if says_daily || daily_left.is_some_and(|r| r < cost) {
-            return Throttle::Daily(next_midnight_utc(Utc::now()));
+    /// Tells the daily budget from the burst window by the documented headers (see the
+    /// module docs); the body is not read.
+    fn on_429(&self, headers: &HeaderMap, _body: &Value, cost: u64) -> Throttle {
+        let now = Utc::now();
+        if header_u64(headers, "x-daily-ratelimit-token-remaining").is_some_and(|r| r < cost) {
+            return Throttle::Daily(next_probe(now));
         }
-        Throttle::Burst(Duration::from_secs(
-            header_u64(headers, "x-ratelimit-reset")
-                .unwrap_or(2)
-                .clamp(1, 60),
-        ))
+        let mut unexplained = self.unexplained.lock().unwrap_or_else(|p| p.into_inner());
+        match header_u64(headers, "x-ratelimit-remaining") {
+            Some(0) => {
+                *unexplained = 0;
+                Throttle::Burst(Duration::from_secs(
+                    header_u64(headers, "x-ratelimit-reset")
+                        .unwrap_or(2)
+                        .clamp(1, 60),
+                ))
+            }
+            // The window had room, yet the request was refused: the day's budget is used up.
+            Some(_) => {
+                *unexplained = 0;
+                Throttle::Daily(next_probe(now))
+            }
+            None => {
+                *unexplained += 1;
+                let n = *unexplained;
+                if n <= UNEXPLAINED_AS_BURST {
+                    return Throttle::Burst(Duration::from_secs(1u64 << n));
+                }
+                // 1, 2, 4, … minutes, at most an hour.
+                let pause = Duration::from_secs(60u64 << (n - UNEXPLAINED_AS_BURST - 1).min(6))
+                    .min(MAX_UNEXPLAINED_PAUSE);
+                warn!(
+                    in_a_row = n,
+                    ?pause,
+                    "Pipedrive keeps answering 429 with no rate-limit headers; pausing"
+                );
+                Throttle::Daily(now + pause)
+            }
+        }
     }
 }
 
@@ -136,10 +200,71 @@ mod tests {
         let d1 = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         l.roll(d1);
         l.spent = 500;
-        l.server_remaining = Some(3);
+        l.server_remaining = Some((3, Utc::now()));
         l.roll(d1);
         assert_eq!(l.spent, 500);
         l.roll(d1.succ_opt().unwrap());
         assert_eq!((l.spent, l.server_remaining), (0, None));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_429_is_told_by_the_documented_headers() {
+        let b = Budget::new(None);
+        let burst = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "2")]);
+        assert_eq!(
+            b.on_429(&burst, &Value::Null, 1),
+            Throttle::Burst(Duration::from_secs(2))
+        );
+        let daily = headers(&[("x-ratelimit-remaining", "7"), ("x-ratelimit-reset", "2")]);
+        assert!(matches!(
+            b.on_429(&daily, &Value::Null, 1),
+            Throttle::Daily(t) if t > Utc::now() && t <= Utc::now() + chrono::Duration::minutes(61)
+        ));
+    }
+
+    #[test]
+    fn unexplained_429s_back_off_then_pause_longer_each_time() {
+        let b = Budget::new(None);
+        let bare = HeaderMap::new();
+        assert!(matches!(
+            b.on_429(&bare, &Value::Null, 1),
+            Throttle::Burst(_)
+        ));
+        assert!(matches!(
+            b.on_429(&bare, &Value::Null, 1),
+            Throttle::Burst(_)
+        ));
+        let pause = |t: Throttle| match t {
+            Throttle::Daily(until) => (until - Utc::now()).num_seconds(),
+            other => panic!("{other:?}"),
+        };
+        let p1 = pause(b.on_429(&bare, &Value::Null, 1));
+        let p2 = pause(b.on_429(&bare, &Value::Null, 1));
+        assert!((55..=60).contains(&p1), "{p1}");
+        assert!((115..=120).contains(&p2), "{p2}");
+        for _ in 0..10 {
+            b.on_429(&bare, &Value::Null, 1);
+        }
+        assert!(pause(b.on_429(&bare, &Value::Null, 1)) <= 3600);
+        // An answer ends the run.
+        b.on_answer(&HeaderMap::new(), 1);
+        assert!(matches!(
+            b.on_429(&bare, &Value::Null, 1),
+            Throttle::Burst(_)
+        ));
+    }
+
+    #[test]
+    fn a_spent_day_is_probed_at_the_next_hour() {
+        let t = "2026-11-27T13:45:10Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(next_probe(t).to_rfc3339(), "2026-11-27T14:00:30+00:00");
     }
 }
