@@ -225,7 +225,8 @@ async fn ten_secondly_429s_are_waited_out_and_nothing_fails() {
 #[tokio::test]
 async fn daily_remaining_zero_stops_calls_before_any_429() {
     let mut cfg = SimConfig::default();
-    cfg.hubspot.daily_limit = Some(3);
+    // One request reads the portal's time zone, three create.
+    cfg.hubspot.daily_limit = Some(4);
     let s = sim(cfg).await;
     let c = client(&s, token());
     for i in 0..3 {
@@ -247,11 +248,13 @@ async fn daily_remaining_zero_stops_calls_before_any_429() {
 
 /// The daily quota is shared with every other app of the portal: it can run out while our last
 /// answer still said quota was left. The DAILY 429 latches the tenant until the reset (the next
-/// midnight), and no request is sent meanwhile.
+/// midnight in the portal's time zone, read once from the account details), and no request is
+/// sent meanwhile.
 #[tokio::test]
 async fn a_daily_429_latches_until_the_reset_with_no_request_meanwhile() {
     let mut cfg = SimConfig::default();
     cfg.hubspot.daily_limit = Some(100);
+    cfg.hubspot.portal_time_zone = "America/Los_Angeles".into();
     let s = sim(cfg).await;
     let c = client(&s, token());
     for i in 0..2 {
@@ -276,7 +279,15 @@ async fn a_daily_429_latches_until_the_reset_with_no_request_meanwhile() {
         panic!("expected the daily quota to be spent: {err:?}")
     };
     assert_eq!(s.hubspot.stats().rate_limited, 1, "one DAILY 429, no retry");
-    assert_eq!(until, shared::crm::pacer::next_midnight_utc(before));
+    let la = chrono_tz::Tz::America__Los_Angeles;
+    assert_eq!(until, shared::crm::pacer::next_midnight_in(before, la));
+    assert_ne!(until, shared::crm::pacer::next_midnight_utc(before));
+    assert_eq!(c.portal_time_zone().await, Some(la));
+    assert_eq!(
+        s.hubspot.stats().by_endpoint["GET /account-info/v3/details"],
+        1,
+        "the zone is asked once"
+    );
     let requests = s.hubspot.stats().requests;
     for _ in 0..5 {
         let err = c.get(&ctx(false), "100001").await.unwrap_err();
@@ -598,11 +609,12 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
             .unwrap();
     }
     let stats = s.hubspot.stats();
+    // Three requests: the account details (the portal's time zone, read once) and two creates.
     assert_eq!(
-        stats.refreshes, 2,
-        "one refresh before each call: {stats:?}"
+        stats.refreshes, 3,
+        "one refresh before each request: {stats:?}"
     );
-    assert_eq!(c.stats().token_refreshes, 2);
+    assert_eq!(c.stats().token_refreshes, 3);
     assert_eq!(
         stats.by_endpoint.get("POST /crm/v3/objects/contacts"),
         Some(&2),

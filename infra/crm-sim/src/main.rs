@@ -86,6 +86,10 @@ struct Cli {
     #[arg(long, env = "CRM_SIM_HUBSPOT_SEARCH_LAG_MS", default_value_t = 1_000)]
     hubspot_search_lag_ms: u64,
 
+    /// The HubSpot portal's time zone (IANA name): its daily limit resets at midnight there.
+    #[arg(long, env = "CRM_SIM_HUBSPOT_TIME_ZONE", default_value = "US/Eastern")]
+    hubspot_time_zone: String,
+
     /// Where Pipedrive webhooks are POSTed (registered at start as an all-events webhook).
     #[arg(long, env = "CRM_SIM_PIPEDRIVE_WEBHOOK_URL")]
     pipedrive_webhook_url: Option<String>,
@@ -128,6 +132,7 @@ impl Cli {
             daily_limit: limit(self.hubspot_daily_limit),
             search_per_second: self.hubspot_search_per_second,
             search_index_lag_ms: self.hubspot_search_lag_ms,
+            portal_time_zone: self.hubspot_time_zone.clone(),
             ..HubSpotConfig::default()
         };
         if let Some(secret) = self.hubspot_client_secret {

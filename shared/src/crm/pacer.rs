@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use tokio::time::Instant;
 
 /// Allows at most `max` requests in any `window` (a rolling window, like HubSpot's
@@ -128,14 +129,25 @@ impl QuotaLatch {
     }
 }
 
-/// The next midnight UTC (daily quotas reset at midnight in the account's zone; UTC is the
-/// conservative guess when the response does not say).
+/// The next midnight UTC (our own daily budgets count UTC days).
 pub fn next_midnight_utc(now: DateTime<Utc>) -> DateTime<Utc> {
-    let tomorrow = now.date_naive().succ_opt().unwrap_or(now.date_naive());
-    tomorrow
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
+    next_midnight_in(now, Tz::UTC)
+}
+
+/// The next midnight in `zone` (a CRM's daily quota resets at midnight in the account's time
+/// zone), as UTC. Where a DST change skips midnight, the day starts at the first hour that
+/// exists.
+pub fn next_midnight_in(now: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
+    let today = now.with_timezone(&zone).date_naive();
+    let tomorrow = today.succ_opt().unwrap_or(today);
+    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight exists");
+    (0..3)
+        .find_map(|h| {
+            zone.from_local_datetime(&(midnight + chrono::Duration::hours(h)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| midnight.and_utc())
 }
 
 #[cfg(test)]
@@ -195,5 +207,29 @@ mod tests {
             next_midnight_utc(t).to_rfc3339(),
             "2026-11-28T00:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn midnight_in_the_portal_s_zone() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let ny = Tz::America__New_York;
+        // 03:00 UTC on the 28th is still the 27th in New York (EST, -5): midnight is 05:00 UTC.
+        assert_eq!(
+            next_midnight_in(at("2026-11-28T03:00:00Z"), ny).to_rfc3339(),
+            "2026-11-28T05:00:00+00:00"
+        );
+        // In summer (EDT, -4).
+        assert_eq!(
+            next_midnight_in(at("2026-07-01T12:00:00Z"), ny).to_rfc3339(),
+            "2026-07-02T04:00:00+00:00"
+        );
+        // East of UTC: Tokyo's midnight is 15:00 UTC the day before.
+        assert_eq!(
+            next_midnight_in(at("2026-11-28T16:00:00Z"), Tz::Asia__Tokyo).to_rfc3339(),
+            "2026-11-29T15:00:00+00:00"
+        );
+        // Santiago skips 00:00 on the day DST begins (2026-09-06): the day starts at 01:00.
+        let t = next_midnight_in(at("2026-09-05T12:00:00Z"), Tz::America__Santiago);
+        assert_eq!(t.to_rfc3339(), "2026-09-06T04:00:00+00:00");
     }
 }

@@ -14,7 +14,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -46,6 +47,8 @@ pub(crate) struct GateState {
     search_window: VecDeque<Instant>,
     daily_count: u64,
     daily_date: NaiveDate,
+    /// The portal's time zone: its day ends at midnight there.
+    zone: Tz,
     /// OAuth access token → expiry.
     oauth_tokens: HashMap<String, Instant>,
     pub refresh_tokens: HashSet<String>,
@@ -54,6 +57,7 @@ pub(crate) struct GateState {
 
 impl GateState {
     pub fn new(
+        zone: Tz,
         burst_limit: Option<u32>,
         daily_limit: Option<u32>,
         search_per_second: u32,
@@ -68,7 +72,8 @@ impl GateState {
             windows: HashMap::new(),
             search_window: VecDeque::new(),
             daily_count: 0,
-            daily_date: Utc::now().date_naive(),
+            daily_date: Utc::now().with_timezone(&zone).date_naive(),
+            zone,
             oauth_tokens: HashMap::new(),
             refresh_tokens: refresh_tokens.iter().cloned().collect(),
             auth_codes: auth_codes.iter().cloned().collect(),
@@ -99,7 +104,12 @@ impl GateState {
     }
 
     fn roll_day(&mut self) {
-        let today = Utc::now().date_naive();
+        self.roll_day_at(Utc::now());
+    }
+
+    /// Starts a new day once `now` is past midnight in the portal's time zone.
+    fn roll_day_at(&mut self, now: DateTime<Utc>) {
+        let today = now.with_timezone(&self.zone).date_naive();
         if today != self.daily_date {
             self.daily_date = today;
             self.daily_count = 0;
@@ -470,7 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn burst_window_then_429() {
-        let mut g = GateState::new(Some(3), Some(100), 5, &[], &[]);
+        let mut g = GateState::new(Tz::UTC, Some(3), Some(100), 5, &[], &[]);
         for remaining in ["2", "1", "0"] {
             let h = g.admit(&ident(false)).unwrap();
             assert_eq!(header(&h, "x-hubspot-ratelimit-remaining"), Some(remaining));
@@ -491,7 +501,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn burst_window_rolls() {
-        let mut g = GateState::new(Some(2), None, 5, &[], &[]);
+        let mut g = GateState::new(Tz::UTC, Some(2), None, 5, &[], &[]);
         g.admit(&ident(true)).unwrap();
         tokio::time::advance(Duration::from_secs(6)).await;
         g.admit(&ident(true)).unwrap();
@@ -505,7 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn daily_limit() {
-        let mut g = GateState::new(None, Some(2), 5, &[], &[]);
+        let mut g = GateState::new(Tz::UTC, None, Some(2), 5, &[], &[]);
         g.admit(&ident(false)).unwrap();
         g.admit(&ident(false)).unwrap();
         let err = g.admit(&ident(false)).unwrap_err();
@@ -515,9 +525,24 @@ mod tests {
         assert!(g.admit(&ident(true)).is_ok());
     }
 
+    /// The day ends at midnight in the portal's zone: 04:59 UTC is still yesterday in New
+    /// York (EST), 05:00 UTC is the new day.
+    #[tokio::test]
+    async fn the_daily_count_resets_at_the_portal_s_midnight() {
+        let mut g = GateState::new(Tz::America__New_York, None, Some(2), 5, &[], &[]);
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        g.roll_day_at(at("2026-12-01T12:00:00Z"));
+        g.daily_count = 2;
+        g.roll_day_at(at("2026-12-02T00:30:00Z"));
+        g.roll_day_at(at("2026-12-02T04:59:00Z"));
+        assert_eq!(g.daily_count, 2, "UTC midnight is not the portal's");
+        g.roll_day_at(at("2026-12-02T05:00:00Z"));
+        assert_eq!(g.daily_count, 0);
+    }
+
     #[tokio::test]
     async fn search_limit() {
-        let mut g = GateState::new(Some(1), None, 2, &[], &[]);
+        let mut g = GateState::new(Tz::UTC, Some(1), None, 2, &[], &[]);
         g.admit_search(&ident(false)).unwrap();
         g.admit_search(&ident(false)).unwrap();
         let err = g.admit_search(&ident(false)).unwrap_err();
@@ -528,7 +553,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn oauth_tokens_expire() {
-        let mut g = GateState::new(None, None, 5, &[], &[]);
+        let mut g = GateState::new(Tz::UTC, None, None, 5, &[], &[]);
         let t = g.issue_token(Duration::from_secs(30));
         let mut h = HeaderMap::new();
         h.insert(

@@ -35,6 +35,7 @@
 //! | `POST /_sim/hubspot/oauth/expire` | expire every issued OAuth access token now |
 //! | `POST /_sim/hubspot/reset` | drop all contacts, custom properties, counters |
 
+mod account;
 mod api;
 mod control;
 mod error;
@@ -116,6 +117,9 @@ pub struct HubSpotConfig {
     pub search_max_results: usize,
     /// Properties with a `contact.propertyChange` subscription.
     pub subscribed_properties: Vec<String>,
+    /// The portal's time zone setting (an IANA name, as `/account-info/v3/details` shows it):
+    /// the daily limit resets at midnight there.
+    pub portal_time_zone: String,
 }
 
 impl Default for HubSpotConfig {
@@ -156,6 +160,7 @@ impl Default for HubSpotConfig {
             ]
             .map(String::from)
             .to_vec(),
+            portal_time_zone: "US/Eastern".into(),
         }
     }
 }
@@ -316,6 +321,7 @@ impl HubSpotSim {
             max_concurrency: config.webhook_max_concurrency,
         };
         let gate = GateState::new(
+            account::zone(&config.portal_time_zone),
             config.burst_limit,
             config.daily_limit,
             config.search_per_second,
@@ -737,6 +743,7 @@ pub fn routes(sim: HubSpotSim) -> Router {
             get(api::list_properties).post(api::create_property),
         )
         .route("/crm/v3/properties/contacts/{name}", get(api::get_property))
+        .route("/account-info/v3/details", get(account::details))
         .route("/oauth/v1/token", post(gate::oauth_token))
         .route("/oauth/v3/token", post(gate::oauth_token))
         .layer(middleware::from_fn_with_state(sim.clone(), gate::gate));

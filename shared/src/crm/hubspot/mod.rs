@@ -12,17 +12,19 @@ pub use errors::{error_for, parse_existing_id};
 use errors::{error_message, not_a_custom_field};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::pacer::{RollingWindow, next_midnight_utc};
+use super::pacer::{RollingWindow, next_midnight_in};
 use super::transport::{
     AccessToken, Call, Credentials, RatePolicy, Throttle, TokenCache, Transport, header_u64,
 };
@@ -95,24 +97,39 @@ pub struct HubSpotClient {
     search_policy: HubSpotPolicy,
     token: TokenCache,
     refreshes: AtomicU64,
+    /// The portal's time zone, read once from the account details.
+    zone: PortalZone,
 }
 
+/// The portal's time zone setting, once read (HubSpot's daily limit "resets at midnight based
+/// on your time zone setting").
+type PortalZone = Arc<tokio::sync::OnceCell<Tz>>;
+
 /// What HubSpot's answers say about its limits: a `DAILY` 429, or
-/// `X-HubSpot-RateLimit-Daily-Remaining: 0`, spends the day (until midnight); any other 429
-/// waits for `Retry-After`, else a quarter of the window, else `default_wait`.
+/// `X-HubSpot-RateLimit-Daily-Remaining: 0`, spends the day (until midnight in the portal's
+/// time zone); any other 429 waits for `Retry-After`, else a quarter of the window, else
+/// `default_wait`.
 struct HubSpotPolicy {
     default_wait: Duration,
+    zone: PortalZone,
+}
+
+impl HubSpotPolicy {
+    /// When the portal's day ends (UTC's midnight while its zone is not known yet).
+    fn day_ends(&self) -> DateTime<Utc> {
+        next_midnight_in(Utc::now(), self.zone.get().copied().unwrap_or(Tz::UTC))
+    }
 }
 
 impl RatePolicy for HubSpotPolicy {
     fn on_answer(&self, headers: &HeaderMap, _cost: u64) -> Option<Throttle> {
         (header_u64(headers, "x-hubspot-ratelimit-daily-remaining") == Some(0))
-            .then(|| Throttle::Daily(next_midnight_utc(Utc::now())))
+            .then(|| Throttle::Daily(self.day_ends()))
     }
 
     fn on_429(&self, headers: &HeaderMap, body: &Value, _cost: u64) -> Throttle {
         if body["policyName"].as_str() == Some("DAILY") {
-            return Throttle::Daily(next_midnight_utc(Utc::now()));
+            return Throttle::Daily(self.day_ends());
         }
         Throttle::Burst(
             header_u64(headers, "retry-after")
@@ -156,20 +173,63 @@ enum Lane {
 
 impl HubSpotClient {
     pub fn new(cfg: HubSpotClientConfig, http: reqwest::Client) -> Self {
+        let zone = PortalZone::default();
         Self {
             transport: Transport::new(P, http, cfg.max_rate_limit_retries),
             burst: RollingWindow::new(cfg.burst_per_10s, Duration::from_secs(10)),
             search: RollingWindow::new(cfg.search_per_second, Duration::from_secs(1)),
             burst_policy: HubSpotPolicy {
                 default_wait: Duration::from_secs(1),
+                zone: zone.clone(),
             },
             search_policy: HubSpotPolicy {
                 default_wait: Duration::from_millis(250),
+                zone: zone.clone(),
             },
             token: TokenCache::default(),
             refreshes: AtomicU64::new(0),
+            zone,
             cfg,
         }
+    }
+
+    /// The portal's time zone, from `GET /account-info/v3/details` (`timeZone`, an IANA name
+    /// such as `US/Eastern`); asked once, before the client's first request. A refusal (4xx)
+    /// or a name we cannot read settles on UTC; a failure to reach HubSpot asks again next time.
+    pub async fn portal_time_zone(&self) -> Option<Tz> {
+        let fetched = self
+            .zone
+            .get_or_try_init(|| async {
+                let call = Call {
+                    method: Method::GET,
+                    path: "/account-info/v3/details",
+                    query: &[],
+                    body: None,
+                    lanes: &[&self.burst],
+                    cost: 1,
+                };
+                match self.transport.send(&call, self, &self.burst_policy).await {
+                    Ok((StatusCode::OK, body)) => {
+                        let name = body["timeZone"].as_str().unwrap_or_default();
+                        Ok(name.parse::<Tz>().unwrap_or_else(|_| {
+                            tracing::warn!(zone = name, "unknown portal time zone; using UTC");
+                            Tz::UTC
+                        }))
+                    }
+                    Ok((status, body)) if status.is_client_error() => {
+                        tracing::warn!(
+                            %status,
+                            message = %error_message(&body),
+                            "account details refused; daily resets assumed at midnight UTC"
+                        );
+                        Ok(Tz::UTC)
+                    }
+                    Ok(_) => Err(()),
+                    Err(_) => Err(()),
+                }
+            })
+            .await;
+        fetched.ok().copied()
     }
 
     pub fn stats(&self) -> HubSpotClientStats {
@@ -245,6 +305,9 @@ impl HubSpotClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), CrmError> {
+        if !self.zone.initialized() {
+            self.portal_time_zone().await;
+        }
         let (lanes, policy) = match lane {
             Lane::Standard => ([&self.burst], &self.burst_policy),
             Lane::Search => ([&self.search], &self.search_policy),
