@@ -1,7 +1,8 @@
 //! The deployed wiring: DynamoDB + SQS + CRM clients from the environment, built once per
-//! Lambda cold start.
+//! Lambda cold start; registered tenants are read when first needed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -9,10 +10,10 @@ use crate::adapters::aws::dynamo::{DynamoStore, TableNames};
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
-use crate::provision::{self, Preparation};
+use crate::provision::{self, Preparation, RegistrySource};
 use crate::settings::{SettingsError, var};
 use crate::sync::SyncService;
-use crate::tenant::{TenantConfig, TenantRegistry, Tenants};
+use crate::tenant::{DEFAULT_TTL, TenantConfig, Tenants};
 
 #[derive(Debug, Error)]
 pub enum DeployError {
@@ -47,11 +48,7 @@ impl Deployment {
         ));
         let http = crate::provision::http_client();
         let mut provisioned = Vec::new();
-        // The tenants registered with `contact-sync-ops onboard-tenant`...
-        for record in store.registered_tenants().await? {
-            provisioned.push(provision::from_record(&record, &http)?);
-        }
-        // ...and the one configured in the environment (a single-tenant deployment).
+        // The one tenant configured in the environment (a single-tenant deployment)...
         if let Some(api_key) = var("API_KEY") {
             let mut tenant =
                 TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
@@ -63,6 +60,19 @@ impl Deployment {
         for p in &provisioned {
             p.add_to(&mut tenants);
         }
+        // ...and those registered with `contact-sync-ops onboard-tenant`, each read when a
+        // request or job first names it (none at the cold start), and again after the TTL.
+        let ttl = match var("TENANT_CACHE_TTL_SECS") {
+            Some(v) => Duration::from_secs(v.parse().map_err(|_| SettingsError::Invalid {
+                name: "TENANT_CACHE_TTL_SECS",
+                value: v.clone(),
+            })?),
+            None => DEFAULT_TTL,
+        };
+        let tenants = tenants.with_source(
+            Arc::new(RegistrySource::new(store.clone(), http.clone())),
+            ttl,
+        );
         let service = SyncService::new(
             store.clone(),
             store.clone(),

@@ -89,7 +89,14 @@ pub async fn handle_schedule(
 ) -> PollReport {
     info!(source = %event.source, detail_type = %event.detail_type, "scheduled poll");
     let mut report = PollReport::default();
-    let tenants: Vec<_> = service.tenants.all().map(|t| t.id.clone()).collect();
+    let tenants = match service.tenants.resolve_all().await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "could not list the tenants");
+            report.errors.push(format!("tenants: {e}"));
+            return report;
+        }
+    };
     for tenant in tenants {
         report.tenants += 1;
         for provider in service.tenants.providers(&tenant) {

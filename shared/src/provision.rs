@@ -10,17 +10,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use crate::crm::CrmSettings;
 use crate::crm::hubspot::HubSpotClient;
 use crate::crm::hubspot::settings::{self as hubspot, HubSpotSettings};
 use crate::crm::pipedrive::settings::{self as pipedrive_settings, PipedriveSettings};
 use crate::crm::pipedrive::{self, PipedriveClient};
 use crate::domain::CrmAccount;
+use crate::error::StoreError;
 use crate::error::SyncError;
 use crate::ports::CrmClient;
 use crate::settings::{self, SettingsError};
 use crate::sync::SyncService;
-use crate::tenant::{TenantConfig, TenantRecord, Tenants};
+use crate::tenant::{TenantConfig, TenantRecord, TenantRegistry, TenantSource, Tenants};
 
 /// The CRM settings of the environment (`HUBSPOT_*`, `PIPEDRIVE_*`): every CRM with
 /// credentials, in sync order. A CRM's other settings without its credentials are refused,
@@ -196,5 +199,48 @@ impl Provisioned {
                 .await;
             }
         }
+    }
+}
+
+/// Registered tenants, read from the registry when first needed (see [`Tenants`]): their
+/// clients are opened from the stored settings, with no CRM call.
+pub struct RegistrySource {
+    registry: Arc<dyn TenantRegistry>,
+    http: reqwest::Client,
+}
+
+impl RegistrySource {
+    pub fn new(registry: Arc<dyn TenantRegistry>, http: reqwest::Client) -> Self {
+        Self { registry, http }
+    }
+}
+
+#[async_trait]
+impl TenantSource for RegistrySource {
+    async fn record(
+        &self,
+        id: &crate::domain::TenantId,
+    ) -> Result<Option<TenantRecord>, StoreError> {
+        self.registry.registered_tenant(id).await
+    }
+
+    async fn find(&self, index: &str) -> Result<Option<crate::domain::TenantId>, StoreError> {
+        self.registry.tenant_by_index(index).await
+    }
+
+    async fn ids(&self) -> Result<Vec<crate::domain::TenantId>, StoreError> {
+        Ok(self
+            .registry
+            .registered_tenants()
+            .await?
+            .into_iter()
+            .map(|r| r.config.id)
+            .collect())
+    }
+
+    fn open(&self, record: &TenantRecord) -> Result<Vec<Arc<dyn CrmClient>>, StoreError> {
+        from_record(record, &self.http)
+            .map(|p| p.clients())
+            .map_err(|e| StoreError::Backend(format!("tenant {}: {e}", record.config.id)))
     }
 }

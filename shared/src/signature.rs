@@ -168,6 +168,16 @@ pub fn verify_app_webhook(
 }
 
 /// HTTP Basic credentials check in constant time (Pipedrive webhooks).
+/// The decoded `user:password` of an HTTP Basic `Authorization` header.
+pub fn basic_auth_login(header: &str) -> Option<Vec<u8>> {
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+}
+
 pub fn verify_basic_auth(
     header: Option<&str>,
     user: &str,

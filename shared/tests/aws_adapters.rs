@@ -4,15 +4,18 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
 use shared::adapters::aws::sqs::SqsQueue;
 use shared::crm::memory::MemoryCrm;
+use shared::error::StoreError;
 use shared::ports::{ContactStore, DepthScope, FailOutcome, JobQueue, LinkStore, QueueDepth};
+use shared::provision::RegistrySource;
 use shared::sync::SyncService;
-use shared::tenant::{TenantConfig, Tenants};
+use shared::tenant::{TenantConfig, TenantKey, TenantRecord, TenantRegistry, Tenants};
 use shared::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, Provider, TenantId};
 
 fn tenant() -> TenantId {
@@ -221,10 +224,10 @@ async fn sync_service_runs_on_dynamodb_and_sqs() {
 }
 
 #[tokio::test]
-async fn tenant_registry_serves_many_tenants_from_one_deployment() {
+async fn registered_tenants_are_read_when_first_named_and_an_onboarded_one_is_served_without_a_redeploy()
+ {
     use shared::crm::CrmSettings;
     use shared::crm::hubspot::settings::HubSpotSettings;
-    use shared::tenant::{TenantRecord, TenantRegistry};
     let s = store().await;
     for (id, portal) in [("acme", 111u64), ("globex", 222u64)] {
         let mut config = TenantConfig::new(id);
@@ -250,35 +253,143 @@ async fn tenant_registry_serves_many_tenants_from_one_deployment() {
     let records = s.registered_tenants().await.unwrap();
     assert_eq!(records.len(), 2);
     let http = reqwest::Client::new();
-    let mut tenants = Tenants::new();
-    for r in records {
-        let provisioned = shared::provision::from_record(&r, &http).unwrap();
+    for r in &records {
+        let provisioned = shared::provision::from_record(r, &http).unwrap();
         assert_eq!(provisioned.clients().len(), 1);
-        provisioned.add_to(&mut tenants);
     }
+
+    // A deployment's directory: nothing is read until a request names a tenant.
+    let registry = Arc::new(CountingRegistry {
+        inner: s,
+        reads: AtomicUsize::new(0),
+    });
+    let ttl = Duration::from_millis(400);
+    let tenants =
+        Tenants::new().with_source(Arc::new(RegistrySource::new(registry.clone(), http)), ttl);
+    assert_eq!(registry.reads(), 0, "a cold start reads no tenant");
+    assert!(tenants.all().is_empty());
+    let globex = tenants
+        .resolve_key(&TenantKey::ApiKey("key-globex"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(globex.id, TenantId::new("globex"));
     assert_eq!(
-        tenants.by_api_key("key-globex").unwrap().id,
-        TenantId::new("globex")
+        registry.reads(),
+        2,
+        "the key's index entry, then the tenant"
     );
-    assert_eq!(
-        tenants.by_account(Provider::HubSpot, "111").unwrap().id,
-        TenantId::new("acme")
+    assert_eq!(tenants.all().len(), 1, "acme was not read");
+    // Served from memory within the TTL.
+    tenants
+        .resolve_key(&TenantKey::ApiKey("key-globex"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(registry.reads(), 2);
+    let acme = tenants
+        .resolve_key(&TenantKey::Account(Provider::HubSpot, "111"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acme.id, TenantId::new("acme"));
+    assert!(
+        tenants
+            .resolve_key(&TenantKey::ApiKey("key-nobody"))
+            .await
+            .unwrap()
+            .is_none()
     );
-    assert!(tenants.by_api_key("key-nobody").is_none());
-    // Re-registering updates instead of duplicating.
+
+    // A tenant onboarded while the deployment runs is served once the TTL has passed.
+    assert!(
+        tenants
+            .resolve_key(&TenantKey::ApiKey("key-initech"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut initech = TenantConfig::new("initech");
+    initech.api_key = Some("key-initech".into());
+    registry
+        .put_tenant(&TenantRecord {
+            config: initech,
+            crms: Vec::new(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl).await;
+    let found = tenants
+        .resolve_key(&TenantKey::ApiKey("key-initech"))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|t| t.id), Some(TenantId::new("initech")));
+
+    // An unchanged tenant keeps its clients (and their pacing) when read again.
+    let before = tenants.client(&globex.id, Provider::HubSpot).unwrap();
+    tenants.resolve(&globex.id).await.unwrap().unwrap();
+    let after = tenants.client(&globex.id, Provider::HubSpot).unwrap();
+    assert!(Arc::ptr_eq(&before, &after));
+
+    // Re-registering updates instead of duplicating; the old key stops working.
     let mut again = TenantConfig::new("acme");
     again.api_key = Some("key-acme-2".into());
-    s.put_tenant(&TenantRecord {
-        config: again,
-        crms: Vec::new(),
-    })
-    .await
-    .unwrap();
-    let records = s.registered_tenants().await.unwrap();
-    assert_eq!(records.len(), 2);
+    registry
+        .put_tenant(&TenantRecord {
+            config: again,
+            crms: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let records = registry.registered_tenants().await.unwrap();
+    assert_eq!(records.len(), 3);
+    tokio::time::sleep(ttl).await;
+    let acme = tenants
+        .resolve_key(&TenantKey::ApiKey("key-acme-2"))
+        .await
+        .unwrap();
+    assert_eq!(acme.map(|t| t.id), Some(TenantId::new("acme")));
     assert!(
-        records
-            .iter()
-            .any(|r| r.config.api_key.as_deref() == Some("key-acme-2"))
+        tenants
+            .resolve_key(&TenantKey::ApiKey("key-acme"))
+            .await
+            .unwrap()
+            .is_none()
     );
+    assert_eq!(
+        tenants.resolve_all().await.unwrap().len(),
+        3,
+        "the schedule serves every registered tenant"
+    );
+}
+
+/// The registry, counting the reads a directory makes of it.
+struct CountingRegistry {
+    inner: DynamoStore,
+    reads: AtomicUsize,
+}
+
+impl CountingRegistry {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantRegistry for CountingRegistry {
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.inner.put_tenant(record).await
+    }
+    async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.registered_tenants().await
+    }
+    async fn registered_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.registered_tenant(id).await
+    }
+    async fn tenant_by_index(&self, index: &str) -> Result<Option<TenantId>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.tenant_by_index(index).await
+    }
 }

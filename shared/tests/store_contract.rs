@@ -12,7 +12,7 @@ use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
 use shared::adapters::embedded::EmbeddedStore;
 use shared::error::StoreError;
 use shared::ports::{ContactStore, LinkStore, SyncNowProgress, SyncState};
-use shared::tenant::{TenantConfig, TenantRecord, TenantRegistry};
+use shared::tenant::{TenantConfig, TenantKey, TenantRecord, TenantRegistry};
 use shared::{
     Conflict, ConflictRecord, Contact, ContactFields, ContactLink, CustomField, Field, LinkStatus,
     Provider, Side, TenantId,
@@ -611,6 +611,37 @@ async fn the_registry_keeps_one_record_per_tenant(s: impl Store) {
         records
             .iter()
             .any(|r| r.config.api_key.as_deref() == Some("key-acme-2"))
+    );
+    // One tenant is read by its id, or found by the index entry of a key it has.
+    let acme = s
+        .registered_tenant(&TenantId::new("acme"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acme.config.api_key.as_deref(), Some("key-acme-2"));
+    assert!(
+        s.registered_tenant(&TenantId::new("nobody"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.tenant_by_index(&TenantKey::ApiKey("key-globex").index())
+            .await
+            .unwrap(),
+        Some(TenantId::new("globex"))
+    );
+    assert_eq!(
+        s.tenant_by_index(&TenantKey::ApiKey("key-nobody").index())
+            .await
+            .unwrap(),
+        None
+    );
+    // The index holds no secret as it is.
+    assert!(
+        !TenantKey::ApiKey("key-globex")
+            .index()
+            .contains("key-globex")
     );
     // The registry is not a tenant's state.
     assert_eq!(

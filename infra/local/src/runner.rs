@@ -285,7 +285,7 @@ async fn poll_schedule(
             _ = tick.tick() => {},
             _ = stop.changed() => return,
         }
-        let tenants: Vec<_> = service.tenants.all().map(|t| t.id.clone()).collect();
+        let tenants: Vec<_> = service.tenants.all().into_iter().map(|t| t.id).collect();
         for tenant in tenants {
             for provider in service.tenants.providers(&tenant) {
                 if let Err(e) = service.poll(&tenant, provider, &store, 20).await {

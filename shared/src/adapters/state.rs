@@ -13,7 +13,11 @@
 //! | `field#<provider>#<field>` | a custom field's key in a CRM |
 //! | `issue#<contact>#<provider>` | a contact's sync problem while it has no link |
 //!
-//! The registry is the partition `_registry`, one `tenant#<id>` item per tenant.
+//! The registry is the partition `_registry`: one `tenant#<id>` item per tenant, and a
+//! `key#<index>` item (the tenant's id) per key it is found by ([`TenantKey::index`]: its API
+//! key and webhook logins hashed, its CRM accounts).
+//!
+//! [`TenantKey::index`]: crate::tenant::TenantKey::index
 
 use std::time::Duration;
 
@@ -33,8 +37,10 @@ use crate::tenant::{TenantRecord, TenantRegistry};
 /// The partition of the state that holds the tenant registry.
 const REGISTRY: &str = "_registry";
 
-/// A read-modify-write step: the new value from the current one.
-pub type Update<'a> = &'a (dyn Fn(Option<&str>) -> Result<String, StoreError> + Send + Sync);
+/// A read-modify-write step: the new value from the current one (`None`: leave it as it is,
+/// with no write).
+pub type Update<'a> =
+    &'a (dyn Fn(Option<&str>) -> Result<Option<String>, StoreError> + Send + Sync);
 
 /// String values under `(partition, key)`, the key-value port of the state layout.
 #[async_trait]
@@ -61,7 +67,8 @@ pub trait StateKv: Send + Sync {
         newest_first: bool,
         limit: Option<usize>,
     ) -> Result<Vec<String>, StoreError>;
-    /// Replaces the value with `update(current)`, with no update lost between writers.
+    /// Replaces the value with `update(current)`, with no update lost between writers (an
+    /// update that answers `None` writes nothing).
     async fn kv_update(
         &self,
         partition: &str,
@@ -174,7 +181,7 @@ async fn update_stats<K: StateKv + ?Sized>(
         };
         stats.provider = Some(provider);
         f(&mut stats);
-        to_json(&stats)
+        to_json(&stats).map(Some)
     })
     .await
 }
@@ -292,7 +299,7 @@ impl<K: StateKv> FieldKeys for K {
         let k = field_key(provider, field);
         let mine = to_json(&key)?;
         self.kv_update(tenant.as_str(), &k, &|current| {
-            Ok(current.map_or_else(|| mine.clone(), str::to_owned))
+            Ok(current.is_none().then(|| mine.clone()))
         })
         .await?;
         get(self, tenant.as_str(), &k)
@@ -344,15 +351,29 @@ impl<K: StateKv> ContactIssues for K {
 #[async_trait]
 impl<K: StateKv> TenantRegistry for K {
     async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        self.kv_put(
-            REGISTRY,
-            &format!("tenant#{}", record.config.id),
-            &to_json(record)?,
-        )
-        .await
+        let id = &record.config.id;
+        // The record before its index entries: an entry never points to a tenant not there.
+        self.kv_put(REGISTRY, &format!("tenant#{id}"), &to_json(record)?)
+            .await?;
+        for index in record.config.keys() {
+            self.kv_put(REGISTRY, &format!("key#{index}"), id.as_str())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         scan(self, REGISTRY, "tenant#", false, None).await
+    }
+
+    async fn registered_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        get(self, REGISTRY, &format!("tenant#{id}")).await
+    }
+
+    async fn tenant_by_index(&self, index: &str) -> Result<Option<TenantId>, StoreError> {
+        Ok(self
+            .kv_get(REGISTRY, &format!("key#{index}"))
+            .await?
+            .map(TenantId::new))
     }
 }

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use crate::domain::TenantId;
 use crate::ports::JobQueue;
 use crate::sync::SyncService;
+use crate::tenant::TenantKey;
 
 pub use errors::ApiError;
 
@@ -65,8 +66,9 @@ impl FromRequestParts<AppState> for Tenant {
         state
             .service
             .tenants
-            .by_api_key(key.trim())
-            .map(|t| Tenant(t.id.clone()))
+            .resolve_key(&TenantKey::ApiKey(key.trim()))
+            .await?
+            .map(|t| Tenant(t.id))
             .ok_or_else(|| ApiError::unauthorized("unknown API key"))
     }
 }

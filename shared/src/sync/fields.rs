@@ -17,9 +17,9 @@ impl SyncService {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<(Provider, Result<String, CrmError>)>, SyncError> {
-        self.tenant(tenant)?;
+        self.tenant(tenant).await?;
         let mut out = Vec::new();
-        for client in self.tenants.clients(tenant).to_vec() {
+        for client in self.tenants.clients(tenant) {
             let provider = client.provider();
             if !client.custom_fields().contains(&CustomField::Pronouns) {
                 continue;
@@ -42,9 +42,9 @@ impl SyncService {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<(Provider, Result<Option<String>, CrmError>)>, SyncError> {
-        self.tenant(tenant)?;
+        self.tenant(tenant).await?;
         let mut out = Vec::new();
-        for client in self.tenants.clients(tenant).to_vec() {
+        for client in self.tenants.clients(tenant) {
             let provider = client.provider();
             if !client.custom_fields().contains(&CustomField::Pronouns) {
                 continue;
@@ -66,8 +66,8 @@ impl SyncService {
     /// no key is stored yet), created when missing, and stored. A failure is logged; the client
     /// then finds the field itself when it needs it.
     pub async fn prepare_fields(&self, tenant: &TenantId, fresh: bool) -> Result<(), SyncError> {
-        self.tenant(tenant)?;
-        for client in self.tenants.clients(tenant).to_vec() {
+        self.tenant(tenant).await?;
+        for client in self.tenants.clients(tenant) {
             let provider = client.provider();
             for &field in client.custom_fields().iter().filter(|f| f.automatic()) {
                 let mut ctx = self.crm_context(tenant, client.as_ref()).await?;

@@ -155,9 +155,11 @@ impl SyncService {
         self
     }
 
-    fn tenant(&self, id: &TenantId) -> Result<&TenantConfig, SyncError> {
+    /// The tenant, loaded when it is not in memory yet (or its copy has aged).
+    async fn tenant(&self, id: &TenantId) -> Result<TenantConfig, SyncError> {
         self.tenants
-            .get(id)
+            .resolve(id)
+            .await?
             .ok_or_else(|| SyncError::UnknownTenant(id.to_string()))
     }
 
@@ -221,10 +223,13 @@ impl SyncService {
         for ((tenant, provider), mut ids) in groups {
             ids.sort();
             ids.dedup();
-            if ids.len() < 2 || self.ensure_not_paused(&tenant, provider).await.is_err() {
+            if ids.len() < 2
+                || self.tenant(&tenant).await.is_err()
+                || self.ensure_not_paused(&tenant, provider).await.is_err()
+            {
                 continue;
             }
-            let Some(client) = self.tenants.client(&tenant, provider).cloned() else {
+            let Some(client) = self.tenants.client(&tenant, provider) else {
                 continue;
             };
             let Ok(ctx) = self.crm_context(&tenant, client.as_ref()).await else {
@@ -275,15 +280,15 @@ impl SyncService {
         event: &ChangeEvent,
         known: Option<Known>,
     ) -> Result<SyncReport, SyncError> {
-        let cfg = self.tenant(&event.tenant)?;
+        let cfg = self.tenant(&event.tenant).await?;
         let (contact_id, first, record) = match event.origin.provider() {
             None => (event.record_id.clone(), None, None),
             Some(provider) => {
-                let Some(client) = self.tenants.client(&cfg.id, provider).cloned() else {
+                let Some(client) = self.tenants.client(&cfg.id, provider) else {
                     warn!(%provider, "event for a provider this tenant does not use");
                     return Ok(SyncReport::default());
                 };
-                let Some(found) = self.inbound(cfg, client.as_ref(), event, known).await? else {
+                let Some(found) = self.inbound(&cfg, client.as_ref(), event, known).await? else {
                     return Ok(SyncReport::default());
                 };
                 (found.contact_id, Some(provider), found.record)

@@ -94,8 +94,8 @@ impl SyncService {
         known: Option<Known>,
         reported: &[Reported],
     ) -> Result<SyncReport, SyncError> {
-        let cfg = self.tenant(tenant)?;
-        let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant).to_vec();
+        let cfg = self.tenant(tenant).await?;
+        let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant);
         clients.sort_by_key(|c| Some(c.provider()) != first);
         let mut known = known;
         let mut report = SyncReport::default();
@@ -107,7 +107,7 @@ impl SyncService {
                 (None, &[][..])
             };
             match self
-                .sync_pair_retrying(cfg, client.as_ref(), contact_id, hint, reported)
+                .sync_pair_retrying(&cfg, client.as_ref(), contact_id, hint, reported)
                 .await
             {
                 Ok(r) => report.add(&r),

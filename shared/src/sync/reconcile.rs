@@ -54,7 +54,7 @@ impl SyncService {
         queue: &dyn JobQueue,
         round: u32,
     ) -> Result<SyncNowProgress, SyncError> {
-        self.tenant(tenant)?;
+        self.tenant(tenant).await?;
         let mut progress = match self.state.sync_now_progress(tenant).await? {
             Some(previous) if round > 1 => SyncNowProgress {
                 rounds: previous.rounds + 1,
@@ -172,8 +172,8 @@ impl SyncService {
         queue: &dyn JobQueue,
         max_pages: usize,
     ) -> Result<usize, SyncError> {
-        self.tenant(tenant)?;
-        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+        self.tenant(tenant).await?;
+        let Some(client) = self.tenants.client(tenant, provider) else {
             return Ok(0);
         };
         self.ensure_not_paused(tenant, provider).await?;
@@ -232,8 +232,8 @@ impl SyncService {
         provider: Provider,
         deadline: Option<std::time::Instant>,
     ) -> Result<(usize, bool), SyncError> {
-        let cfg = self.tenant(tenant)?;
-        let Some(client) = self.tenants.client(tenant, provider).cloned() else {
+        let cfg = self.tenant(tenant).await?;
+        let Some(client) = self.tenants.client(tenant, provider) else {
             return Ok((0, false));
         };
         self.ensure_not_paused(tenant, provider).await?;
@@ -283,7 +283,13 @@ impl SyncService {
                             link_version: None,
                         };
                         match self
-                            .sync_pair_retrying(cfg, client.as_ref(), &contact.id, Some(known), &[])
+                            .sync_pair_retrying(
+                                &cfg,
+                                client.as_ref(),
+                                &contact.id,
+                                Some(known),
+                                &[],
+                            )
                             .await
                         {
                             Ok(_) => done += 1,

@@ -110,7 +110,9 @@ impl StateKv for EmbeddedStore {
             )
             .optional()
             .map_err(backend)?;
-        let next = update(current.as_deref())?;
+        let Some(next) = update(current.as_deref())? else {
+            return Ok(());
+        };
         tx.execute(
             "INSERT INTO state (tenant, k, v) VALUES (?1, ?2, ?3)
              ON CONFLICT (tenant, k) DO UPDATE SET v = excluded.v",

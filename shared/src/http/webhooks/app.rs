@@ -68,7 +68,8 @@ pub async fn receive(
     let tenant = state
         .service
         .tenants
-        .get(&TenantId::new(tenant_name))
+        .resolve(&TenantId::new(tenant_name))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {tenant_name}")))?;
     let secret = tenant.app_webhook_secret.as_deref().ok_or_else(|| {
         ApiError::unauthorized("no app webhook secret is configured for this tenant")

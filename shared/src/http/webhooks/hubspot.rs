@@ -15,6 +15,7 @@ use crate::domain::{Provider, WebhookAuth};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
+use crate::tenant::TenantKey;
 
 fn signature_error(e: SignatureError) -> ApiError {
     ApiError::unauthorized(format!("webhook signature rejected: {e}"))
@@ -48,7 +49,8 @@ pub async fn receive(
     let tenant = state
         .service
         .tenants
-        .by_account(Provider::HubSpot, &portal.to_string())
+        .resolve_key(&TenantKey::Account(Provider::HubSpot, &portal.to_string()))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no tenant for HubSpot portal {portal}")))?;
     let account = tenant
         .account(Provider::HubSpot)

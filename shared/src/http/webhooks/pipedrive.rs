@@ -11,28 +11,26 @@ use serde_json::{Value, json};
 
 use super::DEDUPE_TTL;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
-use crate::domain::{Provider, TenantId, WebhookAuth};
+use crate::domain::{Provider, TenantId};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
-use crate::signature::verify_basic_auth;
+use crate::signature::basic_auth_login;
+use crate::tenant::TenantKey;
 
-/// Tenants whose webhook credentials the `Authorization` header carries.
-fn authenticated_tenants(state: &AppState, header: &str) -> Vec<TenantId> {
-    state
+/// The tenant whose webhook login the `Authorization` header carries.
+async fn authenticated_tenant(
+    state: &AppState,
+    header: &str,
+) -> Result<Option<TenantId>, ApiError> {
+    let Some(login) = basic_auth_login(header) else {
+        return Ok(None);
+    };
+    Ok(state
         .service
         .tenants
-        .all()
-        .filter(|t| {
-            t.account(Provider::Pipedrive)
-                .is_some_and(|a| match &a.webhook_auth {
-                    Some(WebhookAuth::Basic { user, password }) => {
-                        verify_basic_auth(Some(header), user, password).is_ok()
-                    }
-                    _ => false,
-                })
-        })
-        .map(|t| t.id.clone())
-        .collect()
+        .resolve_key(&TenantKey::WebhookLogin(Provider::Pipedrive, &login))
+        .await?
+        .map(|t| t.id))
 }
 
 /// `POST /webhooks/pipedrive`
@@ -47,10 +45,9 @@ pub async fn receive(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("HTTP Basic auth required"))?;
-    let allowed = authenticated_tenants(&state, auth);
-    if allowed.is_empty() {
+    let Some(allowed) = authenticated_tenant(&state, auth).await? else {
         return Err(ApiError::unauthorized("webhook credentials rejected"));
-    }
+    };
     let hook = PipedriveWebhook::parse(&body).map_err(|e| match e {
         PayloadError::Malformed(_) | PayloadError::Version(_) | PayloadError::Company => {
             ApiError::bad_request(e.to_string())
@@ -60,9 +57,13 @@ pub async fn receive(
     let tenant = state
         .service
         .tenants
-        .by_account(Provider::Pipedrive, &company.to_string())
+        .resolve_key(&TenantKey::Account(
+            Provider::Pipedrive,
+            &company.to_string(),
+        ))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no tenant for Pipedrive company {company}")))?;
-    if !allowed.contains(&tenant.id) {
+    if allowed != tenant.id {
         return Err(ApiError::unauthorized("webhook credentials rejected"));
     }
     let tenant_id = tenant.id.clone();

@@ -161,7 +161,9 @@ impl StateKv for DynamoStore {
     ) -> Result<(), StoreError> {
         for attempt in 0..UPDATE_ATTEMPTS {
             let (current, version) = self.versioned(partition, key).await?.unwrap_or((None, 0));
-            let next = update(current.as_deref())?;
+            let Some(next) = update(current.as_deref())? else {
+                return Ok(());
+            };
             let mut req = self
                 .client
                 .put_item()
