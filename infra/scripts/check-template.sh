@@ -16,6 +16,8 @@ echo "--- sam validate --lint"
 sam validate --lint -t template.yaml
 echo "--- SAM translate + cfn-lint"
 python "$here/sam_translate_lint.py" template.yaml
+echo "--- timeouts and concurrency (AWS's guidance for Lambda with SQS)"
+python "$here/check_timeouts.py" template.yaml --self-test
 echo "template checks passed"
 
 if [ "${1:-}" != "--no-build" ]; then

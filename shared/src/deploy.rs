@@ -10,7 +10,7 @@ use crate::adapters::aws::dynamo::{DynamoStore, TableNames};
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
-use crate::provision::{self, Preparation, RegistrySource};
+use crate::provision::{self, ClientKit, Preparation, RegistrySource};
 use crate::settings::{SettingsError, var};
 use crate::sync::SyncService;
 use crate::tenant::{DEFAULT_TTL, TenantConfig, Tenants};
@@ -46,7 +46,8 @@ impl Deployment {
             var("SYNC_QUEUE_URL").ok_or(SettingsError::Missing("SYNC_QUEUE_URL"))?,
             var("SYNC_DLQ_URL").ok_or(SettingsError::Missing("SYNC_DLQ_URL"))?,
         ));
-        let http = crate::provision::http_client();
+        // Every worker of a tenant paces by the limits kept in the SyncState table.
+        let kit = ClientKit::shared(crate::provision::http_client(), store.clone());
         let mut provisioned = Vec::new();
         // The one tenant configured in the environment (a single-tenant deployment)...
         if let Some(api_key) = var("API_KEY") {
@@ -54,7 +55,7 @@ impl Deployment {
                 TenantConfig::new(var("TENANT_ID").unwrap_or_else(|| "default".into()));
             tenant.api_key = Some(api_key);
             tenant.app_webhook_secret = var("APP_WEBHOOK_SECRET");
-            provisioned.push(provision::connect(tenant, provision::crms_from_env()?, &http).await?);
+            provisioned.push(provision::connect(tenant, provision::crms_from_env()?, &kit).await?);
         }
         let mut tenants = Tenants::new();
         for p in &provisioned {
@@ -69,10 +70,7 @@ impl Deployment {
             })?),
             None => DEFAULT_TTL,
         };
-        let tenants = tenants.with_source(
-            Arc::new(RegistrySource::new(store.clone(), http.clone())),
-            ttl,
-        );
+        let tenants = tenants.with_source(Arc::new(RegistrySource::new(store.clone(), kit)), ttl);
         let service = SyncService::new(
             store.clone(),
             store.clone(),

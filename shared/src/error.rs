@@ -52,6 +52,13 @@ pub enum CrmError {
     Auth { provider: Provider, message: String },
     #[error("{provider} is unavailable: {message}")]
     Unavailable { provider: Provider, message: String },
+    /// A wait for a rate limit would end after the job's deadline: nothing was sent, and the
+    /// job is to run again at `resume_at`.
+    #[error("{provider} would make this job wait past its deadline; resuming at {resume_at}")]
+    OutOfTime {
+        provider: Provider,
+        resume_at: DateTime<Utc>,
+    },
 }
 
 impl CrmError {
@@ -62,6 +69,7 @@ impl CrmError {
             CrmError::RateLimited { .. }
                 | CrmError::Unavailable { .. }
                 | CrmError::QuotaExhausted { .. }
+                | CrmError::OutOfTime { .. }
         ) || matches!(self, CrmError::Rejected { status, .. } if *status >= 500 || *status == 423)
     }
 }
@@ -86,10 +94,12 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// When the provider's daily quota is spent: retry after this time, without counting a failure.
+    /// When the provider's daily quota is spent, or a wait would cross the job's deadline: run
+    /// again after this time, without counting a failure.
     pub fn deferred_until(&self) -> Option<DateTime<Utc>> {
         match self {
             SyncError::Crm(CrmError::QuotaExhausted { until, .. }) => Some(*until),
+            SyncError::Crm(CrmError::OutOfTime { resume_at, .. }) => Some(*resume_at),
             SyncError::Busy { until, .. } => Some(*until),
             _ => None,
         }

@@ -5,6 +5,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 use serde::Serialize;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::domain::Job;
@@ -12,15 +13,40 @@ use crate::ports::JobQueue;
 use crate::sync::SyncService;
 use crate::sync::worker::{Settlement, known_for, run, settlement};
 
+/// A job is not started with less than this left of the invocation.
+const MIN_JOB_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+/// Kept back from the invocation's deadline: time to re-queue what is left and answer.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The jobs' deadline in an invocation whose context says it ends at `deadline_ms` (ms since
+/// the epoch, `lambda_runtime::Context::deadline`), a margin before it.
+pub fn job_deadline(deadline_ms: u64) -> Instant {
+    let left = (deadline_ms as i64 - Utc::now().timestamp_millis()).max(0) as u64;
+    Instant::now() + std::time::Duration::from_millis(left).saturating_sub(DEADLINE_MARGIN)
+}
+
+/// `f` under `deadline`, when there is one.
+async fn within<F: std::future::Future>(deadline: Option<Instant>, f: F) -> F::Output {
+    match deadline {
+        Some(d) => crate::deadline::within(d, f).await,
+        None => f.await,
+    }
+}
+
 /// `sync-worker`: one SQS batch. Each message is read once; the batch's CRM records are read
 /// in batches; each job is run and settled by the worker's one [`settlement`]: done (SQS deletes
 /// it), deferred past a spent quota (re-queued with a delay, counted as handled), or failed
 /// (reported as a batch item failure: SQS retries it, and after 3 receives its redrive policy
 /// moves it to the DLQ).
+///
+/// `deadline` (from the invocation's context, see [`job_deadline`]) bounds every job: a wait
+/// that would cross it re-queues the job with that delay, and a job there is no time left to
+/// start is re-queued at once; neither counts as an attempt.
 pub async fn handle_sqs_batch(
     service: &SyncService,
     queue: &dyn JobQueue,
     event: SqsEvent,
+    deadline: Option<Instant>,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     let mut jobs: Vec<(String, String, Job)> = Vec::new();
@@ -40,13 +66,23 @@ pub async fn handle_sqs_batch(
             }
         }
     }
-    let mut read = service
-        .read_batch(&jobs.iter().map(|(_, _, j)| j).collect::<Vec<_>>())
-        .await;
+    let listed = jobs.iter().map(|(_, _, j)| j).collect::<Vec<_>>();
+    let mut read = within(deadline, service.read_batch(&listed)).await;
     for (id, attempt, job) in jobs {
         let known = known_for(&mut read, &job);
         let tenant = job.tenant().clone();
-        match settlement(run(service, queue, &job, known).await) {
+        if deadline.is_some_and(|d| Instant::now() + MIN_JOB_TIME > d) {
+            // No time left to run it: back on the queue, due at once.
+            match queue.enqueue_delayed(&job, std::time::Duration::ZERO).await {
+                Ok(()) => info!(%tenant, ?job, "no time left in this invocation; re-queued"),
+                Err(e) => {
+                    error!(%tenant, error = %e, "could not re-queue; SQS will retry");
+                    response.add_failure(id);
+                }
+            }
+            continue;
+        }
+        match settlement(within(deadline, run(service, queue, &job, known)).await) {
             Settlement::Done(report) => {
                 info!(%tenant, ?job, app_writes = report.app_writes, crm_writes = report.crm_writes, "synced");
             }

@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod crm;
+pub mod deadline;
 #[cfg(feature = "aws")]
 pub mod deploy;
 pub mod domain;

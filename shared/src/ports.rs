@@ -270,6 +270,53 @@ pub trait ContactIssues: Send + Sync {
     ) -> Result<Vec<ContactIssue>, StoreError>;
 }
 
+/// One rate limit of a CRM: at most `max` requests in any rolling `window`, counted per
+/// tenant × provider × lane (e.g. HubSpot's ten-secondly burst, its search's per-second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimit {
+    pub lane: &'static str,
+    pub max: u32,
+    pub window: Duration,
+}
+
+/// What a shared limit says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Sent: its place in each lane and its cost are taken.
+    Go,
+    /// A lane is full (or backing off): ask again after this long.
+    Wait(Duration),
+    /// Our daily budget cannot pay for it until then.
+    Spent(DateTime<Utc>),
+}
+
+/// The limits every worker of a tenant shares, kept where all of them see them (the store):
+/// the burst windows, their back-offs after a 429, and our own daily budgets. Updates are
+/// conditional, so no two workers take the same place.
+#[async_trait]
+pub trait SharedLimits: Send + Sync {
+    /// Takes a place in every lane and `cost` from today's `daily_budget` (UTC days), all or
+    /// nothing.
+    async fn admit(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        lanes: &[LaneLimit],
+        cost: u64,
+        daily_budget: Option<u64>,
+    ) -> Result<Admission, StoreError>;
+    /// Holds every worker's requests in `lanes` back for `pause` (after a 429).
+    async fn back_off(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        lanes: &[&'static str],
+        pause: Duration,
+    ) -> Result<(), StoreError>;
+    /// Tokens spent today against our daily budget, by every worker.
+    async fn spent_today(&self, tenant: &TenantId, provider: Provider) -> Result<u64, StoreError>;
+}
+
 /// All of the sync's bookkeeping, for the service that needs every part of it. Each part is its
 /// own narrow port; `adapters::state` lays them out once over a key-value store.
 pub trait SyncState:

@@ -17,10 +17,10 @@ use crate::crm::hubspot::HubSpotClient;
 use crate::crm::hubspot::settings::{self as hubspot, HubSpotSettings};
 use crate::crm::pipedrive::settings::{self as pipedrive_settings, PipedriveSettings};
 use crate::crm::pipedrive::{self, PipedriveClient};
-use crate::domain::CrmAccount;
+use crate::domain::{CrmAccount, TenantId};
 use crate::error::StoreError;
 use crate::error::SyncError;
-use crate::ports::CrmClient;
+use crate::ports::{CrmClient, SharedLimits};
 use crate::settings::{self, SettingsError};
 use crate::sync::SyncService;
 use crate::tenant::{TenantConfig, TenantRecord, TenantRegistry, TenantSource, Tenants};
@@ -58,6 +58,30 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// What a tenant's CRM clients are built with: the HTTP client every client shares, and the
+/// store of the limits every worker of a tenant shares (none: each process paces alone, as the
+/// operator commands do).
+#[derive(Clone)]
+pub struct ClientKit {
+    pub http: reqwest::Client,
+    pub limits: Option<Arc<dyn SharedLimits>>,
+}
+
+impl ClientKit {
+    /// Clients paced by this process alone.
+    pub fn local(http: reqwest::Client) -> Self {
+        Self { http, limits: None }
+    }
+
+    /// Clients paced by the limits `limits` keeps for every worker.
+    pub fn shared(http: reqwest::Client, limits: Arc<dyn SharedLimits>) -> Self {
+        Self {
+            http,
+            limits: Some(limits),
+        }
+    }
+}
+
 /// A connected CRM: the concrete client, for the steps only some CRMs have.
 #[derive(Clone)]
 enum Connection {
@@ -66,12 +90,25 @@ enum Connection {
 }
 
 impl Connection {
-    /// The provisioning registry: how each CRM's settings become a client (no network).
-    fn open(settings: &CrmSettings, http: &reqwest::Client) -> Result<Self, SettingsError> {
-        Ok(match settings {
+    /// The provisioning registry: how each CRM's settings become a client (no network), paced
+    /// by the tenant's shared limits when the kit has them.
+    fn open(
+        settings: &CrmSettings,
+        kit: &ClientKit,
+        tenant: &TenantId,
+    ) -> Result<Self, SettingsError> {
+        let http = &kit.http;
+        let connection = match settings {
             CrmSettings::HubSpot(s) => Connection::HubSpot(s.client(http)?),
             CrmSettings::Pipedrive(s) => Connection::Pipedrive(s.client(http)?),
-        })
+        };
+        if let Some(limits) = &kit.limits {
+            match &connection {
+                Connection::HubSpot(c) => c.share_limits(limits.clone(), tenant.clone()),
+                Connection::Pipedrive(c) => c.share_limits(limits.clone(), tenant.clone()),
+            }
+        }
+        Ok(connection)
     }
 
     /// The CRM account the settings stand for, asking the CRM where it must.
@@ -103,13 +140,13 @@ pub struct Provisioned {
 pub async fn connect(
     base: TenantConfig,
     crms: Vec<CrmSettings>,
-    http: &reqwest::Client,
+    kit: &ClientKit,
 ) -> Result<Provisioned, SettingsError> {
     let mut config = base;
     config.accounts.clear();
     let mut opened = Vec::with_capacity(crms.len());
     for settings in crms {
-        let connection = Connection::open(&settings, http)?;
+        let connection = Connection::open(&settings, kit, &config.id)?;
         config.accounts.push(connection.account(&settings).await?);
         opened.push((settings, connection));
     }
@@ -120,14 +157,11 @@ pub async fn connect(
 }
 
 /// A registered tenant from what the registry stored: no CRM call.
-pub fn from_record(
-    record: &TenantRecord,
-    http: &reqwest::Client,
-) -> Result<Provisioned, SettingsError> {
+pub fn from_record(record: &TenantRecord, kit: &ClientKit) -> Result<Provisioned, SettingsError> {
     let crms = record
         .crms
         .iter()
-        .map(|s| Ok((s.clone(), Connection::open(s, http)?)))
+        .map(|s| Ok((s.clone(), Connection::open(s, kit, &record.config.id)?)))
         .collect::<Result<_, SettingsError>>()?;
     Ok(Provisioned {
         config: record.config.clone(),
@@ -206,29 +240,26 @@ impl Provisioned {
 /// clients are opened from the stored settings, with no CRM call.
 pub struct RegistrySource {
     registry: Arc<dyn TenantRegistry>,
-    http: reqwest::Client,
+    kit: ClientKit,
 }
 
 impl RegistrySource {
-    pub fn new(registry: Arc<dyn TenantRegistry>, http: reqwest::Client) -> Self {
-        Self { registry, http }
+    pub fn new(registry: Arc<dyn TenantRegistry>, kit: ClientKit) -> Self {
+        Self { registry, kit }
     }
 }
 
 #[async_trait]
 impl TenantSource for RegistrySource {
-    async fn record(
-        &self,
-        id: &crate::domain::TenantId,
-    ) -> Result<Option<TenantRecord>, StoreError> {
+    async fn record(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         self.registry.registered_tenant(id).await
     }
 
-    async fn find(&self, index: &str) -> Result<Option<crate::domain::TenantId>, StoreError> {
+    async fn find(&self, index: &str) -> Result<Option<TenantId>, StoreError> {
         self.registry.tenant_by_index(index).await
     }
 
-    async fn ids(&self) -> Result<Vec<crate::domain::TenantId>, StoreError> {
+    async fn ids(&self) -> Result<Vec<TenantId>, StoreError> {
         Ok(self
             .registry
             .registered_tenants()
@@ -239,7 +270,7 @@ impl TenantSource for RegistrySource {
     }
 
     fn open(&self, record: &TenantRecord) -> Result<Vec<Arc<dyn CrmClient>>, StoreError> {
-        from_record(record, &self.http)
+        from_record(record, &self.kit)
             .map(|p| p.clients())
             .map_err(|e| StoreError::Backend(format!("tenant {}: {e}", record.config.id)))
     }

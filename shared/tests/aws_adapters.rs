@@ -13,7 +13,7 @@ use shared::adapters::aws::sqs::SqsQueue;
 use shared::crm::memory::MemoryCrm;
 use shared::error::StoreError;
 use shared::ports::{ContactStore, DepthScope, FailOutcome, JobQueue, LinkStore, QueueDepth};
-use shared::provision::RegistrySource;
+use shared::provision::{ClientKit, RegistrySource};
 use shared::sync::SyncService;
 use shared::tenant::{TenantConfig, TenantKey, TenantRecord, TenantRegistry, Tenants};
 use shared::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, Provider, TenantId};
@@ -254,7 +254,8 @@ async fn registered_tenants_are_read_when_first_named_and_an_onboarded_one_is_se
     assert_eq!(records.len(), 2);
     let http = reqwest::Client::new();
     for r in &records {
-        let provisioned = shared::provision::from_record(r, &http).unwrap();
+        let provisioned =
+            shared::provision::from_record(r, &ClientKit::local(http.clone())).unwrap();
         assert_eq!(provisioned.clients().len(), 1);
     }
 
@@ -264,8 +265,13 @@ async fn registered_tenants_are_read_when_first_named_and_an_onboarded_one_is_se
         reads: AtomicUsize::new(0),
     });
     let ttl = Duration::from_millis(400);
-    let tenants =
-        Tenants::new().with_source(Arc::new(RegistrySource::new(registry.clone(), http)), ttl);
+    let tenants = Tenants::new().with_source(
+        Arc::new(RegistrySource::new(
+            registry.clone(),
+            ClientKit::local(http),
+        )),
+        ttl,
+    );
     assert_eq!(registry.reads(), 0, "a cold start reads no tenant");
     assert!(tenants.all().is_empty());
     let globex = tenants

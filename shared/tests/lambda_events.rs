@@ -183,10 +183,13 @@ async fn every_sample_event_runs_through_its_handler() {
                     .await
                     .unwrap();
                 let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+                // The invocation has its usual 30 s.
+                let deadline = (Utc::now() + chrono::Duration::seconds(30)).timestamp_millis();
                 let response = shared::lambda::handle_sqs_batch(
                     &d.state.service,
                     d.state.queue.as_ref(),
                     event,
+                    Some(shared::lambda::job_deadline(deadline as u64)),
                 )
                 .await;
                 let json = serde_json::to_value(&response).unwrap();
@@ -267,7 +270,8 @@ async fn a_spent_quota_defers_the_job_in_the_lambda_worker() {
     let event: SqsEvent = serde_json::from_str(&raw).unwrap();
     let before = d.store.depth(&tenant).await.unwrap().jobs;
     let response =
-        shared::lambda::handle_sqs_batch(&d.state.service, d.state.queue.as_ref(), event).await;
+        shared::lambda::handle_sqs_batch(&d.state.service, d.state.queue.as_ref(), event, None)
+            .await;
     let json = serde_json::to_value(&response).unwrap();
     assert_eq!(
         json,
@@ -294,4 +298,56 @@ async fn a_spent_quota_defers_the_job_in_the_lambda_worker() {
         links.iter().all(|l| l.provider != Provider::HubSpot),
         "nothing written to the paused CRM: {links:?}"
     );
+}
+
+/// An invocation with almost no time left starts no job: each readable one is back on the
+/// queue, due at once and not counted as a failure, and nothing is synced.
+#[tokio::test]
+async fn jobs_there_is_no_time_for_are_re_queued_not_failed() {
+    let d = deps();
+    let tenant = TenantId::new("acme");
+    d.store
+        .insert(&contact("app-2001", "edsger@example.com"))
+        .await
+        .unwrap();
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/sqs-sync-batch.json"),
+    )
+    .unwrap();
+    let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+    let readable = event.records.len() - 1;
+    let before = d.store.depth(&tenant).await.unwrap().jobs;
+    // Two seconds left, of which the margin takes two.
+    let deadline = (Utc::now() + chrono::Duration::seconds(2)).timestamp_millis() as u64;
+    let response = shared::lambda::handle_sqs_batch(
+        &d.state.service,
+        d.state.queue.as_ref(),
+        event,
+        Some(shared::lambda::job_deadline(deadline)),
+    )
+    .await;
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+        "only the unreadable message fails"
+    );
+    assert_eq!(
+        d.store.depth(&tenant).await.unwrap().jobs,
+        before + readable,
+        "re-queued"
+    );
+    assert_eq!(
+        d.store.receive(10).await.unwrap().len(),
+        readable,
+        "due at once"
+    );
+    let links = d
+        .state
+        .service
+        .links
+        .links_for_contact(&tenant, "app-2001")
+        .await
+        .unwrap();
+    assert!(links.is_empty(), "nothing synced: {links:?}");
 }

@@ -4,9 +4,10 @@ use std::collections::HashSet;
 
 use crm_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
+use shared::adapters::embedded::EmbeddedStore;
 use shared::crm::pipedrive::{PipedriveAuth, PipedriveClient, PipedriveClientConfig};
 use shared::error::CrmError;
-use shared::ports::{CrmClient, CrmContext};
+use shared::ports::{CrmClient, CrmContext, SharedLimits};
 use shared::{ContactFields, CustomField, Field, FieldPatch, TenantId};
 
 const TOKEN: &str = "sim-pipedrive-token";
@@ -396,6 +397,113 @@ async fn burst_429s_are_waited_out() {
     assert!(s.pipedrive.stats().rate_limited > 0);
     assert!(c.stats().rate_limited > 0);
     assert_eq!(calls(&s, "POST /api/v2/persons"), 8);
+}
+
+/// Two workers (two clients, as two Lambda instances would have), each allowed the account's
+/// burst of 3 per 2 s: alone, together they send 6 and meet 429s; sharing their limits through
+/// one store, the simulator sees no request over the limit.
+#[tokio::test]
+async fn workers_sharing_their_limits_stay_under_the_account_s_burst() {
+    async fn run(shared: bool) -> u64 {
+        let mut cfg = SimConfig::default();
+        cfg.pipedrive.burst_limit = Some(3);
+        let s = sim(cfg).await;
+        let ctx = job_ctx(&s);
+        let store = std::sync::Arc::new(EmbeddedStore::in_memory().unwrap());
+        let mut tasks = Vec::new();
+        for w in 0..2 {
+            let mut pcfg = config(&s);
+            pcfg.burst_per_2s = 3;
+            let c = PipedriveClient::new(pcfg, reqwest::Client::new());
+            if shared {
+                c.share_limits(store.clone(), TenantId::new("t"));
+            }
+            let c = std::sync::Arc::new(c);
+            for i in 0..4 {
+                let (c, ctx) = (c.clone(), ctx.clone());
+                tasks.push(tokio::spawn(async move {
+                    c.create(&ctx, &fields(&format!("w{w}-{i}@x.io"), "W"))
+                        .await
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(calls(&s, "POST /api/v2/persons"), 8);
+        s.pipedrive.stats().rate_limited
+    }
+    assert!(
+        run(false).await > 0,
+        "unshared, the two workers overrun the burst"
+    );
+    assert_eq!(run(true).await, 0, "shared, no request is over the limit");
+}
+
+/// Our own daily budget is kept in the store: a worker started later (a restart, another
+/// instance) finds the day's spend of the one before, and sends nothing it cannot pay for.
+#[tokio::test]
+async fn our_daily_budget_survives_a_restart() {
+    let s = sim(SimConfig::default()).await;
+    let ctx = job_ctx(&s);
+    let store = std::sync::Arc::new(EmbeddedStore::in_memory().unwrap());
+    let worker = || {
+        let mut pcfg = config(&s);
+        pcfg.daily_token_budget = Some(12);
+        let c = PipedriveClient::new(pcfg, reqwest::Client::new());
+        c.share_limits(store.clone(), TenantId::new("t"));
+        c
+    };
+    let before = worker();
+    before.create(&ctx, &fields("r0@x.io", "R")).await.unwrap();
+    before.create(&ctx, &fields("r1@x.io", "R")).await.unwrap();
+    drop(before);
+    let after = worker();
+    let requests = s.pipedrive.stats().requests;
+    let err = after
+        .create(&ctx, &fields("r2@x.io", "R"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
+    assert_eq!(s.pipedrive.stats().requests, requests, "nothing sent");
+    assert_eq!(
+        store
+            .spent_today(&TenantId::new("t"), shared::Provider::Pipedrive)
+            .await
+            .unwrap(),
+        10
+    );
+}
+
+/// A wait for the burst window that would cross the job's deadline is not slept: the call
+/// fails at once with the time to resume, and nothing is sent.
+#[tokio::test]
+async fn a_wait_past_the_job_s_deadline_ends_the_call_with_a_time_to_resume() {
+    let s = sim(SimConfig::default()).await;
+    let ctx = job_ctx(&s);
+    let mut pcfg = config(&s);
+    pcfg.burst_per_2s = 1;
+    let c = PipedriveClient::new(pcfg, reqwest::Client::new());
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1_500);
+    let second = shared::deadline::within(deadline, async {
+        c.get(&ctx, "1").await.unwrap();
+        c.get(&ctx, "1").await
+    })
+    .await;
+    let Err(CrmError::OutOfTime { resume_at, .. }) = second else {
+        panic!("expected the deadline to end the call: {second:?}")
+    };
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "no sleep"
+    );
+    assert!(resume_at > chrono::Utc::now() + chrono::Duration::milliseconds(1_000));
+    assert_eq!(
+        calls(&s, "GET /api/v2/persons/{id}"),
+        1,
+        "the second was not sent"
+    );
 }
 
 fn job_ctx(s: &SimServer) -> CrmContext {

@@ -11,7 +11,9 @@ use chrono::Utc;
 use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
 use shared::adapters::embedded::EmbeddedStore;
 use shared::error::StoreError;
-use shared::ports::{ContactStore, LinkStore, SyncNowProgress, SyncState};
+use shared::ports::{
+    Admission, ContactStore, LaneLimit, LinkStore, SharedLimits, SyncNowProgress, SyncState,
+};
 use shared::tenant::{TenantConfig, TenantKey, TenantRecord, TenantRegistry};
 use shared::{
     Conflict, ConflictRecord, Contact, ContactFields, ContactLink, CustomField, Field, LinkStatus,
@@ -19,8 +21,14 @@ use shared::{
 };
 
 /// What every backend implements.
-trait Store: ContactStore + LinkStore + SyncState + TenantRegistry + Clone + 'static {}
-impl<T: ContactStore + LinkStore + SyncState + TenantRegistry + Clone + 'static> Store for T {}
+trait Store:
+    ContactStore + LinkStore + SyncState + TenantRegistry + SharedLimits + Clone + 'static
+{
+}
+impl<T> Store for T where
+    T: ContactStore + LinkStore + SyncState + TenantRegistry + SharedLimits + Clone + 'static
+{
+}
 
 async fn embedded() -> EmbeddedStore {
     EmbeddedStore::in_memory().unwrap()
@@ -75,6 +83,7 @@ contract!(
     field_keys_and_issues_are_per_crm,
     the_first_field_key_stored_wins,
     the_registry_keeps_one_record_per_tenant,
+    racing_workers_share_one_window_and_one_budget,
 );
 
 fn tenant() -> TenantId {
@@ -873,5 +882,75 @@ async fn the_first_field_key_stored_wins(s: impl Store) {
         .await
         .unwrap(),
         "theirs"
+    );
+}
+
+/// Eight workers admitting requests at once through one store: no window ever holds more than
+/// the lane allows, every admitted request is paid from one daily budget, and a tenant's limits
+/// are its own.
+async fn racing_workers_share_one_window_and_one_budget(s: impl Store) {
+    const LANE: LaneLimit = LaneLimit {
+        lane: "burst",
+        max: 4,
+        window: Duration::from_millis(500),
+    };
+    let t = tenant();
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        let t = t.clone();
+        workers.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for _ in 0..3 {
+                loop {
+                    match s
+                        .admit(&t, Provider::Pipedrive, &[LANE], 5, Some(1_000))
+                        .await
+                        .unwrap()
+                    {
+                        Admission::Go => break,
+                        Admission::Wait(w) => tokio::time::sleep(w).await,
+                        Admission::Spent(_) => panic!("the budget has room"),
+                    }
+                }
+                sent.push(started.elapsed());
+            }
+            sent
+        }));
+    }
+    let mut sent = Vec::new();
+    for w in workers {
+        sent.extend(w.await.unwrap());
+    }
+    sent.sort();
+    assert_eq!(sent.len(), 24);
+    for (i, first) in sent.iter().enumerate() {
+        let in_window = sent[i..]
+            .iter()
+            .take_while(|t| **t - *first < LANE.window)
+            .count();
+        assert!(
+            in_window <= 4,
+            "{in_window} sends within one window: {sent:?}"
+        );
+    }
+    assert_eq!(
+        s.spent_today(&t, Provider::Pipedrive).await.unwrap(),
+        24 * 5
+    );
+    // The budget binds every worker: 1,000 − 120 leaves room for 176 more of 5.
+    let left = s
+        .admit(&t, Provider::Pipedrive, &[], 881, Some(1_000))
+        .await
+        .unwrap();
+    assert!(matches!(left, Admission::Spent(_)), "{left:?}");
+    let other = TenantId::new("other");
+    assert_eq!(s.spent_today(&other, Provider::Pipedrive).await.unwrap(), 0);
+    assert_eq!(
+        s.admit(&other, Provider::Pipedrive, &[LANE], 5, Some(1_000))
+            .await
+            .unwrap(),
+        Admission::Go
     );
 }

@@ -11,7 +11,13 @@ async fn main() -> Result<(), Error> {
     let d = &deployment;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<SqsBatchResponse, Error>(
-            shared::lambda::handle_sqs_batch(&d.service, d.queue.as_ref(), event.payload).await,
+            shared::lambda::handle_sqs_batch(
+                &d.service,
+                d.queue.as_ref(),
+                event.payload,
+                Some(shared::lambda::job_deadline(event.context.deadline)),
+            )
+            .await,
         )
     }))
     .await

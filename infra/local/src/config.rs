@@ -43,6 +43,9 @@ pub struct LocalConfig {
     /// `SYNC_WORKERS` (default 4): workers draining the queue at once, as several sync-worker
     /// Lambdas do.
     pub sync_workers: usize,
+    /// `JOB_DEADLINE_SECS` (default 30, the sync-worker Lambda's timeout): the time a worker's
+    /// batch of jobs has; a wait past it re-queues the job with that delay.
+    pub job_deadline: Duration,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
     /// `http://HOST:PORT`.
     pub public_base_url: Option<String>,
@@ -146,6 +149,15 @@ impl LocalConfig {
         if !(1..=64).contains(&sync_workers) {
             bail!("SYNC_WORKERS must be between 1 and 64");
         }
+        let job_deadline = match var("JOB_DEADLINE_SECS") {
+            Some(s) => s
+                .parse()
+                .with_context(|| format!("JOB_DEADLINE_SECS={s} is not a number"))?,
+            None => 30,
+        };
+        if job_deadline < 5 {
+            bail!("JOB_DEADLINE_SECS must be at least 5");
+        }
         let simulator = match var("CRM_SIMULATOR").as_deref() {
             None | Some("auto") => true,
             Some("off") => false,
@@ -165,6 +177,7 @@ impl LocalConfig {
             app_webhook_secret: var("APP_WEBHOOK_SECRET"),
             poll_interval: Duration::from_secs(poll),
             sync_workers,
+            job_deadline: Duration::from_secs(job_deadline),
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator,
             sim_port: parse("SIM_PORT")?,

@@ -171,7 +171,8 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         sim = Some(server);
     }
 
-    let http = provision::http_client();
+    // The workers pace by limits kept in the store, as the deployed ones do in DynamoDB.
+    let kit = provision::ClientKit::shared(provision::http_client(), Arc::new(store.clone()));
     let mut tenant = TenantConfig::new(config.tenant_id.clone());
     tenant.api_key = Some(config.api_key.clone());
     tenant.app_webhook_secret = config.app_webhook_secret.clone();
@@ -188,7 +189,7 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     .into_iter()
     .flatten()
     .collect();
-    let provisioned = provision::connect(tenant, crms, &http).await?;
+    let provisioned = provision::connect(tenant, crms, &kit).await?;
     let mut tenants = Tenants::new();
     provisioned.add_to(&mut tenants);
 
@@ -235,7 +236,14 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     // Several workers on one queue and store, as several sync-worker Lambdas run at once.
     tracing::info!(workers = config.sync_workers, "sync workers started");
     let workers = (0..config.sync_workers)
-        .map(|_| tokio::spawn(worker_loop(service.clone(), store.clone(), stop_rx.clone())))
+        .map(|_| {
+            tokio::spawn(worker_loop(
+                service.clone(),
+                store.clone(),
+                config.job_deadline,
+                stop_rx.clone(),
+            ))
+        })
         .collect::<Vec<_>>();
     let schedule_task = tokio::spawn(poll_schedule(service, store, config.poll_interval, stop_rx));
     Ok(Running {
@@ -252,13 +260,20 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
 }
 
 /// Drains the embedded queue; wakes on every enqueue and at least every 250 ms (retries).
-async fn worker_loop(service: SyncService, store: EmbeddedStore, mut stop: watch::Receiver<bool>) {
+/// Each batch has `job_time` (the Lambda's timeout) as its deadline.
+async fn worker_loop(
+    service: SyncService,
+    store: EmbeddedStore,
+    job_time: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let notify = store.job_notifier();
     loop {
         if *stop.borrow() {
             return;
         }
-        match worker::run_once(&service, &store, 10).await {
+        let deadline = tokio::time::Instant::now() + job_time;
+        match shared::deadline::within(deadline, worker::run_once(&service, &store, 10)).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "worker could not reach the queue"),

@@ -163,8 +163,10 @@ async fn main() -> anyhow::Result<()> {
             let mut config = TenantConfig::new(o.tenant.clone());
             config.api_key = Some(o.api_key.clone());
             config.app_webhook_secret = o.app_webhook_secret.clone();
-            let http = provision::http_client();
-            let provisioned = provision::connect(config, crms, &http).await?;
+            // Its setup calls pace by the limits the deployed workers share.
+            let kit =
+                provision::ClientKit::shared(provision::http_client(), deployment.store.clone());
+            let provisioned = provision::connect(config, crms, &kit).await?;
             let id = provisioned.config.id.clone();
             provisioned.register_webhooks(&o.public_base_url).await;
             deployment.store.put_tenant(&provisioned.record()).await?;

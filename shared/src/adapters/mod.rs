@@ -5,6 +5,7 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod limits;
 pub mod state;
 
 use crate::domain::{ContactLink, Provider};

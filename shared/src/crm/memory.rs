@@ -241,6 +241,13 @@ impl CrmClient for MemoryCrm {
             });
         }
         if !delay.is_zero() {
+            // A paced CRM: a create that must wait past the job's deadline is not made.
+            if crate::deadline::would_cross(delay) {
+                return Err(CrmError::OutOfTime {
+                    provider: self.provider,
+                    resume_at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                });
+            }
             tokio::time::sleep(delay).await;
         }
         if unique

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+
+use crate::ports::LaneLimit;
 use tokio::time::Instant;
 
 /// Allows at most `max` requests in any `window` (a rolling window, like HubSpot's
@@ -17,6 +19,8 @@ use tokio::time::Instant;
 /// CRM never sees more than `max` in any of its windows.
 #[derive(Debug)]
 pub struct RollingWindow {
+    /// The lane's name in the limits shared with other workers.
+    lane: &'static str,
     max: usize,
     window: Duration,
     stamps: Mutex<Stamps>,
@@ -48,10 +52,25 @@ impl Drop for Slot<'_> {
 
 impl RollingWindow {
     pub fn new(max: u32, window: Duration) -> Self {
+        Self::named("main", max, window)
+    }
+
+    /// A window for the lane `lane` (its name where workers share the limit).
+    pub fn named(lane: &'static str, max: u32, window: Duration) -> Self {
         Self {
+            lane,
             max: max.max(1) as usize,
             window,
             stamps: Mutex::new(Stamps::default()),
+        }
+    }
+
+    /// The limit this window keeps, as the shared limits count it.
+    pub fn limit(&self) -> LaneLimit {
+        LaneLimit {
+            lane: self.lane,
+            max: self.max as u32,
+            window: self.window,
         }
     }
 
@@ -81,10 +100,13 @@ impl RollingWindow {
     }
 
     /// Waits for a place in the window; hold the slot until the request's answer arrived.
-    pub async fn acquire(&self) -> Slot<'_> {
+    /// `Err(wait)`: the wait would cross the job's deadline ([`crate::deadline`]), so none is
+    /// taken.
+    pub async fn acquire(&self) -> Result<Slot<'_>, Duration> {
         loop {
             match self.try_take(Instant::now()) {
-                Ok(id) => return Slot { window: self, id },
+                Ok(id) => return Ok(Slot { window: self, id }),
+                Err(wait) if crate::deadline::would_cross(wait) => return Err(wait),
                 Err(wait) => tokio::time::sleep(wait).await,
             }
         }
@@ -182,11 +204,28 @@ mod tests {
         let w = RollingWindow::new(1, Duration::from_secs(1));
         let start = Instant::now();
         {
-            let _slot = w.acquire().await;
+            let _slot = w.acquire().await.unwrap();
             tokio::time::sleep(Duration::from_millis(400)).await; // the request is under way
         }
         let _ = w.acquire().await;
         assert!(start.elapsed() >= Duration::from_millis(1400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_takes_no_place() {
+        let w = RollingWindow::new(1, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        crate::deadline::within(deadline, async {
+            let held = w.acquire().await.unwrap();
+            drop(held);
+            let wait = w
+                .acquire()
+                .await
+                .err()
+                .expect("a 10 s wait crosses the deadline");
+            assert!(wait > Duration::from_secs(9));
+        })
+        .await;
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! What a CRM's answers mean differs: each brings a [`RatePolicy`] and its [`Credentials`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,8 +18,9 @@ use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::pacer::{QuotaLatch, RollingWindow};
-use crate::domain::Provider;
+use crate::domain::{Provider, TenantId};
 use crate::error::CrmError;
+use crate::ports::{Admission, LaneLimit, SharedLimits};
 
 /// What a rate-limit answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub trait RatePolicy: Send + Sync {
     }
     /// What a 429 means.
     fn on_429(&self, headers: &HeaderMap, body: &Value, cost: u64) -> Throttle;
+    /// Our own daily budget in the CRM's units, counted by every worker of the tenant.
+    fn daily_budget(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Where a request goes and how it authenticates.
@@ -115,6 +120,31 @@ pub struct TransportStats {
     pub rate_limited: u64,
 }
 
+/// A request is not sent when less than this is left before the job's deadline.
+const MIN_CALL_TIME: Duration = Duration::from_secs(1);
+
+/// Why the shared limits did not let a request go.
+enum Refusal {
+    /// Our daily budget is spent until then.
+    Spent(DateTime<Utc>),
+    /// The wait for a place would cross the job's deadline.
+    Late(Duration),
+}
+
+/// The job runs again after `wait`: it would have crossed its deadline.
+fn out_of_time(provider: Provider, wait: Duration) -> CrmError {
+    CrmError::OutOfTime {
+        provider,
+        resume_at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+    }
+}
+
+/// The limits a client shares with every other worker of its tenant.
+struct Shared {
+    limits: Arc<dyn SharedLimits>,
+    tenant: TenantId,
+}
+
 /// The shared transport of one CRM client.
 pub struct Transport {
     provider: Provider,
@@ -122,6 +152,7 @@ pub struct Transport {
     quota: QuotaLatch,
     max_rate_limit_retries: u32,
     stats: Mutex<TransportStats>,
+    shared: OnceLock<Shared>,
 }
 
 impl Transport {
@@ -132,6 +163,68 @@ impl Transport {
             quota: QuotaLatch::default(),
             max_rate_limit_retries,
             stats: Mutex::default(),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// From now on every request also takes its place in the limits `limits` keeps for
+    /// `tenant`, which every worker of the tenant shares (set once; later calls are ignored).
+    pub fn share_limits(&self, limits: Arc<dyn SharedLimits>, tenant: TenantId) {
+        let _ = self.shared.set(Shared { limits, tenant });
+    }
+
+    /// Takes the request's place in the shared limits, waiting while they are full (not past
+    /// the job's deadline).
+    async fn admit_shared(&self, call: &Call<'_>, policy: &dyn RatePolicy) -> Result<(), Refusal> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        let lanes: Vec<LaneLimit> = call.lanes.iter().map(|l| l.limit()).collect();
+        loop {
+            match shared
+                .limits
+                .admit(
+                    &shared.tenant,
+                    self.provider,
+                    &lanes,
+                    call.cost,
+                    policy.daily_budget(),
+                )
+                .await
+            {
+                Ok(Admission::Go) => return Ok(()),
+                Ok(Admission::Wait(wait)) => {
+                    if crate::deadline::would_cross(wait) {
+                        return Err(Refusal::Late(wait));
+                    }
+                    let jitter =
+                        Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 32));
+                    tokio::time::sleep(wait + jitter).await;
+                }
+                Ok(Admission::Spent(until)) => return Err(Refusal::Spent(until)),
+                Err(e) => {
+                    // The CRM's own 429s still pace us: better late limits than no sync.
+                    tracing::warn!(provider = %self.provider, tenant = %shared.tenant, error = %e, "shared limits unreachable; pacing by this worker alone");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Holds every worker's requests in the call's lanes back for `pause`.
+    async fn back_off_shared(&self, call: &Call<'_>, pause: Duration) {
+        for lane in call.lanes {
+            lane.back_off(pause);
+        }
+        if let Some(shared) = self.shared.get() {
+            let names: Vec<&'static str> = call.lanes.iter().map(|l| l.limit().lane).collect();
+            if let Err(e) = shared
+                .limits
+                .back_off(&shared.tenant, self.provider, &names, pause)
+                .await
+            {
+                tracing::warn!(provider = %self.provider, error = %e, "could not share a back-off");
+            }
         }
     }
 
@@ -178,10 +271,24 @@ impl Transport {
             if let Err(until) = policy.admit(call.cost) {
                 return Err(self.spent(until));
             }
+            // A request that could not be answered before the job's deadline is not sent.
+            if crate::deadline::remaining().is_some_and(|left| left < MIN_CALL_TIME) {
+                return Err(out_of_time(provider, Duration::ZERO));
+            }
             // Held until the answer is read: the windows count from then.
             let mut slots = Vec::with_capacity(call.lanes.len());
             for lane in call.lanes {
-                slots.push(lane.acquire().await);
+                slots.push(
+                    lane.acquire()
+                        .await
+                        .map_err(|wait| out_of_time(provider, wait))?,
+                );
+            }
+            // Then the place every worker sees, right before the send.
+            match self.admit_shared(call, policy).await {
+                Ok(()) => {}
+                Err(Refusal::Spent(until)) => return Err(self.spent(until)),
+                Err(Refusal::Late(wait)) => return Err(out_of_time(provider, wait)),
             }
             let (base, auth_name, auth_value) = credentials.current().await?;
             let mut req = self
@@ -211,11 +318,7 @@ impl Transport {
                         self.quota.set(until);
                         tracing::warn!(%provider, %until, "daily quota spent; pausing until the reset");
                     }
-                    Some(Throttle::Burst(wait)) => {
-                        for lane in call.lanes {
-                            lane.back_off(wait);
-                        }
-                    }
+                    Some(Throttle::Burst(wait)) => self.back_off_shared(call, wait).await,
                     None => {}
                 }
                 if status == StatusCode::UNAUTHORIZED
@@ -245,9 +348,7 @@ impl Transport {
                     let jitter =
                         Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
                     tracing::debug!(%provider, ?wait, attempt, "burst limit hit; waiting");
-                    for lane in call.lanes {
-                        lane.back_off(wait + jitter);
-                    }
+                    self.back_off_shared(call, wait + jitter).await;
                 }
             }
         }

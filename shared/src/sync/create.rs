@@ -95,6 +95,7 @@ fn created_maybe(err: &CrmError) -> bool {
         CrmError::Rejected { status, .. } => *status >= 500,
         CrmError::RateLimited { .. }
         | CrmError::QuotaExhausted { .. }
+        | CrmError::OutOfTime { .. }
         | CrmError::AlreadyExists { .. }
         | CrmError::Auth { .. } => false,
     }

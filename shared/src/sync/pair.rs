@@ -133,8 +133,9 @@ impl SyncService {
         provider: Provider,
         err: &SyncError,
     ) {
-        if let SyncError::Busy { .. } = err {
-            // Not a failure: another worker is creating the record, and owns its intent.
+        if let SyncError::Busy { .. } | SyncError::Crm(CrmError::OutOfTime { .. }) = err {
+            // Not a failure: another worker is creating the record, and owns its intent; or the
+            // job ran out of time and runs again.
             info!(%tenant, contact_id, %provider, "{err}");
             return;
         }

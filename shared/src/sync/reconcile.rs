@@ -11,7 +11,7 @@ use crate::domain::{
     Origin, Provider, TenantId,
 };
 use crate::engine;
-use crate::error::{StoreError, SyncError};
+use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{ChangedRecord, CrmClient, CrmContext, JobQueue, SyncNowProgress};
 
 /// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
@@ -70,7 +70,14 @@ impl SyncService {
         self.state.save_sync_now_progress(tenant, &progress).await?;
         // One round does what fits in its time budget, then queues its continuation, so a
         // large first backfill never outruns the worker's timeout.
-        let deadline = std::time::Instant::now() + self.reconcile_budget;
+        // (Or less: what is left of the job's own deadline, less a margin to queue the next.)
+        let budget = match crate::deadline::remaining() {
+            Some(left) => self
+                .reconcile_budget
+                .min(left.saturating_sub(std::time::Duration::from_secs(2))),
+            None => self.reconcile_budget,
+        };
+        let deadline = std::time::Instant::now() + budget;
         for provider in self.tenants.providers(tenant) {
             progress.phase = format!("backfill {provider}");
             self.state.save_sync_now_progress(tenant, &progress).await?;
@@ -270,7 +277,16 @@ impl SyncService {
                 .iter()
                 .filter_map(|c| c.fields.email.clone())
                 .collect();
-            let mut found = client.find_many_by_email(&ctx, &emails).await?;
+            let mut found = match client.find_many_by_email(&ctx, &emails).await {
+                Ok(found) => found,
+                Err(e @ CrmError::OutOfTime { .. }) => {
+                    info!(%tenant, %provider, "{e}; the backfill goes on in the next round");
+                    return Ok((done, true));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // A contact that ran out of time is taken up again by the next round.
+            let mut cut_short = false;
             let mut fresh = Vec::new();
             for contact in chunk {
                 let email = contact.fields.email.as_deref().unwrap_or_default();
@@ -294,6 +310,7 @@ impl SyncService {
                         {
                             Ok(_) => done += 1,
                             Err(err) => {
+                                cut_short |= out_of_time(&err);
                                 self.record_failure(tenant, &contact.id, provider, &err)
                                     .await
                             }
@@ -302,23 +319,29 @@ impl SyncService {
                     None => fresh.push(contact),
                 }
             }
-            done += self
+            let (created, cut) = self
                 .create_unlinked(tenant, client.as_ref(), &ctx, &fresh)
                 .await?;
+            done += created;
+            if cut_short || cut {
+                info!(%tenant, %provider, done, "out of time; the backfill goes on in the next round");
+                return Ok((done, true));
+            }
         }
         Ok((done, false))
     }
 
     /// Creates the records of contacts the CRM does not have, in one batch, each under an
     /// intent: a contact another worker is syncing (or one linked already, which the lagging
-    /// index missed) is left to it. Returns how many were linked.
+    /// index missed) is left to it. Returns how many were linked, and whether the job's
+    /// deadline left some uncreated (their intents withdrawn, for the next round).
     async fn create_unlinked(
         &self,
         tenant: &TenantId,
         client: &dyn CrmClient,
         ctx: &CrmContext,
         contacts: &[&Contact],
-    ) -> Result<usize, SyncError> {
+    ) -> Result<(usize, bool), SyncError> {
         let provider = client.provider();
         let support = ctx.support();
         let now = self.now();
@@ -339,7 +362,7 @@ impl SyncService {
             }
         }
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         let inputs: Vec<ContactFields> = claimed.iter().map(|(_, f, _)| f.clone()).collect();
         let results = match client.create_many(ctx, &inputs).await {
@@ -348,10 +371,14 @@ impl SyncService {
                 for (_, _, intent) in &claimed {
                     self.settle_failed_create(intent, &e).await?;
                 }
+                if let CrmError::OutOfTime { .. } = e {
+                    return Ok((0, true));
+                }
                 return Err(e.into());
             }
         };
         let mut done = 0;
+        let mut cut = false;
         for ((contact, sent, intent), result) in claimed.into_iter().zip(results) {
             match result {
                 Ok(record) => {
@@ -386,11 +413,18 @@ impl SyncService {
                 }
                 Err(err) => {
                     self.settle_failed_create(&intent, &err).await?;
-                    self.record_failure(tenant, &contact.id, provider, &err.into())
+                    let err = SyncError::from(err);
+                    cut |= out_of_time(&err);
+                    self.record_failure(tenant, &contact.id, provider, &err)
                         .await;
                 }
             }
         }
-        Ok(done)
+        Ok((done, cut))
     }
+}
+
+/// Whether a sync stopped because a wait would have crossed the job's deadline.
+fn out_of_time(err: &SyncError) -> bool {
+    matches!(err, SyncError::Crm(CrmError::OutOfTime { .. }))
 }

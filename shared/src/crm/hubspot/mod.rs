@@ -176,8 +176,8 @@ impl HubSpotClient {
         let zone = PortalZone::default();
         Self {
             transport: Transport::new(P, http, cfg.max_rate_limit_retries),
-            burst: RollingWindow::new(cfg.burst_per_10s, Duration::from_secs(10)),
-            search: RollingWindow::new(cfg.search_per_second, Duration::from_secs(1)),
+            burst: RollingWindow::named("burst", cfg.burst_per_10s, Duration::from_secs(10)),
+            search: RollingWindow::named("search", cfg.search_per_second, Duration::from_secs(1)),
             burst_policy: HubSpotPolicy {
                 default_wait: Duration::from_secs(1),
                 zone: zone.clone(),
@@ -230,6 +230,15 @@ impl HubSpotClient {
             })
             .await;
         fetched.ok().copied()
+    }
+
+    /// Paces this client by the limits every worker of `tenant` shares, as well as by its own.
+    pub fn share_limits(
+        &self,
+        limits: std::sync::Arc<dyn crate::ports::SharedLimits>,
+        tenant: crate::domain::TenantId,
+    ) {
+        self.transport.share_limits(limits, tenant);
     }
 
     pub fn stats(&self) -> HubSpotClientStats {

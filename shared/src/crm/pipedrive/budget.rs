@@ -148,6 +148,10 @@ impl RatePolicy for Budget {
         None
     }
 
+    fn daily_budget(&self) -> Option<u64> {
+        self.daily
+    }
+
     /// Tells the daily budget from the burst window by the documented headers (see the
     /// module docs); the body is not read.
     fn on_429(&self, headers: &HeaderMap, _body: &Value, cost: u64) -> Throttle {

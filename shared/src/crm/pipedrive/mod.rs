@@ -286,8 +286,8 @@ impl PipedriveClient {
         };
         Self {
             transport: Transport::new(P, http, cfg.max_rate_limit_retries),
-            burst: RollingWindow::new(cfg.burst_per_2s, Duration::from_secs(2)),
-            search: RollingWindow::new(cfg.search_per_2s, Duration::from_secs(2)),
+            burst: RollingWindow::named("burst", cfg.burst_per_2s, Duration::from_secs(2)),
+            search: RollingWindow::named("search", cfg.search_per_2s, Duration::from_secs(2)),
             budget: budget::Budget::new(cfg.daily_token_budget),
             token: TokenCache::default(),
             refreshes: AtomicU64::new(0),
@@ -297,6 +297,15 @@ impl PipedriveClient {
             recent: Mutex::new(HashMap::new()),
             cfg,
         }
+    }
+
+    /// Paces this client by the limits every worker of `tenant` shares, as well as by its own.
+    pub fn share_limits(
+        &self,
+        limits: std::sync::Arc<dyn crate::ports::SharedLimits>,
+        tenant: crate::domain::TenantId,
+    ) {
+        self.transport.share_limits(limits, tenant);
     }
 
     pub fn stats(&self) -> PipedriveClientStats {

@@ -184,3 +184,50 @@ async fn a_lost_batch_create_answer_creates_nothing_twice() {
         assert_eq!(pd.status, LinkStatus::Synced, "c{i}");
     }
 }
+
+/// A backfill whose job's deadline comes before it is through stops there: the contacts done
+/// are linked, the rest show no error (their intents withdrawn), and the next round finishes
+/// the work with no duplicate.
+#[tokio::test(start_paused = true)]
+async fn a_backfill_stops_at_the_job_s_deadline_and_the_next_round_goes_on() {
+    let f = fixture(true).await;
+    for i in 0..10 {
+        create_app_contact(&f, &format!("c{i}"), &format!("p{i}@x.io"), "P").await;
+    }
+    f.pipedrive
+        .slow_creates(std::time::Duration::from_millis(300));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1_000);
+    let (linked, more) = crate::deadline::within(
+        deadline,
+        f.service.backfill(&tenant(), Provider::Pipedrive, None),
+    )
+    .await
+    .unwrap();
+    assert!(more, "cut short by the deadline");
+    assert!(
+        (1..10).contains(&linked),
+        "{linked} linked before the deadline"
+    );
+    assert_eq!(f.pipedrive.records().len(), linked, "nothing made past it");
+    let links = f.store.links_for_tenant(&tenant()).await.unwrap();
+    let pd: Vec<_> = links
+        .iter()
+        .filter(|l| l.provider == Provider::Pipedrive)
+        .collect();
+    assert_eq!(pd.len(), linked, "no intent left behind: {pd:?}");
+    assert!(pd.iter().all(|l| l.status == LinkStatus::Synced));
+    for i in 0..10 {
+        let issues = f.store.issues(&tenant(), &format!("c{i}")).await.unwrap();
+        assert!(
+            issues.is_empty(),
+            "running out of time is not a failure: {issues:?}"
+        );
+    }
+    let (rest, more) = f
+        .service
+        .backfill(&tenant(), Provider::Pipedrive, None)
+        .await
+        .unwrap();
+    assert_eq!((linked + rest, more), (10, false));
+    assert_eq!(f.pipedrive.records().len(), 10, "no duplicate");
+}
