@@ -20,7 +20,11 @@ pub const DEFAULT_API_KEY: &str = "local-dev-key";
 pub const DEFAULT_SYNC_WORKERS: usize = 4;
 
 /// The simulator's own settings.
-const SIM_VARS: [&str; 2] = ["SIM_PORT", "SIM_HUBSPOT_BURST_LIMIT"];
+const SIM_VARS: [&str; 3] = [
+    "SIM_PORT",
+    "SIM_HUBSPOT_BURST_LIMIT",
+    "SIM_HUBSPOT_TIME_ZONE",
+];
 
 /// Settings read from the environment (documented in README.md).
 #[derive(Clone)]
@@ -56,6 +60,9 @@ pub struct LocalConfig {
     pub sim_port: Option<u16>,
     /// `SIM_HUBSPOT_BURST_LIMIT`: the simulated HubSpot account's requests per 10 s (default 100).
     pub sim_hubspot_burst_limit: Option<u32>,
+    /// `SIM_HUBSPOT_TIME_ZONE`: the simulated HubSpot portal's time zone, where its daily limit
+    /// resets (default `US/Eastern`).
+    pub sim_hubspot_time_zone: Option<String>,
     pub hubspot: Option<HubSpotSettings>,
     pub pipedrive: Option<PipedriveSettings>,
     /// What the CRM settings say about the simulated accounts, for the CRMs the simulator
@@ -182,6 +189,7 @@ impl LocalConfig {
             simulator,
             sim_port: parse("SIM_PORT")?,
             sim_hubspot_burst_limit: parse("SIM_HUBSPOT_BURST_LIMIT")?,
+            sim_hubspot_time_zone: var("SIM_HUBSPOT_TIME_ZONE"),
             simulated: SimulatedAccounts {
                 hubspot_client_secret: var("HUBSPOT_CLIENT_SECRET"),
                 hubspot_app_id: parse("HUBSPOT_APP_ID")?,
@@ -262,10 +270,12 @@ fn check_unused(simulator: bool, hubspot: bool, pipedrive: bool) -> anyhow::Resu
             );
         }
     }
-    if hubspot && var("SIM_HUBSPOT_BURST_LIMIT").is_some() {
-        bail!(
-            "SIM_HUBSPOT_BURST_LIMIT set, but HubSpot has credentials: the simulator does not serve it. Unset it"
-        );
+    for name in ["SIM_HUBSPOT_BURST_LIMIT", "SIM_HUBSPOT_TIME_ZONE"] {
+        if hubspot && var(name).is_some() {
+            bail!(
+                "{name} set, but HubSpot has credentials: the simulator does not serve it. Unset it"
+            );
+        }
     }
     let sim_runs = simulator && !(hubspot && pipedrive);
     let sim_given = set(&SIM_VARS);

@@ -118,6 +118,9 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         if let Some(limit) = config.sim_hubspot_burst_limit {
             sim_cfg.hubspot.burst_limit = Some(limit);
         }
+        if let Some(zone) = &config.sim_hubspot_time_zone {
+            sim_cfg.hubspot.portal_time_zone = zone.clone();
+        }
         let given = &config.simulated;
         if let Some(secret) = &given.hubspot_client_secret {
             sim_cfg.hubspot.client_secret = secret.clone();

@@ -209,3 +209,42 @@ async fn our_daily_pipedrive_budget_holds_across_a_restart() {
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A HubSpot portal in Tokyo: when its daily limit is spent, HubSpot pauses until midnight in
+/// Tokyo (15:00 UTC), not at midnight UTC, and the contact waits as pending.
+#[tokio::test]
+async fn a_spent_hubspot_day_pauses_until_the_portal_s_midnight() {
+    let dir = temp_dir("portal-zone");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &[("SIM_HUBSPOT_TIME_ZONE", "Asia/Tokyo")]).await;
+    p.settled().await;
+    // Other apps of the portal spend the rest of today's requests.
+    let r = reqwest::Client::new()
+        .put(format!("{}/_sim/hubspot/config/rate-limit", p.sim))
+        .json(&json!({"daily_limit": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    create_contacts(&http, &p.url, "tokyo", 1).await;
+    let paused = eventually(60, "HubSpot paused", || async {
+        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
+        status["crms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["provider"] == "hubspot")
+            .and_then(|c| c["paused_until"].as_str().map(str::to_string))
+    })
+    .await;
+    let paused: chrono::DateTime<chrono::Utc> = paused.parse().unwrap();
+    // Tokyo keeps UTC+9 all year: its midnight is the next 15:00 UTC.
+    let now = chrono::Utc::now();
+    let mut tokyo_midnight = now.date_naive().and_hms_opt(15, 0, 0).unwrap().and_utc();
+    if tokyo_midnight <= now {
+        tokyo_midnight += chrono::Duration::days(1);
+    }
+    assert_eq!(paused, tokyo_midnight, "the portal's midnight, not UTC's");
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
