@@ -2,8 +2,9 @@
 //! and a Sync Now backfill at once, against simulators with the real accounts' limits (HubSpot
 //! 100 per 10 s and 5 searches per second, Pipedrive's OAuth app 80 per 2 s and 10 searches per
 //! 2 s). The workers share their limits through the store, so the simulators answer no request
-//! with a 429; every contact ends with one record per CRM. And our own daily Pipedrive budget,
-//! kept in the store, holds across a restart.
+//! with a 429; every contact ends with one record per CRM. Our own daily Pipedrive budget,
+//! kept in the store, holds across a restart; a portal in another time zone pauses until its
+//! own midnight; and one record HubSpot refuses fails alone in a batch of 100.
 
 mod common;
 
@@ -245,6 +246,87 @@ async fn a_spent_hubspot_day_pauses_until_the_portal_s_midnight() {
         tokyo_midnight += chrono::Duration::days(1);
     }
     assert_eq!(paused, tokyo_midnight, "the portal's midnight, not UTC's");
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A hundred contacts made while HubSpot is down (their jobs fail three times and wait in the
+/// DLQ), then Sync Now: the backfill's batch of 100 holds one email HubSpot refuses. The other
+/// 99 are created and linked; the refused one shows HubSpot's message on its badge.
+#[tokio::test]
+async fn one_refused_record_in_a_batch_of_a_hundred_fails_alone() {
+    let dir = temp_dir("poison");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &[("SYNC_WORKERS", "8")]).await;
+    let sim = reqwest::Client::new();
+    let poison = "poison-42@example.com";
+    for (path, body) in [
+        ("config/refuse-email", json!({"email": poison})),
+        ("outage", json!({"down": true})),
+    ] {
+        let r = sim
+            .post(format!("{}/_sim/hubspot/{path}", p.sim))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    create_contacts(&http, &p.url, "poison", 100).await;
+    eventually(120, "every HubSpot job failed for good", || async {
+        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
+        (status["dlq_depth"] == 100 && status["queue_depth"] == 0).then_some(())
+    })
+    .await;
+    let r = sim
+        .post(format!("{}/_sim/hubspot/outage", p.sim))
+        .json(&json!({"down": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let before = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
+    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    eventually(60, "Sync Now done", || async {
+        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
+        (status["sync_now"]["phase"] == "done").then_some(())
+    })
+    .await;
+    let (after, _) = p.settled().await;
+    let hubspot = emails(&http, &p, "hubspot").await;
+    assert_eq!(hubspot.len(), 99, "all but the refused one");
+    assert!(!hubspot.contains(&poison.to_string()));
+    let batch_calls =
+        after["batch_calls"].as_u64().unwrap() - before["batch_calls"].as_u64().unwrap();
+    assert!(
+        batch_calls <= 20,
+        "split in halves, not one by one: {batch_calls} batch calls"
+    );
+    let page = get_json(&http, format!("{}/contacts?limit=100", p.url)).await;
+    let contacts = page["items"].as_array().unwrap();
+    let badge = |email: &str| {
+        contacts
+            .iter()
+            .find(|c| c["email"] == email)
+            .map(|c| c["sync"]["crms"]["hubspot"].clone())
+            .unwrap()
+    };
+    let bad = badge(poison);
+    assert_eq!(bad["status"], "error", "{bad}");
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Email address poison-42@example.com is invalid"),
+        "HubSpot's message on the badge: {bad}"
+    );
+    let good = badge("poison-41@example.com");
+    assert_eq!(good["status"], "synced", "{good}");
+    println!(
+        "99 of 100 linked in {batch_calls} batch calls; the refused one says {}",
+        bad["last_error"]
+    );
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<HubSpotSim> {
         .route("/_sim/hubspot/contacts/{id}/restore", post(restore))
         .route("/_sim/hubspot/stats", get(stats).delete(reset_stats))
         .route("/_sim/hubspot/outage", post(outage))
+        .route("/_sim/hubspot/config/refuse-email", post(refuse_email))
         .route(
             "/_sim/hubspot/webhooks",
             get(webhooks_status).post(webhooks),
@@ -158,6 +159,19 @@ async fn stats(State(sim): State<HubSpotSim>) -> Response {
 async fn reset_stats(State(sim): State<HubSpotSim>) -> Response {
     sim.reset_stats();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `{"email": "..."}`: writes of that email are refused as invalid from now on.
+async fn refuse_email(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
+    let v: Value = match parse_json(&body) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let Some(email) = v.get("email").and_then(Value::as_str) else {
+        return ApiError::validation("expected {\"email\": \"...\"}").into_response();
+    };
+    sim.refuse_email(email);
+    Json(json!({"refused": email})).into_response()
 }
 
 async fn outage(State(sim): State<HubSpotSim>, body: Bytes) -> Response {

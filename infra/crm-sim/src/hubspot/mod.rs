@@ -550,6 +550,14 @@ impl HubSpotSim {
 
     // ---- switches ------------------------------------------------------------------------
 
+    /// Refuses writes of `email` as invalid from now on, as HubSpot refuses some well-formed
+    /// addresses: a poison record.
+    pub fn refuse_email(&self, email: &str) {
+        self.store()
+            .refused_emails
+            .insert(email.trim().to_lowercase());
+    }
+
     /// While down, every HubSpot path answers 503.
     pub fn set_outage(&self, down: bool) {
         self.gate_state().outage = down;

@@ -217,6 +217,9 @@ pub(crate) struct Store {
     pub index_lag_ms: u64,
     /// Writes so far: varies each write's index lag.
     writes: u64,
+    /// Emails refused as invalid although well formed (HubSpot refuses some it judges
+    /// undeliverable): one bad record in a batch.
+    pub refused_emails: std::collections::BTreeSet<String>,
 }
 
 impl Store {
@@ -231,6 +234,7 @@ impl Store {
             clock: now,
             index_lag_ms: 0,
             writes: 0,
+            refused_emails: Default::default(),
         }
     }
 
@@ -365,6 +369,13 @@ impl Store {
                     format!("Property \"{name}\" does not exist"),
                 )),
                 Some(def) => match def.check_value(value) {
+                    Ok(v) if name == "email" && self.refused_emails.contains(&v) => {
+                        issues.push(PropIssue::new(
+                            name,
+                            "INVALID_EMAIL",
+                            format!("Email address {value} is invalid"),
+                        ));
+                    }
                     Ok(v) => {
                         out.insert(name.clone(), v);
                     }
