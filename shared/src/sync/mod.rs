@@ -11,6 +11,7 @@
 //!    in Lambda alike.
 
 mod create;
+mod failure;
 mod fields;
 mod inbound;
 mod pair;

@@ -1,6 +1,7 @@
 //! HubSpot CRM v3 client: the [`CrmClient`] port over HubSpot's contacts, batch, search and
 //! properties APIs, with pacing, 429 handling and OAuth refresh.
 
+mod account;
 mod batch;
 mod errors;
 pub mod mapping;
@@ -191,45 +192,6 @@ impl HubSpotClient {
             zone,
             cfg,
         }
-    }
-
-    /// The portal's time zone, from `GET /account-info/v3/details` (`timeZone`, an IANA name
-    /// such as `US/Eastern`); asked once, before the client's first request. A refusal (4xx)
-    /// or a name we cannot read settles on UTC; a failure to reach HubSpot asks again next time.
-    pub async fn portal_time_zone(&self) -> Option<Tz> {
-        let fetched = self
-            .zone
-            .get_or_try_init(|| async {
-                let call = Call {
-                    method: Method::GET,
-                    path: "/account-info/v3/details",
-                    query: &[],
-                    body: None,
-                    lanes: &[&self.burst],
-                    cost: 1,
-                };
-                match self.transport.send(&call, self, &self.burst_policy).await {
-                    Ok((StatusCode::OK, body)) => {
-                        let name = body["timeZone"].as_str().unwrap_or_default();
-                        Ok(name.parse::<Tz>().unwrap_or_else(|_| {
-                            tracing::warn!(zone = name, "unknown portal time zone; using UTC");
-                            Tz::UTC
-                        }))
-                    }
-                    Ok((status, body)) if status.is_client_error() => {
-                        tracing::warn!(
-                            %status,
-                            message = %error_message(&body),
-                            "account details refused; daily resets assumed at midnight UTC"
-                        );
-                        Ok(Tz::UTC)
-                    }
-                    Ok(_) => Err(()),
-                    Err(_) => Err(()),
-                }
-            })
-            .await;
-        fetched.ok().copied()
     }
 
     /// Paces this client by the limits every worker of `tenant` shares, as well as by its own.
