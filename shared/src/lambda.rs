@@ -118,10 +118,15 @@ pub struct PollReport {
 /// `pipedrive-poll`: the EventBridge schedule. Polls every CRM of every tenant (Pipedrive and
 /// HubSpot alike: a change whose webhook was lost is found within one period, not at the next
 /// Sync Now) and enqueues what changed. One tenant's failing poll does not stop the others.
+///
+/// `deadline` (see [`job_deadline`]) bounds the polls: one whose wait would cross it stops
+/// there (its cursor unmoved), and polls there is no time left to start are left to the next
+/// run of the schedule.
 pub async fn handle_schedule(
     service: &SyncService,
     queue: &dyn JobQueue,
     event: EventBridgeEvent,
+    deadline: Option<Instant>,
 ) -> PollReport {
     info!(source = %event.source, detail_type = %event.detail_type, "scheduled poll");
     let mut report = PollReport::default();
@@ -136,8 +141,15 @@ pub async fn handle_schedule(
     for tenant in tenants {
         report.tenants += 1;
         for provider in service.tenants.providers(&tenant) {
+            if deadline.is_some_and(|d| Instant::now() + MIN_JOB_TIME > d) {
+                warn!(%tenant, %provider, "no time left in this run; polled by the next");
+                report
+                    .errors
+                    .push(format!("{tenant} {provider}: left to the next run"));
+                continue;
+            }
             report.polls += 1;
-            match service.poll(&tenant, provider, queue, 20).await {
+            match within(deadline, service.poll(&tenant, provider, queue, 20)).await {
                 Ok(n) => report.enqueued += n,
                 Err(e) => {
                     warn!(%tenant, %provider, error = %e, "poll failed");

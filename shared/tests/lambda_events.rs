@@ -213,15 +213,30 @@ async fn every_sample_event_runs_through_its_handler() {
             }
             "eventbridge-schedule.json" => {
                 let event: EventBridgeEvent = serde_json::from_str(&raw).unwrap();
+                let in_secs = |s: i64| {
+                    let ms = (Utc::now() + chrono::Duration::seconds(s)).timestamp_millis();
+                    Some(shared::lambda::job_deadline(ms as u64))
+                };
                 let report = shared::lambda::handle_schedule(
                     &d.state.service,
                     d.state.queue.as_ref(),
-                    event,
+                    event.clone(),
+                    in_secs(60),
                 )
                 .await;
                 assert_eq!(report.tenants, 1);
                 assert_eq!(report.polls, 2, "both CRMs are polled");
                 assert!(report.errors.is_empty(), "{report:?}");
+                // A run with no time left leaves its polls to the next one.
+                let late = shared::lambda::handle_schedule(
+                    &d.state.service,
+                    d.state.queue.as_ref(),
+                    event,
+                    in_secs(2),
+                )
+                .await;
+                assert_eq!((late.tenants, late.polls), (1, 0), "{late:?}");
+                assert_eq!(late.errors.len(), 2, "{late:?}");
             }
             other => panic!("events/{other} has no expectation in this test"),
         }

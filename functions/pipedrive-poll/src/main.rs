@@ -14,7 +14,13 @@ async fn main() -> Result<(), Error> {
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent>| async move {
             Ok::<PollReport, Error>(
-                shared::lambda::handle_schedule(&d.service, d.queue.as_ref(), event.payload).await,
+                shared::lambda::handle_schedule(
+                    &d.service,
+                    d.queue.as_ref(),
+                    event.payload,
+                    Some(shared::lambda::job_deadline(event.context.deadline)),
+                )
+                .await,
             )
         },
     ))
