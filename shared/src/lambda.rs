@@ -120,8 +120,8 @@ pub struct PollReport {
 /// Sync Now) and enqueues what changed. One tenant's failing poll does not stop the others.
 ///
 /// `deadline` (see [`job_deadline`]) bounds the polls: one whose wait would cross it stops
-/// there (its cursor unmoved), and polls there is no time left to start are left to the next
-/// run of the schedule.
+/// there (its cursor at the last page enqueued, so the next run goes on from it), and polls
+/// there is no time left to start are left to the next run of the schedule.
 pub async fn handle_schedule(
     service: &SyncService,
     queue: &dyn JobQueue,
