@@ -197,6 +197,13 @@ impl SimCrm {
                 provider,
                 retry_after: Duration::from_millis(self.sched.between(100, 2000) as u64),
             }),
+            // A rate-limit wait that would cross the job's deadline: nothing sent, the job
+            // runs again later without counting an attempt.
+            Fault::Before if self.sched.chance(0.3) => Err(CrmError::OutOfTime {
+                provider,
+                resume_at: self.sched.now()
+                    + chrono::Duration::milliseconds(self.sched.between(100, 2000)),
+            }),
             Fault::Before => Err(CrmError::Unavailable {
                 provider,
                 message: "simulated: 503".into(),
