@@ -105,6 +105,11 @@ impl SyncError {
         }
     }
 
+    /// The job ran out of time: a wait would have crossed its deadline (not a failure).
+    pub fn is_out_of_time(&self) -> bool {
+        matches!(self, SyncError::Crm(CrmError::OutOfTime { .. }))
+    }
+
     /// Suggested delay before the next attempt.
     pub fn retry_after(&self) -> Duration {
         match self {

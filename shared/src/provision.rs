@@ -259,14 +259,8 @@ impl TenantSource for RegistrySource {
         self.registry.tenant_by_index(index).await
     }
 
-    async fn ids(&self) -> Result<Vec<TenantId>, StoreError> {
-        Ok(self
-            .registry
-            .registered_tenants()
-            .await?
-            .into_iter()
-            .map(|r| r.config.id)
-            .collect())
+    async fn records(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.registry.registered_tenants().await
     }
 
     fn open(&self, record: &TenantRecord) -> Result<Vec<Arc<dyn CrmClient>>, StoreError> {

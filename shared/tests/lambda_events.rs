@@ -192,10 +192,9 @@ async fn every_sample_event_runs_through_its_handler() {
                     Some(shared::lambda::job_deadline(deadline as u64)),
                 )
                 .await;
-                let json = serde_json::to_value(&response).unwrap();
                 assert_eq!(
-                    json,
-                    serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+                    serde_json::to_value(&response).unwrap(),
+                    only_the_unreadable_message_fails(),
                     "only the unreadable message fails"
                 );
                 let links = d
@@ -245,6 +244,20 @@ async fn every_sample_event_runs_through_its_handler() {
     println!("{results:#?}");
 }
 
+/// `events/sqs-sync-batch.json`: readable jobs and one unreadable message.
+fn sqs_sync_batch() -> SqsEvent {
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/sqs-sync-batch.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// The batch response failing only the sample batch's unreadable message.
+fn only_the_unreadable_message_fails() -> serde_json::Value {
+    serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]})
+}
+
 fn contact(id: &str, email: &str) -> Contact {
     let now = Utc::now();
     Contact {
@@ -278,19 +291,14 @@ async fn a_spent_quota_defers_the_job_in_the_lambda_worker() {
         .set_paused_until(&tenant, Provider::HubSpot, Some(until))
         .await
         .unwrap();
-    let raw = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/sqs-sync-batch.json"),
-    )
-    .unwrap();
-    let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+    let event = sqs_sync_batch();
     let before = d.store.depth(&tenant).await.unwrap().jobs;
     let response =
         shared::lambda::handle_sqs_batch(&d.state.service, d.state.queue.as_ref(), event, None)
             .await;
-    let json = serde_json::to_value(&response).unwrap();
     assert_eq!(
-        json,
-        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+        serde_json::to_value(&response).unwrap(),
+        only_the_unreadable_message_fails(),
         "the deferred job is not a failure"
     );
     assert_eq!(
@@ -325,11 +333,7 @@ async fn jobs_there_is_no_time_for_are_re_queued_not_failed() {
         .insert(&contact("app-2001", "edsger@example.com"))
         .await
         .unwrap();
-    let raw = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/sqs-sync-batch.json"),
-    )
-    .unwrap();
-    let event: SqsEvent = serde_json::from_str(&raw).unwrap();
+    let event = sqs_sync_batch();
     let readable = event.records.len() - 1;
     let before = d.store.depth(&tenant).await.unwrap().jobs;
     // Two seconds left, of which the margin takes two.
@@ -341,10 +345,9 @@ async fn jobs_there_is_no_time_for_are_re_queued_not_failed() {
         Some(shared::lambda::job_deadline(deadline)),
     )
     .await;
-    let json = serde_json::to_value(&response).unwrap();
     assert_eq!(
-        json,
-        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661975830a7d"}]}),
+        serde_json::to_value(&response).unwrap(),
+        only_the_unreadable_message_fails(),
         "only the unreadable message fails"
     );
     assert_eq!(

@@ -506,6 +506,18 @@ async fn a_wait_past_the_job_s_deadline_ends_the_call_with_a_time_to_resume() {
     );
 }
 
+/// Three more calls are refused as a spent quota, and none reaches the simulator.
+async fn assert_paused(s: &SimServer, c: &PipedriveClient, ctx: &CrmContext, why: &str) {
+    let requests = s.pipedrive.stats().requests;
+    for _ in 0..3 {
+        assert!(matches!(
+            c.get(ctx, "1").await,
+            Err(CrmError::QuotaExhausted { .. })
+        ));
+    }
+    assert_eq!(s.pipedrive.stats().requests, requests, "{why}");
+}
+
 fn job_ctx(s: &SimServer) -> CrmContext {
     ctx(None).with_field(
         CustomField::JobTitle,
@@ -531,18 +543,7 @@ async fn spent_daily_budget_stops_calls_until_reset() {
     assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
     assert!(err.is_transient());
     assert_eq!(s.pipedrive.stats().daily_limited, 1);
-    let requests = s.pipedrive.stats().requests;
-    for _ in 0..3 {
-        assert!(matches!(
-            c.get(&ctx, "1").await,
-            Err(CrmError::QuotaExhausted { .. })
-        ));
-    }
-    assert_eq!(
-        s.pipedrive.stats().requests,
-        requests,
-        "no call while the budget is spent"
-    );
+    assert_paused(&s, &c, &ctx, "no call while the budget is spent").await;
 }
 
 /// With only the documented headers (no `x-daily-ratelimit-token-*`), a 429 while the burst
@@ -560,18 +561,7 @@ async fn a_daily_429_is_told_from_a_burst_by_the_documented_headers() {
     let err = c.create(&ctx, &fields("e2@x.io", "E")).await.unwrap_err();
     assert!(matches!(err, CrmError::QuotaExhausted { .. }), "{err:?}");
     assert_eq!(s.pipedrive.stats().rate_limited, 1, "one 429, no retries");
-    let requests = s.pipedrive.stats().requests;
-    for _ in 0..3 {
-        assert!(matches!(
-            c.get(&ctx, "1").await,
-            Err(CrmError::QuotaExhausted { .. })
-        ));
-    }
-    assert_eq!(
-        s.pipedrive.stats().requests,
-        requests,
-        "paused, not probing"
-    );
+    assert_paused(&s, &c, &ctx, "paused, not probing").await;
 }
 
 /// 429s that carry no rate-limit header at all cannot be told apart: after two backed-off

@@ -84,8 +84,7 @@ async fn eight_workers_sync_hundreds_of_contacts_with_no_request_over_the_limits
     let started = Instant::now();
     create_contacts(&http, &p.url, "scale", n).await;
     let created = started.elapsed();
-    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    start_sync_now(&http, &p).await;
     eventually(600, "every contact synced to both CRMs", || async {
         let status = get_json(&http, format!("{}/sync/status", p.url)).await;
         let done = status["crms"]
@@ -142,12 +141,45 @@ async fn pipedrive_at_rest(http: &reqwest::Client, p: &LocalProcess) -> Value {
     }
 }
 
-fn pipedrive_paused(status: &Value) -> bool {
+/// Presses Sync Now.
+async fn start_sync_now(http: &reqwest::Client, p: &LocalProcess) {
+    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+/// Presses Sync Now and waits until it is done.
+async fn sync_now(http: &reqwest::Client, p: &LocalProcess) {
+    start_sync_now(http, p).await;
+    eventually(60, "Sync Now done", || async {
+        let status = get_json(http, format!("{}/sync/status", p.url)).await;
+        (status["sync_now"]["phase"] == "done").then_some(())
+    })
+    .await;
+}
+
+/// One CRM's part of `GET /sync/status`.
+fn crm<'a>(status: &'a Value, provider: &str) -> &'a Value {
     status["crms"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|c| c["provider"] == "pipedrive" && c["paused_until"].is_string())
+        .find(|c| c["provider"] == provider)
+        .unwrap()
+}
+
+fn pipedrive_paused(status: &Value) -> bool {
+    crm(status, "pipedrive")["paused_until"].is_string()
+}
+
+/// Sends a simulator control request (`method` `/_sim/{path}`), which must succeed.
+async fn control(p: &LocalProcess, method: reqwest::Method, path: &str, body: Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}/_sim/{path}", p.sim))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
 }
 
 /// `PIPEDRIVE_DAILY_TOKEN_BUDGET` counts every worker's spend in the store: once it is spent,
@@ -183,13 +215,7 @@ async fn our_daily_pipedrive_budget_holds_across_a_restart() {
 
     // The simulators start afresh; the store (links, queue, limits) is the one from before.
     let p = LocalProcess::start(&dir, &env).await;
-    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    eventually(60, "Sync Now done", || async {
-        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
-        (status["sync_now"]["phase"] == "done").then_some(())
-    })
-    .await;
+    sync_now(&http, &p).await;
     let after = pipedrive_at_rest(&http, &p).await;
     assert!(
         spent + after["tokens_used"].as_u64().unwrap() <= 300,
@@ -220,22 +246,19 @@ async fn a_spent_hubspot_day_pauses_until_the_portal_s_midnight() {
     let p = LocalProcess::start(&dir, &[("SIM_HUBSPOT_TIME_ZONE", "Asia/Tokyo")]).await;
     p.settled().await;
     // Other apps of the portal spend the rest of today's requests.
-    let r = reqwest::Client::new()
-        .put(format!("{}/_sim/hubspot/config/rate-limit", p.sim))
-        .json(&json!({"daily_limit": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    control(
+        &p,
+        reqwest::Method::PUT,
+        "hubspot/config/rate-limit",
+        json!({"daily_limit": 1}),
+    )
+    .await;
     create_contacts(&http, &p.url, "tokyo", 1).await;
     let paused = eventually(60, "HubSpot paused", || async {
         let status = get_json(&http, format!("{}/sync/status", p.url)).await;
-        status["crms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["provider"] == "hubspot")
-            .and_then(|c| c["paused_until"].as_str().map(str::to_string))
+        crm(&status, "hubspot")["paused_until"]
+            .as_str()
+            .map(str::to_string)
     })
     .await;
     let paused: chrono::DateTime<chrono::Utc> = paused.parse().unwrap();
@@ -258,41 +281,25 @@ async fn one_refused_record_in_a_batch_of_a_hundred_fails_alone() {
     let dir = temp_dir("poison");
     let http = common::http();
     let p = LocalProcess::start(&dir, &[("SYNC_WORKERS", "8")]).await;
-    let sim = reqwest::Client::new();
     let poison = "poison-42@example.com";
-    for (path, body) in [
-        ("config/refuse-email", json!({"email": poison})),
-        ("outage", json!({"down": true})),
-    ] {
-        let r = sim
-            .post(format!("{}/_sim/hubspot/{path}", p.sim))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
+    let post = reqwest::Method::POST;
+    control(
+        &p,
+        post.clone(),
+        "hubspot/config/refuse-email",
+        json!({"email": poison}),
+    )
+    .await;
+    control(&p, post.clone(), "hubspot/outage", json!({"down": true})).await;
     create_contacts(&http, &p.url, "poison", 100).await;
     eventually(120, "every HubSpot job failed for good", || async {
         let status = get_json(&http, format!("{}/sync/status", p.url)).await;
         (status["dlq_depth"] == 100 && status["queue_depth"] == 0).then_some(())
     })
     .await;
-    let r = sim
-        .post(format!("{}/_sim/hubspot/outage", p.sim))
-        .json(&json!({"down": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    control(&p, post, "hubspot/outage", json!({"down": false})).await;
     let before = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
-    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    eventually(60, "Sync Now done", || async {
-        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
-        (status["sync_now"]["phase"] == "done").then_some(())
-    })
-    .await;
+    sync_now(&http, &p).await;
     let (after, _) = p.settled().await;
     let hubspot = emails(&http, &p, "hubspot").await;
     assert_eq!(hubspot.len(), 99, "all but the refused one");

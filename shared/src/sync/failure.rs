@@ -18,7 +18,7 @@ impl SyncService {
         provider: Provider,
         err: &SyncError,
     ) {
-        if let SyncError::Busy { .. } | SyncError::Crm(CrmError::OutOfTime { .. }) = err {
+        if matches!(err, SyncError::Busy { .. }) || err.is_out_of_time() {
             // Not a failure: another worker is creating the record, and owns its intent; or the
             // job ran out of time and runs again.
             info!(%tenant, contact_id, %provider, "{err}");

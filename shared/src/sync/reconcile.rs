@@ -310,7 +310,7 @@ impl SyncService {
                         {
                             Ok(_) => done += 1,
                             Err(err) => {
-                                cut_short |= out_of_time(&err);
+                                cut_short |= err.is_out_of_time();
                                 self.record_failure(tenant, &contact.id, provider, &err)
                                     .await
                             }
@@ -414,7 +414,7 @@ impl SyncService {
                 Err(err) => {
                     self.settle_failed_create(&intent, &err).await?;
                     let err = SyncError::from(err);
-                    cut |= out_of_time(&err);
+                    cut |= err.is_out_of_time();
                     self.record_failure(tenant, &contact.id, provider, &err)
                         .await;
                 }
@@ -422,9 +422,4 @@ impl SyncService {
         }
         Ok((done, cut))
     }
-}
-
-/// Whether a sync stopped because a wait would have crossed the job's deadline.
-fn out_of_time(err: &SyncError) -> bool {
-    matches!(err, SyncError::Crm(CrmError::OutOfTime { .. }))
 }

@@ -29,7 +29,8 @@ const MAX_REMEMBERED_KEYS: usize = 10_000;
 pub trait TenantSource: Send + Sync {
     async fn record(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
     async fn find(&self, index: &str) -> Result<Option<TenantId>, StoreError>;
-    async fn ids(&self) -> Result<Vec<TenantId>, StoreError>;
+    /// Every registered tenant (the schedule serves them all).
+    async fn records(&self) -> Result<Vec<TenantRecord>, StoreError>;
     /// The CRM clients of a record, in sync order (no network).
     fn open(&self, record: &TenantRecord) -> Result<Vec<Arc<dyn CrmClient>>, StoreError>;
 }
@@ -123,24 +124,6 @@ impl Tenants {
         self.clients(id).iter().map(|c| c.provider()).collect()
     }
 
-    /// The tenant in memory that `key` names.
-    pub fn by_key(&self, key: &TenantKey<'_>) -> Option<TenantConfig> {
-        self.every()
-            .into_iter()
-            .find(|s| key.matches(&s.config))
-            .map(|s| s.config.clone())
-    }
-
-    /// The tenant whose API key this is (compared in constant time), among those in memory.
-    pub fn by_api_key(&self, key: &str) -> Option<TenantConfig> {
-        self.by_key(&TenantKey::ApiKey(key))
-    }
-
-    /// The tenant that owns this CRM account, among those in memory.
-    pub fn by_account(&self, provider: Provider, account_id: &str) -> Option<TenantConfig> {
-        self.by_key(&TenantKey::Account(provider, account_id))
-    }
-
     /// The tenant, loaded from the source when it is not in memory or its copy is older than
     /// the TTL. A source that fails while a copy is in memory is answered from the copy.
     pub async fn resolve(&self, id: &TenantId) -> Result<Option<TenantConfig>, StoreError> {
@@ -170,9 +153,24 @@ impl Tenants {
             write(&self.loaded).remove(id);
             return Ok(None);
         };
+        Ok(Some(self.install(
+            source.as_ref(),
+            record,
+            held.map(|(_, s)| s),
+        )?))
+    }
+
+    /// Serves `record` from now on, with the clients of `held` when it was opened from the
+    /// same record (they keep their pacing and tokens).
+    fn install(
+        &self,
+        source: &dyn TenantSource,
+        record: TenantRecord,
+        held: Option<Arc<Served>>,
+    ) -> Result<TenantConfig, StoreError> {
         let fingerprint = serde_json::to_string(&record).unwrap_or_default();
         let served = match held {
-            Some((_, s)) if s.fingerprint == fingerprint => s,
+            Some(s) if s.fingerprint == fingerprint => s,
             _ => Arc::new(Served {
                 clients: source.open(&record)?,
                 config: record.config,
@@ -181,13 +179,13 @@ impl Tenants {
         };
         let config = served.config.clone();
         write(&self.loaded).insert(
-            id.clone(),
+            config.id.clone(),
             Loaded {
                 at: Instant::now(),
                 served,
             },
         );
-        Ok(Some(config))
+        Ok(config)
     }
 
     /// The tenant `key` names: a fixed one, else the one the source's index points to (the
@@ -230,14 +228,19 @@ impl Tenants {
         Ok(self.resolve(&id).await?.filter(|t| key.matches(t)))
     }
 
-    /// Every tenant served: the fixed ones and every registered one (each loaded).
+    /// Every tenant served: the fixed ones and every registered one, each loaded from the one
+    /// listing.
     pub async fn resolve_all(&self) -> Result<Vec<TenantId>, StoreError> {
         let mut ids: Vec<TenantId> = self.fixed.keys().cloned().collect();
         if let Some(source) = &self.source {
-            for id in source.ids().await? {
-                if !ids.contains(&id) && self.resolve(&id).await?.is_some() {
-                    ids.push(id);
+            for record in source.records().await? {
+                let id = record.config.id.clone();
+                if ids.contains(&id) {
+                    continue;
                 }
+                let held = read(&self.loaded).get(&id).map(|l| l.served.clone());
+                self.install(source.as_ref(), record, held)?;
+                ids.push(id);
             }
         }
         Ok(ids)
