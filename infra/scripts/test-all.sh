@@ -41,6 +41,9 @@ echo "moto server on $AWS_ENDPOINT_URL"
 step "tests"
 cargo test --workspace --locked
 
+step "simulation: 200 seeds, real clients against the simulators (release)"
+cargo test --release -p contact-sync-sim --locked -- --nocapture
+
 step "browser test (Debian chromium + playwright-core)"
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then

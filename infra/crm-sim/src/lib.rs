@@ -8,9 +8,38 @@ pub mod hubspot;
 pub mod pipedrive;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use axum::Router;
 use tokio::net::TcpListener;
+
+/// The simulators' notion of now: the system clock, or a virtual one (the deterministic
+/// simulation runs the simulators in process on its own clock).
+#[derive(Clone, Default)]
+pub struct SimClock(Option<Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>>);
+
+impl SimClock {
+    /// Time read from `now` instead of the system clock.
+    pub fn virtual_time(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(now)))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.as_ref().map_or_else(Utc::now, |f| f())
+    }
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "SimClock(virtual)"
+        } else {
+            "SimClock(system)"
+        })
+    }
+}
 
 /// Configuration of both simulators.
 #[derive(Debug, Clone, Default)]

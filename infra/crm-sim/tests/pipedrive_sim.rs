@@ -1249,3 +1249,73 @@ async fn control_endpoints_over_http() {
     assert_eq!(log[0]["status"], json!(503));
     assert_eq!(log[0]["operation_id"], json!("getPersons"));
 }
+
+/// Search lags writes on the simulator's clock: a new person is not found until the index
+/// caught up, and an updated one is found by its earlier email meanwhile. The webhooks of
+/// both writes are kept for the caller when captured.
+#[tokio::test]
+async fn search_lags_creates_and_updates_on_the_clock() {
+    let now = Arc::new(Mutex::new(
+        chrono::DateTime::parse_from_rfc3339("2026-01-05T09:00:00Z")
+            .unwrap()
+            .to_utc(),
+    ));
+    let clock = {
+        let now = now.clone();
+        crm_sim::SimClock::virtual_time(move || *now.lock().unwrap())
+    };
+    let server = start(PipedriveConfig {
+        search_index_lag_ms: 2_000,
+        clock,
+        ..unlimited()
+    })
+    .await;
+    server.pipedrive.capture_webhooks();
+    let api = Api::new(&server);
+    let find =
+        |email: &str| format!("/api/v2/persons/search?term={email}&fields=email&exact_match=true");
+    let id = api
+        .create(json!({"name": "Ada", "emails": [{"value": "ada@example.com"}]}))
+        .await;
+    let (_, v) = api.get(&find("ada%40example.com")).await;
+    assert_eq!(v["data"]["items"], json!([]), "not indexed yet: {v}");
+    let advance = |ms: i64| *now.lock().unwrap() += chrono::Duration::milliseconds(ms);
+    advance(2_000);
+    let (_, v) = api.get(&find("ada%40example.com")).await;
+    assert_eq!(v["data"]["items"][0]["item"]["id"], json!(id), "{v}");
+
+    let (s, _) = api
+        .patch(
+            &format!("/api/v2/persons/{id}"),
+            json!({"emails": [{"value": "ada@new.example", "primary": true}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = api.get(&find("ada%40example.com")).await;
+    assert_eq!(
+        v["data"]["items"][0]["item"]["id"],
+        json!(id),
+        "old email meanwhile: {v}"
+    );
+    let (_, v) = api.get(&find("ada%40new.example")).await;
+    assert_eq!(v["data"]["items"], json!([]), "{v}");
+    advance(2_500);
+    let (_, v) = api.get(&find("ada%40new.example")).await;
+    assert_eq!(v["data"]["items"][0]["item"]["id"], json!(id), "{v}");
+    let (_, v) = api.get(&find("ada%40example.com")).await;
+    assert_eq!(v["data"]["items"], json!([]), "{v}");
+
+    let person = server.pipedrive.person(id).unwrap();
+    assert_eq!(
+        person["add_time"],
+        json!("2026-01-05T09:00:00Z"),
+        "virtual time"
+    );
+    let hooks = server.pipedrive.take_webhooks();
+    let actions: Vec<&str> = hooks
+        .iter()
+        .filter_map(|h| h["meta"]["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["create", "change"], "{hooks:?}");
+    assert!(server.pipedrive.take_webhooks().is_empty());
+}

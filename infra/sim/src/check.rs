@@ -78,7 +78,7 @@ pub async fn invariants(world: &World, oracle: &Oracle) -> Report {
         .filter_map(|c| c.fields.email.clone())
         .collect();
     for provider in Provider::ALL {
-        let records = world.crm(provider).inner.records();
+        let records = world.crm(provider).records();
         // No CRM record without a live app contact, and none twice.
         let mut by_email: BTreeMap<String, usize> = BTreeMap::new();
         for rec in records.iter().filter(|r| !r.archived) {
@@ -100,7 +100,7 @@ pub async fn invariants(world: &World, oracle: &Oracle) -> Report {
             let link = links
                 .iter()
                 .find(|l| l.contact_id == c.id && l.provider == provider);
-            let record = link.and_then(|l| world.crm(provider).inner.record(&l.external_id));
+            let record = link.and_then(|l| world.crm(provider).record(&l.external_id));
             if c.deleted {
                 r.expect(record.as_ref().is_none_or(|rec| rec.archived), || {
                     format!("deleted contact {} is live in {provider}", c.id)
@@ -185,6 +185,7 @@ pub async fn invariants(world: &World, oracle: &Oracle) -> Report {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(&key)
             && crm
+                .feed
                 .unreported
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -1,6 +1,7 @@
-//! Deterministic simulation of contact-sync: the real sync service, worker and engine, with K
-//! concurrent workers over ports that model DynamoDB, SQS and the two CRMs (faults at every
-//! call, lagging indexes, late and doubled webhooks), under user operations on all three sides.
+//! Deterministic simulation of contact-sync: the real sync service, worker, engine and CRM
+//! clients, with K concurrent workers over ports that model DynamoDB and SQS and the CRM
+//! simulators in process (faults at every call, lagging indexes, late and doubled webhooks),
+//! under user operations on all three sides.
 //! One seed drives everything; a failing seed replays exactly. See the README's "Simulation".
 
 pub mod check;

@@ -33,7 +33,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.trace {
-        shared::logging::init("shared=info")?;
+        shared::logging::init("shared=info,contact_sync_sim=info")?;
     }
     let started = Instant::now();
     let (mut failed, mut checked, mut steps, mut ops) = (0u64, 0usize, 0u64, 0usize);

@@ -89,7 +89,7 @@ async fn linked_record(world: &World, contact: &str, provider: Provider) -> Opti
     if link.status == LinkStatus::Deleted || link.is_placeholder() {
         return None;
     }
-    let record = world.crm(provider).inner.record(&link.external_id)?;
+    let record = world.crm(provider).record(&link.external_id)?;
     (!record.archived).then_some(record.id)
 }
 
@@ -218,9 +218,9 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
                 first_name: Some(value.clone()),
                 ..Default::default()
             };
-            let crm = world.crm(provider);
-            let id = crm.inner.user_create(fields);
-            crm.changed(&id, true, false, Vec::new());
+            let Some(id) = world.crm(provider).user_create(&fields) else {
+                return;
+            };
             detail = format!("{provider} {id} {email}");
             oracle.wrote(world, &email, Field::FirstName, op, Some(value));
             "crm create"
@@ -230,9 +230,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             let Some(record) = linked_record(world, &c.id, provider).await else {
                 return;
             };
-            let crm = world.crm(provider);
-            crm.inner.user_archive(&record);
-            crm.changed(&record, false, true, Vec::new());
+            world.crm(provider).user_archive(&record);
             detail = format!("{} {provider} {record}", c.id);
             oracle
                 .uncertain

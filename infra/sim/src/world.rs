@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shared::adapters::embedded::EmbeddedStore;
-use shared::crm::memory::MemoryCrm;
-use shared::domain::{ChangeEvent, ChangeKind, CustomField, Job, Origin, Provider, TenantId};
+use shared::domain::{CustomField, Job, Provider, TenantId};
 use shared::ports::{CrmClient, FieldKeys};
 use shared::sync::{SyncService, worker};
 use shared::tenant::{TenantConfig, Tenants};
 use tokio::task::JoinHandle;
 
-use crate::crm::{Outbox, SimCrm};
+use crate::crm::{self, Outbox, SimCrm};
 use crate::queue::SimQueue;
 use crate::sched::{FaultRates, Sched};
 use crate::store::SimStore;
@@ -28,7 +27,7 @@ pub struct Config {
     pub rates: FaultRates,
     /// How stale a by-contact (GSI) read may be, ms.
     pub gsi_lag_ms: i64,
-    /// How long a new Pipedrive person may stay unfindable by email, ms.
+    /// How long a CRM's search index lags a create or an update, ms.
     pub search_lag_ms: i64,
     /// A broken store, to show the invariants catch one: link writes ignore the version they
     /// were read at (last writer wins, as without conditional writes).
@@ -82,27 +81,17 @@ impl World {
             Arc::new(move || sched.now())
         };
         let outbox = Arc::new(Outbox::default());
-        let hs = MemoryCrm::new(Provider::HubSpot).with_clock(clock.clone());
-        hs.user_set_pronouns_field(Some("pronouns"));
-        let pd = MemoryCrm::new(Provider::Pipedrive).with_clock(clock.clone());
-        pd.allow_duplicate_emails();
-        pd.user_set_pronouns_field(Some("a1b2"));
-        for (provider, key) in [
-            (Provider::HubSpot, "pronouns"),
-            (Provider::Pipedrive, "a1b2"),
+        let crm::Crms { hubspot, pipedrive } = crm::build(&sched, &outbox, cfg.search_lag_ms);
+        for (crm, field, key) in [
+            (&hubspot, CustomField::Pronouns, &hubspot.pronouns_key),
+            (&pipedrive, CustomField::Pronouns, &pipedrive.pronouns_key),
+            (&pipedrive, CustomField::JobTitle, &pipedrive.job_title_key),
         ] {
             store
-                .set_field_key(&tenant(), provider, CustomField::Pronouns, Some(key))
+                .set_field_key(&tenant(), crm.provider(), field, Some(key))
                 .await
                 .expect("field key");
         }
-        let hubspot = Arc::new(SimCrm::new(hs, sched.clone(), outbox.clone(), 0));
-        let pipedrive = Arc::new(SimCrm::new(
-            pd,
-            sched.clone(),
-            outbox.clone(),
-            cfg.search_lag_ms,
-        ));
         let mut tenants = Tenants::new();
         tenants.add(
             TenantConfig::new("sim"),
@@ -172,11 +161,23 @@ impl World {
         self.workers.insert(id, handle);
     }
 
-    /// Lets every running worker reach its next boundary.
+    /// Lets every running worker reach its next boundary, or block on a lock another one
+    /// holds while parked (a client's field lock, a value being fetched once): those run on
+    /// once the holder is granted its step.
     async fn settle(&mut self) {
+        let (mut last, mut still) = (usize::MAX, 0);
         for _ in 0..100_000 {
-            if self.sched.parked().len() == self.workers.len() {
+            let parked = self.sched.parked().len();
+            if parked == self.workers.len() {
                 return;
+            }
+            if parked == last {
+                still += 1;
+                if still >= 64 && parked > 0 {
+                    return;
+                }
+            } else {
+                (last, still) = (parked, 0);
             }
             tokio::task::yield_now().await;
         }
@@ -187,16 +188,7 @@ impl World {
     /// Moves the webhooks that fell due into the queue.
     pub fn deliver_hooks(&self) {
         for hook in self.outbox.take_due(self.sched.now_ms()) {
-            let kind = if hook.deleted {
-                ChangeKind::Delete
-            } else {
-                ChangeKind::Upsert
-            };
-            let event = ChangeEvent {
-                reported: hook.reported,
-                ..ChangeEvent::new(tenant(), Origin::Crm(hook.provider), hook.record, kind)
-            };
-            self.queue.send(Job::Change(event), 0);
+            self.queue.send(Job::Change(hook.event), 0);
         }
     }
 

@@ -2,6 +2,10 @@
 //! every invariant checked at quiescence; a failure prints its seed and the command that
 //! replays it. Also: a run is a function of its seed, and the invariants do catch a store
 //! whose writes are not conditional.
+//!
+//! The real clients and simulators make a run a few times slower unoptimised, so the test
+//! command runs these in release (`cargo test --release -p contact-sync-sim`); a debug
+//! `cargo test` skips them.
 
 use contact_sync_sim::{Config, run};
 
@@ -25,6 +29,10 @@ fn failures(cfgs: impl Iterator<Item = Config>) -> (usize, usize, Vec<String>) {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow unoptimised: cargo test --release -p contact-sync-sim"
+)]
 fn two_hundred_seeds_keep_every_invariant() {
     let started = std::time::Instant::now();
     let (runs, checked, failed) = failures((0..200).map(|seed| Config::new(seed, 300, 4)));
@@ -37,6 +45,10 @@ fn two_hundred_seeds_keep_every_invariant() {
 }
 
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow unoptimised: cargo test --release -p contact-sync-sim"
+)]
 fn a_seed_replays_exactly() {
     for seed in [7, 1234] {
         let cfg = Config::new(seed, 150, 4);
@@ -52,6 +64,10 @@ fn a_seed_replays_exactly() {
 /// dropped, as a store without conditional writes would), concurrent workers lose updates or
 /// link a contact twice, and the simulation says so.
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow unoptimised: cargo test --release -p contact-sync-sim"
+)]
 fn blind_link_writes_are_caught() {
     let (_, _, failed) = failures((0..40).map(|seed| Config {
         blind_link_writes: true,

@@ -139,6 +139,28 @@ fn out_of_time(provider: Provider, wait: Duration) -> CrmError {
     }
 }
 
+/// An HTTP answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Where a built request goes instead of the network: a CRM in process (the deterministic
+/// simulation runs the real clients against the simulators this way, on its virtual clock).
+/// An `Err` is a transport failure (no answer), with its message.
+#[async_trait]
+pub trait Exchange: Send + Sync {
+    async fn exchange(&self, request: reqwest::Request) -> Result<Answer, String>;
+}
+
+/// A client's requests sent through an [`Exchange`], and its time read from a clock.
+struct InProcess {
+    exchange: Arc<dyn Exchange>,
+    clock: crate::ports::Clock,
+}
+
 /// The limits a client shares with every other worker of its tenant.
 struct Shared {
     limits: Arc<dyn SharedLimits>,
@@ -153,6 +175,7 @@ pub struct Transport {
     max_rate_limit_retries: u32,
     stats: Mutex<TransportStats>,
     shared: OnceLock<Shared>,
+    in_process: OnceLock<InProcess>,
 }
 
 impl Transport {
@@ -164,7 +187,44 @@ impl Transport {
             max_rate_limit_retries,
             stats: Mutex::default(),
             shared: OnceLock::new(),
+            in_process: OnceLock::new(),
         }
+    }
+
+    /// From now on requests go through `exchange` instead of the network, and the client's
+    /// notion of now is `clock` (set once; later calls are ignored).
+    pub fn exchange_through(&self, exchange: Arc<dyn Exchange>, clock: crate::ports::Clock) {
+        let _ = self.in_process.set(InProcess { exchange, clock });
+    }
+
+    /// The time: the clock set with [`Transport::exchange_through`], else the system's.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.in_process.get().map_or_else(Utc::now, |p| (p.clock)())
+    }
+
+    /// Sends a built request through the exchange, or over the network.
+    async fn execute(&self, request: reqwest::Request) -> Result<Answer, CrmError> {
+        let provider = self.provider;
+        let unavailable = |e: reqwest::Error| CrmError::Unavailable {
+            provider,
+            message: e.without_url().to_string(),
+        };
+        if let Some(p) = self.in_process.get() {
+            return p
+                .exchange
+                .exchange(request)
+                .await
+                .map_err(|message| CrmError::Unavailable { provider, message });
+        }
+        let resp = self.http.execute(request).await.map_err(unavailable)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(unavailable)?.to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// From now on every request also takes its place in the limits `limits` keeps for
@@ -301,10 +361,11 @@ impl Transport {
                 req = req.json(b);
             }
             self.bump(|s| s.requests += 1);
-            let resp = req.send().await.map_err(unavailable)?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(unavailable)?;
+            let Answer {
+                status,
+                headers,
+                body: bytes,
+            } = self.execute(req.build().map_err(unavailable)?).await?;
             drop(slots);
             let json: Value = if bytes.is_empty() {
                 Value::Null

@@ -123,7 +123,7 @@ fn batch_response(
         StatusCode::MULTI_STATUS
     };
     body.insert("startedAt".into(), json!(fmt_ts(started)));
-    body.insert("completedAt".into(), json!(fmt_ts(Utc::now())));
+    body.insert("completedAt".into(), json!(fmt_ts(started)));
     json_response(status, Value::Object(body))
 }
 
@@ -359,7 +359,7 @@ pub(crate) async fn batch(
 }
 
 fn batch_read(sim: &HubSpotSim, q: &QueryParams, body: &[u8]) -> ApiResult {
-    let started = Utc::now();
+    let started = sim.now();
     let body: ReadBody = parse_json(body)?;
     missing_fields(&[
         ("properties", body.properties.is_some()),
@@ -423,7 +423,7 @@ fn write_props(input: &WriteInput) -> Result<BTreeMap<String, String>, ApiError>
 }
 
 fn batch_create(sim: &HubSpotSim, body: &[u8]) -> ApiResult {
-    let started = Utc::now();
+    let started = sim.now();
     let inputs: Vec<WriteInput> = inputs_of(body)?;
     let raws: Vec<BTreeMap<String, String>> =
         inputs.iter().map(write_props).collect::<Result<_, _>>()?;
@@ -521,7 +521,7 @@ fn keyed_inputs(inputs: &[WriteInput]) -> Result<Vec<Keyed>, ApiError> {
 }
 
 fn batch_update(sim: &HubSpotSim, body: &[u8]) -> ApiResult {
-    let started = Utc::now();
+    let started = sim.now();
     let inputs: Vec<WriteInput> = inputs_of(body)?;
     let keyed = keyed_inputs(&inputs)?;
     let portal = sim.config().portal_id;
@@ -575,7 +575,7 @@ fn batch_update(sim: &HubSpotSim, body: &[u8]) -> ApiResult {
 }
 
 fn batch_upsert(sim: &HubSpotSim, body: &[u8]) -> ApiResult {
-    let started = Utc::now();
+    let started = sim.now();
     let inputs: Vec<WriteInput> = inputs_of(body)?;
     let keyed = keyed_inputs(&inputs)?;
     let portal = sim.config().portal_id;
@@ -676,7 +676,7 @@ pub(crate) async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> ApiRes
     let plan = Plan::from_request(req, sim.config().search_max_results)?;
     let lagging = sim.config().search_index_lag_ms > 0;
     let store = sim.store();
-    let (total, page, next) = plan.run(&store, lagging.then(Utc::now));
+    let (total, page, next) = plan.run(&store, lagging.then(|| store.peek_now()));
     let results: Vec<Value> = page
         .iter()
         .map(|rec| store.render(rec, selection(&plan.properties), &[]))

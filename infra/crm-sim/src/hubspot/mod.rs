@@ -120,6 +120,8 @@ pub struct HubSpotConfig {
     /// The portal's time zone setting (an IANA name, as `/account-info/v3/details` shows it):
     /// the daily limit resets at midnight there.
     pub portal_time_zone: String,
+    /// Where timestamps, the search index's lag and the day come from.
+    pub clock: crate::SimClock,
 }
 
 impl Default for HubSpotConfig {
@@ -161,6 +163,7 @@ impl Default for HubSpotConfig {
             .map(String::from)
             .to_vec(),
             portal_time_zone: "US/Eastern".into(),
+            clock: crate::SimClock::default(),
         }
     }
 }
@@ -275,6 +278,8 @@ struct Inner {
     stats: Mutex<HubSpotStats>,
     webhooks: WebhookHub,
     next_event_id: AtomicU64,
+    /// Webhook events kept instead of delivered (`None`: delivered).
+    captured: Mutex<Option<Vec<Value>>>,
 }
 
 /// Handle on one simulated HubSpot portal. Cheap to clone; clones share the state.
@@ -330,6 +335,7 @@ impl HubSpotSim {
         );
         let mut store = Store::new(config.first_contact_id);
         store.index_lag_ms = config.search_index_lag_ms;
+        store.set_clock(config.clock.clone());
         Self {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
@@ -337,6 +343,7 @@ impl HubSpotSim {
                 stats: Mutex::new(HubSpotStats::default()),
                 webhooks: WebhookHub::new(config.webhook_url.clone(), settings),
                 next_event_id: AtomicU64::new(1_000_001),
+                captured: Mutex::new(None),
                 config,
             }),
         }
@@ -598,6 +605,11 @@ impl HubSpotSim {
 
     // ---- internals -----------------------------------------------------------------------
 
+    /// The portal's current time (the configured clock).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.config.clock.now()
+    }
+
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.inner.store.lock().expect("store lock")
     }
@@ -726,7 +738,26 @@ impl HubSpotSim {
             }
             events.push(event);
         }
+        let mut captured = self.inner.captured.lock().expect("capture lock");
+        if let Some(kept) = captured.as_mut() {
+            kept.extend(events.iter().filter_map(|e| serde_json::to_value(e).ok()));
+            return;
+        }
+        drop(captured);
         self.inner.webhooks.enqueue(events);
+    }
+
+    /// From now on webhook events are kept for [`HubSpotSim::take_webhooks`] instead of
+    /// delivered (a simulation that delivers them itself, late, twice or never).
+    pub fn capture_webhooks(&self) {
+        let mut captured = self.inner.captured.lock().expect("capture lock");
+        captured.get_or_insert_with(Vec::new);
+    }
+
+    /// The webhook events captured since the last call, in the order of the changes.
+    pub fn take_webhooks(&self) -> Vec<Value> {
+        let mut captured = self.inner.captured.lock().expect("capture lock");
+        captured.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 

@@ -29,11 +29,11 @@ pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn now_ms() -> DateTime<Utc> {
-    let ms = Utc::now().timestamp_millis();
-    Utc.timestamp_millis_opt(ms)
+fn now_ms(clock: &crate::SimClock) -> DateTime<Utc> {
+    let now = clock.now();
+    Utc.timestamp_millis_opt(now.timestamp_millis())
         .single()
-        .unwrap_or_else(Utc::now)
+        .unwrap_or(now)
 }
 
 /// Who made a change: decides `changeSource`/`sourceId` in webhooks and property history.
@@ -213,6 +213,8 @@ pub(crate) struct Store {
     next_id: u64,
     first_id: u64,
     clock: DateTime<Utc>,
+    /// Where the time comes from.
+    source: crate::SimClock,
     /// Typical lag of the search index behind writes, in ms (0: indexed at once).
     pub index_lag_ms: u64,
     /// Writes so far: varies each write's index lag.
@@ -224,8 +226,10 @@ pub(crate) struct Store {
 
 impl Store {
     pub fn new(first_id: u64) -> Self {
-        let now = now_ms();
+        let source = crate::SimClock::default();
+        let now = now_ms(&source);
         Self {
+            source,
             contacts: BTreeMap::new(),
             props: builtin_properties(now),
             email_index: HashMap::new(),
@@ -275,9 +279,20 @@ impl Store {
         at + chrono::Duration::milliseconds((self.index_lag_ms * quarters / 4) as i64)
     }
 
+    /// Takes the time from `source` from now on.
+    pub fn set_clock(&mut self, source: crate::SimClock) {
+        self.clock = now_ms(&source);
+        self.source = source;
+    }
+
+    /// The time without moving the store's clock (for reads).
+    pub fn peek_now(&self) -> DateTime<Utc> {
+        now_ms(&self.source).max(self.clock)
+    }
+
     /// Wall-clock milliseconds, never going backwards.
     pub fn now(&mut self) -> DateTime<Utc> {
-        let t = now_ms();
+        let t = now_ms(&self.source);
         if t > self.clock {
             self.clock = t;
         }

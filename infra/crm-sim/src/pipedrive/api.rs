@@ -567,7 +567,9 @@ pub(crate) async fn search_persons(State(sim): State<PipedriveSim>, Query(q): Pa
     let mut st = sim.core().lock();
     st.purge();
     let mut hits: Vec<(f64, Value)> = Vec::new();
-    for p in st.persons.values().filter(|p| !p.is_deleted()) {
+    // Search sees each person as the index last saw it (it lags writes).
+    let indexed = st.persons.values().filter_map(|p| st.searchable(p));
+    for p in indexed.filter(|p| !p.is_deleted()) {
         if org.is_some_and(|o| p.org_id != Some(o)) {
             continue;
         }

@@ -116,6 +116,12 @@ pub struct PipedriveConfig {
     /// `birthday`, `job_title` and `postal_address` person fields. Off by default, as in a
     /// fresh Pipedrive account: sending those fields is then a 400.
     pub contact_sync_fields: bool,
+    /// How long a person's create or update takes to show in search, in ms (Pipedrive's
+    /// search index lags its writes): until then search misses a new person and matches an
+    /// updated one by its earlier values. 0 = at once.
+    pub search_index_lag_ms: u64,
+    /// Where timestamps, the search index's lag and the day come from.
+    pub clock: crate::SimClock,
 }
 
 impl Default for PipedriveConfig {
@@ -141,6 +147,8 @@ impl Default for PipedriveConfig {
             daily_token_budget: Some(30_000),
             daily_token_headers: true,
             contact_sync_fields: false,
+            search_index_lag_ms: 0,
+            clock: crate::SimClock::default(),
         }
     }
 }
@@ -291,6 +299,9 @@ impl PipedriveSim {
             token_headers: config.daily_token_headers,
         };
         let mut state = State::new(limits);
+        state.clock = config.clock.clone();
+        state.search_lag_ms = config.search_index_lag_ms;
+        state.day = state.now().date_naive();
         if let Some(url) = &config.webhook_url {
             let id = state.next_webhook_id;
             state.next_webhook_id += 1;
@@ -361,6 +372,20 @@ impl PipedriveSim {
     /// Queues webhook deliveries for `events` (called with the state lock held, so events are
     /// queued in the order the changes happened).
     pub(crate) fn emit(&self, st: &mut State, events: Vec<PersonEvent>) {
+        for ev in &events {
+            st.reindex(ev.entity_id);
+        }
+        if let Some(captured) = st.captured_webhooks.as_mut() {
+            let cfg = &self.core().cfg;
+            for ev in events {
+                let job = Job {
+                    event: Arc::new(ev),
+                    target: Target::captured(cfg.ui_user_id),
+                };
+                captured.push(webhooks::build_payload(cfg, &job, 1));
+            }
+            return;
+        }
         for ev in events {
             let targets: Vec<Target> = st
                 .webhooks
@@ -647,6 +672,22 @@ impl PipedriveSim {
     /// edge proxy in front of the API might: a 429 no header explains.
     pub fn throttle_bare(&self, n: u32) {
         self.core().lock().bare_429s = n;
+    }
+
+    /// From now on webhook payloads are kept for [`PipedriveSim::take_webhooks`] instead of
+    /// delivered (a simulation that delivers them itself, late, twice or never).
+    pub fn capture_webhooks(&self) {
+        let mut st = self.core().lock();
+        st.captured_webhooks.get_or_insert_with(Vec::new);
+    }
+
+    /// The webhook payloads (v2) captured since the last call, in the order of the changes.
+    pub fn take_webhooks(&self) -> Vec<Value> {
+        let mut st = self.core().lock();
+        st.captured_webhooks
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Simulated midnight: the daily token budget (and daily request counters) start again.

@@ -92,6 +92,15 @@ pub(crate) struct State {
     pub webhooks: BTreeMap<u64, Webhook>,
     pub next_webhook_id: u64,
     pub clock_offset: Duration,
+    /// Where the time comes from (the offset is added to it).
+    pub clock: crate::SimClock,
+    /// How long a person's write takes to show in search, in ms (0: at once).
+    pub search_lag_ms: u64,
+    /// What search sees of each person: its versions, each from when it is indexed; the
+    /// last one due is current (none due: not found yet).
+    pub search_index: BTreeMap<u64, VecDeque<(DateTime<Utc>, Person)>>,
+    /// Webhook payloads kept instead of delivered (`None`: delivered).
+    pub captured_webhooks: Option<Vec<Value>>,
     pub outage: bool,
     /// API requests still to answer with a bare 429 (no rate-limit headers).
     pub bare_429s: u32,
@@ -126,6 +135,10 @@ impl State {
             webhooks: BTreeMap::new(),
             next_webhook_id: 1,
             clock_offset: Duration::zero(),
+            clock: crate::SimClock::default(),
+            search_lag_ms: 0,
+            search_index: BTreeMap::new(),
+            captured_webhooks: None,
             outage: false,
             bare_429s: 0,
             webhooks_enabled: true,
@@ -145,7 +158,36 @@ impl State {
 
     /// Simulated wall clock (real time plus the offset set through `advance_clock`).
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        self.clock.now() + self.clock_offset
+    }
+
+    /// Person `id` was written: search shows this version once the index lag has passed.
+    pub fn reindex(&mut self, id: u64) {
+        if self.search_lag_ms == 0 {
+            return;
+        }
+        let Some(p) = self.persons.get(&id).cloned() else {
+            return;
+        };
+        let due = self.now() + Duration::milliseconds(self.search_lag_ms as i64);
+        self.search_index.entry(id).or_default().push_back((due, p));
+    }
+
+    /// Person `p` as search sees it now: its latest indexed version (`None`: not indexed yet).
+    pub fn searchable<'a>(&'a self, p: &'a Person) -> Option<&'a Person> {
+        if self.search_lag_ms == 0 {
+            return Some(p);
+        }
+        let now = self.now();
+        let Some(versions) = self.search_index.get(&p.id) else {
+            // Written before the lag was switched on.
+            return Some(p);
+        };
+        versions
+            .iter()
+            .rev()
+            .find(|(due, _)| *due <= now)
+            .map(|(_, v)| v)
     }
 
     /// The simulated clock truncated to whole seconds (v2 timestamps have no fractions).

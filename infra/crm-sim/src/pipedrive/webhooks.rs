@@ -65,6 +65,21 @@ pub(crate) struct Job {
     pub target: Target,
 }
 
+impl Target {
+    /// The target of a captured payload: a general v2 webhook on everything.
+    pub fn captured(owner_id: u64) -> Self {
+        Self {
+            webhook_id: 0,
+            owner_id,
+            url: String::new(),
+            user: None,
+            password: None,
+            version: "2.0".into(),
+            kind: "general",
+        }
+    }
+}
+
 pub(crate) type JobSender = mpsc::UnboundedSender<Job>;
 
 /// Starts the dispatcher task: first attempts are made in event order; a failed job gets its

@@ -194,6 +194,16 @@ impl HubSpotClient {
         }
     }
 
+    /// Sends every request through `exchange` instead of the network, on `clock`'s time (the
+    /// deterministic simulation: the simulator in process, on the virtual clock).
+    pub fn exchange_through(
+        &self,
+        exchange: std::sync::Arc<dyn crate::crm::transport::Exchange>,
+        clock: crate::ports::Clock,
+    ) {
+        self.transport.exchange_through(exchange, clock);
+    }
+
     /// Paces this client by the limits every worker of `tenant` shares, as well as by its own.
     pub fn share_limits(
         &self,

@@ -76,7 +76,7 @@ impl HubSpotClient {
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
         if c.started == 0 {
-            c.started = Utc::now().timestamp_millis();
+            c.started = self.transport.now().timestamp_millis();
         }
         let body = json!({
             "filterGroups": [{"filters": [
