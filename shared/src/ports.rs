@@ -534,6 +534,13 @@ pub trait CrmClient: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError>;
 
+    /// What an update of `patch` over a record read as `current` sets in the CRM: the patch,
+    /// plus what the API makes us send with it (Pipedrive's other half of a name, sent back as
+    /// read). A user's edit of those can be overwritten too, so it is watched for as well.
+    fn fields_written(&self, patch: &FieldPatch, _current: &ContactFields) -> FieldPatch {
+        patch.clone()
+    }
+
     /// The custom fields this CRM keeps our data in (their keys go into [`CrmContext`]).
     fn custom_fields(&self) -> &'static [CustomField];
     /// Makes sure a custom field exists (finding it, else creating it); returns its key.

@@ -86,6 +86,11 @@ struct Cli {
     #[arg(long, env = "CRM_SIM_HUBSPOT_SEARCH_LAG_MS", default_value_t = 1_000)]
     hubspot_search_lag_ms: u64,
 
+    /// Typical lag of Pipedrive's search index behind creates and updates, in ms (each write
+    /// shows after 0.25 to 1.75 times this; 0 = indexed at once).
+    #[arg(long, env = "CRM_SIM_PIPEDRIVE_SEARCH_LAG_MS", default_value_t = 1_000)]
+    pipedrive_search_lag_ms: u64,
+
     /// The HubSpot portal's time zone (IANA name): its daily limit resets at midnight there.
     #[arg(long, env = "CRM_SIM_HUBSPOT_TIME_ZONE", default_value = "US/Eastern")]
     hubspot_time_zone: String,
@@ -151,6 +156,7 @@ impl Cli {
             webhook_url: self.pipedrive_webhook_url,
             webhook_user: self.pipedrive_webhook_user,
             webhook_password: self.pipedrive_webhook_password,
+            search_index_lag_ms: self.pipedrive_search_lag_ms,
             ..PipedriveConfig::default()
         };
         if !self.pipedrive_api_tokens.is_empty() {

@@ -27,12 +27,14 @@ async fn start(cfg: PipedriveConfig) -> SimServer {
     .expect("start simulator")
 }
 
-/// A config without limits, so tests that are not about limits are not throttled.
+/// A config without limits (and a search index that keeps up), so tests that are not about
+/// those are not throttled.
 fn unlimited() -> PipedriveConfig {
     PipedriveConfig {
         burst_limit: None,
         search_burst_limit: None,
         daily_token_budget: None,
+        search_index_lag_ms: 0,
         ..Default::default()
     }
 }

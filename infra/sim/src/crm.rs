@@ -19,7 +19,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use shared::crm::hubspot::webhook::{HubSpotEvent, coalesce};
 use shared::crm::hubspot::{self, mapping as hs_mapping};
-use shared::crm::pipedrive::mapping::{self as pd_mapping, Person, STANDARD_JOB_TITLE, Slots};
+use shared::crm::pipedrive::mapping::{self as pd_mapping, Person, Slots};
 use shared::crm::pipedrive::webhook::PipedriveWebhook;
 use shared::crm::transport::{Answer, Exchange};
 use shared::domain::{
@@ -89,6 +89,8 @@ pub struct Feed {
     outbox: Arc<Outbox>,
     /// Users' edits whose webhook was dropped: nothing reports their values (record, field).
     pub unreported: Mutex<BTreeSet<(String, Field)>>,
+    /// The tenant's pronouns and job title field keys, as the ingest reads them.
+    keys: (Option<String>, Option<String>),
 }
 
 impl Feed {
@@ -132,11 +134,15 @@ impl Feed {
             }
             Backend::Pipedrive(sim) => {
                 let own = Some(sim.config().api_user_id);
+                let slots = Slots {
+                    pronouns: self.keys.0.as_deref(),
+                    job_title: self.keys.1.as_deref(),
+                };
                 sim.take_webhooks()
                     .into_iter()
                     .filter_map(|v| PipedriveWebhook::parse(v.to_string().as_bytes()).ok())
                     .filter(|h| !h.is_own_write(own))
-                    .filter_map(|h| h.to_change(&t))
+                    .filter_map(|h| h.to_change_with(&t, slots))
                     .map(|c| (c, true))
                     .collect()
             }
@@ -150,6 +156,7 @@ impl Feed {
             } else {
                 1
             };
+            tracing::info!(provider = %self.provider(), record = %event.record_id, kind = ?event.kind, reported = ?event.reported, copies, "simulated CRM: webhook");
             if copies == 0 && by_user {
                 let mut unreported = self.unreported.lock().unwrap_or_else(|p| p.into_inner());
                 for r in &event.reported {
@@ -283,11 +290,12 @@ impl Exchange for SimExchange {
     }
 }
 
-/// A CRM as the sync service sees it: the real client, observed. Each worker's reads and
+/// One simulated CRM: its simulator and what the workers did to it. Each worker's reads and
 /// writes of each record are noted, so a user's edit that one of our writes overwrote
 /// (planned on a read from before it; neither CRM has a conditional write) is known.
 pub struct SimCrm {
-    pub client: Arc<dyn CrmClient>,
+    provider: Provider,
+    router: axum::Router,
     pub feed: Arc<Feed>,
     sched: Sched,
     /// The keys the real client keeps our two custom fields under.
@@ -304,14 +312,15 @@ pub struct SimCrm {
 
 impl SimCrm {
     pub fn new(
-        client: Arc<dyn CrmClient>,
+        router: axum::Router,
         feed: Arc<Feed>,
         sched: Sched,
         pronouns_key: String,
         job_title_key: String,
     ) -> Self {
         Self {
-            client,
+            provider: feed.provider(),
+            router,
             feed,
             sched,
             pronouns_key,
@@ -320,6 +329,58 @@ impl SimCrm {
             user_edits: Mutex::new(Vec::new()),
             overwritten: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// A worker's own client (a Lambda's, built at its cold start: its caches are its own),
+    /// the real one, talking to the simulator through the simulated network.
+    pub fn client(self: &Arc<Self>) -> Arc<dyn CrmClient> {
+        let exchange = Arc::new(SimExchange::new(
+            self.router.clone(),
+            self.feed.clone(),
+            self.sched.clone(),
+        ));
+        let clock: shared::ports::Clock = {
+            let sched = self.sched.clone();
+            Arc::new(move || sched.now())
+        };
+        let client: Arc<dyn CrmClient> = match &self.feed.backend {
+            Backend::HubSpot(sim) => {
+                let mut cfg = hubspot::HubSpotClientConfig::new(
+                    "http://hubspot.sim",
+                    hubspot::HubSpotAuth::Token(sim.config().access_tokens[0].clone()),
+                );
+                cfg.burst_per_10s = 1_000_000;
+                cfg.search_per_second = 1_000_000;
+                // A 429 settles the job at once (no real-time sleep in a virtual-time run).
+                cfg.max_rate_limit_retries = 0;
+                let c = hubspot::HubSpotClient::new(cfg, reqwest::Client::new());
+                c.exchange_through(exchange, clock);
+                Arc::new(c)
+            }
+            Backend::Pipedrive(sim) => {
+                let mut cfg = shared::crm::pipedrive::PipedriveClientConfig::new(
+                    "http://pipedrive.sim",
+                    shared::crm::pipedrive::PipedriveAuth::ApiToken(
+                        sim.config().api_tokens[0].clone(),
+                    ),
+                );
+                cfg.burst_per_2s = 1_000_000;
+                cfg.search_per_2s = 1_000_000;
+                cfg.daily_token_budget = None;
+                cfg.max_rate_limit_retries = 0;
+                let c = shared::crm::pipedrive::PipedriveClient::new(cfg, reqwest::Client::new());
+                c.exchange_through(exchange, clock);
+                Arc::new(c)
+            }
+        };
+        Arc::new(WorkerCrm {
+            client,
+            crm: self.clone(),
+        })
     }
 
     fn slots(&self) -> Slots<'_> {
@@ -456,7 +517,7 @@ impl SimCrm {
         survivor
     }
 
-    fn note_read(&self, record: &str) {
+    pub(crate) fn note_read(&self, record: &str) {
         if let Some(w) = Sched::current_worker() {
             let now = self.sched.now_ms();
             self.reads
@@ -469,7 +530,7 @@ impl SimCrm {
     /// Our write of `patch` to `record`: users' edits of the fields it sets made since this
     /// worker last read the record are overwritten unseen. A Pipedrive name write sends both
     /// halves of the name.
-    fn note_write(&self, record: &str, patch: &FieldPatch) {
+    pub(crate) fn note_write(&self, record: &str, patch: &FieldPatch) {
         let Some(w) = Sched::current_worker() else {
             return;
         };
@@ -489,6 +550,7 @@ impl SimCrm {
         let mut over = self.overwritten.lock().unwrap_or_else(|p| p.into_inner());
         for (r, field, at) in edits.iter() {
             if r == record && *at >= read && sets(*field) {
+                tracing::info!(provider = %self.provider, record, ?field, worker = w, "simulated CRM: a user's edit overwritten by a write planned before it");
                 over.insert((r.clone(), *field));
             }
         }
@@ -500,7 +562,7 @@ impl SimCrm {
     fn out_of_time(&self) -> Result<(), CrmError> {
         if self.sched.roll(false) == Fault::Before && self.sched.chance(0.3) {
             return Err(CrmError::OutOfTime {
-                provider: self.client.provider(),
+                provider: self.provider,
                 resume_at: self.sched.now()
                     + chrono::Duration::milliseconds(self.sched.between(100, 2000)),
             });
@@ -509,15 +571,21 @@ impl SimCrm {
     }
 }
 
+/// A CRM as one worker's sync service sees it: the worker's real client, observed.
+pub struct WorkerCrm {
+    client: Arc<dyn CrmClient>,
+    crm: Arc<SimCrm>,
+}
+
 #[async_trait]
-impl CrmClient for SimCrm {
+impl CrmClient for WorkerCrm {
     fn provider(&self) -> Provider {
         self.client.provider()
     }
 
     async fn get(&self, ctx: &CrmContext, id: &str) -> Result<Option<CrmRecord>, CrmError> {
-        self.out_of_time()?;
-        self.note_read(id);
+        self.crm.out_of_time()?;
+        self.crm.note_read(id);
         self.client.get(ctx, id).await
     }
 
@@ -526,10 +594,10 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         email: &str,
     ) -> Result<Option<CrmRecord>, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         let found = self.client.find_by_email(ctx, email).await?;
         if let Some(r) = &found {
-            self.note_read(&r.id);
+            self.crm.note_read(&r.id);
         }
         Ok(found)
     }
@@ -539,9 +607,9 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         for id in ids {
-            self.note_read(id);
+            self.crm.note_read(id);
         }
         self.client.get_many(ctx, ids).await
     }
@@ -551,7 +619,7 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         fields: &ContactFields,
     ) -> Result<CrmRecord, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         let created = self.client.create(ctx, fields).await;
         if let Ok(r) = &created {
             tracing::info!(provider = %self.provider(), id = %r.id, fields = ?r.fields, worker = ?Sched::current_worker(), "simulated CRM: record created");
@@ -565,13 +633,13 @@ impl CrmClient for SimCrm {
         id: &str,
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError> {
-        self.out_of_time()?;
-        self.note_write(id, patch);
+        self.crm.out_of_time()?;
+        self.crm.note_write(id, patch);
         self.client.update(ctx, id, patch).await
     }
 
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         self.client.archive(ctx, id).await
     }
 
@@ -580,10 +648,10 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         emails: &[String],
     ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         let found = self.client.find_many_by_email(ctx, emails).await?;
         for r in found.values() {
-            self.note_read(&r.id);
+            self.crm.note_read(&r.id);
         }
         Ok(found)
     }
@@ -593,7 +661,7 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         records: &[ContactFields],
     ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         self.client.create_many(ctx, records).await
     }
 
@@ -602,8 +670,12 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         self.client.changed_since(ctx, cursor).await
+    }
+
+    fn fields_written(&self, patch: &FieldPatch, current: &ContactFields) -> FieldPatch {
+        self.client.fields_written(patch, current)
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {
@@ -611,7 +683,7 @@ impl CrmClient for SimCrm {
     }
 
     async fn ensure_field(&self, ctx: &CrmContext, field: CustomField) -> Result<String, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         self.client.ensure_field(ctx, field).await
     }
 
@@ -620,27 +692,22 @@ impl CrmClient for SimCrm {
         ctx: &CrmContext,
         field: CustomField,
     ) -> Result<Option<String>, CrmError> {
-        self.out_of_time()?;
+        self.crm.out_of_time()?;
         self.client.find_field(ctx, field).await
     }
 }
 
-/// The two clients and simulators of one run, on the virtual clock.
+/// The two simulated CRMs of one run, on the virtual clock.
 pub struct Crms {
     pub hubspot: Arc<SimCrm>,
     pub pipedrive: Arc<SimCrm>,
 }
 
-/// Builds both simulators and the real clients that talk to them through the simulated
-/// network.
+/// Builds both simulators (the workers' clients are built from them, one per worker).
 pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64) -> Crms {
     let clock = {
         let sched = sched.clone();
         crm_sim::SimClock::virtual_time(move || sched.now())
-    };
-    let client_clock: shared::ports::Clock = {
-        let sched = sched.clone();
-        Arc::new(move || sched.now())
     };
     let lag = u64::try_from(search_lag_ms).unwrap_or(0);
     let hs_sim = HubSpotSim::new(crm_sim::hubspot::HubSpotConfig {
@@ -664,7 +731,9 @@ pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64) -> Crms {
         search_burst_limit: None,
         daily_token_budget: None,
         daily_token_headers: false,
-        contact_sync_fields: true,
+        // A fresh account: no standard job title (and Pipedrive's webhooks would not report
+        // one), so the job title is a custom field, as the client provisions it.
+        contact_sync_fields: false,
         search_index_lag_ms: lag,
         clock,
         ..Default::default()
@@ -673,73 +742,39 @@ pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64) -> Crms {
     let pd_pronouns = pd_sim
         .create_field("Pronouns", "varchar", &[])
         .expect("pronouns field");
+    let pd_job_title = pd_sim
+        .create_field("Job title", "varchar", &[])
+        .expect("job title field");
 
     let hs_feed = Arc::new(Feed {
         backend: Backend::HubSpot(hs_sim.clone()),
         sched: sched.clone(),
         outbox: outbox.clone(),
         unreported: Mutex::new(BTreeSet::new()),
+        keys: (Some(PRONOUNS.into()), None),
     });
     let pd_feed = Arc::new(Feed {
         backend: Backend::Pipedrive(pd_sim.clone()),
         sched: sched.clone(),
         outbox: outbox.clone(),
         unreported: Mutex::new(BTreeSet::new()),
+        keys: (Some(pd_pronouns.clone()), Some(pd_job_title.clone())),
     });
-
-    let mut hs_cfg = hubspot::HubSpotClientConfig::new(
-        "http://hubspot.sim",
-        hubspot::HubSpotAuth::Token(hs_sim.config().access_tokens[0].clone()),
-    );
-    hs_cfg.burst_per_10s = 1_000_000;
-    hs_cfg.search_per_second = 1_000_000;
-    // A 429 settles the job at once (no real-time sleep in a virtual-time run).
-    hs_cfg.max_rate_limit_retries = 0;
-    let hs_client = Arc::new(hubspot::HubSpotClient::new(hs_cfg, reqwest::Client::new()));
-    hs_client.exchange_through(
-        Arc::new(SimExchange::new(
-            crm_sim::hubspot::routes(hs_sim),
-            hs_feed.clone(),
-            sched.clone(),
-        )),
-        client_clock.clone(),
-    );
-
-    let mut pd_cfg = shared::crm::pipedrive::PipedriveClientConfig::new(
-        "http://pipedrive.sim",
-        shared::crm::pipedrive::PipedriveAuth::ApiToken(pd_sim.config().api_tokens[0].clone()),
-    );
-    pd_cfg.burst_per_2s = 1_000_000;
-    pd_cfg.search_per_2s = 1_000_000;
-    pd_cfg.daily_token_budget = None;
-    pd_cfg.max_rate_limit_retries = 0;
-    let pd_client = Arc::new(shared::crm::pipedrive::PipedriveClient::new(
-        pd_cfg,
-        reqwest::Client::new(),
-    ));
-    pd_client.exchange_through(
-        Arc::new(SimExchange::new(
-            crm_sim::pipedrive::routes(pd_sim),
-            pd_feed.clone(),
-            sched.clone(),
-        )),
-        client_clock,
-    );
 
     Crms {
         hubspot: Arc::new(SimCrm::new(
-            hs_client,
+            crm_sim::hubspot::routes(hs_sim),
             hs_feed,
             sched.clone(),
             PRONOUNS.into(),
             PRONOUNS.into(),
         )),
         pipedrive: Arc::new(SimCrm::new(
-            pd_client,
+            crm_sim::pipedrive::routes(pd_sim),
             pd_feed,
             sched.clone(),
             pd_pronouns,
-            STANDARD_JOB_TITLE.into(),
+            pd_job_title,
         )),
     }
 }

@@ -38,12 +38,16 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut failed, mut checked, mut steps, mut ops) = (0u64, 0usize, 0u64, 0usize);
     let mut overwritten = 0usize;
+    let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for seed in args.from..args.from + args.seeds {
         let cfg = Config::new(seed, args.ops, args.workers);
         let out = run(&cfg);
         checked += out.checked;
         steps += out.steps;
         overwritten += out.undetected_overwrites.len();
+        for (kind, n) in &out.ops {
+            *kinds.entry(kind).or_default() += n;
+        }
         if args.verbose {
             for o in &out.undetected_overwrites {
                 println!("seed {seed}: known gap: {o}");
@@ -74,6 +78,8 @@ fn main() -> anyhow::Result<()> {
         ops as f64 / secs,
         secs
     );
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("user operations: {}", kinds.join(", "));
     if failed > 0 {
         // A failure is the seeds printed above, not an error of this command.
         std::process::exit(1);

@@ -59,6 +59,23 @@ impl Oracle {
         );
     }
 
+    /// The contact's email changed: its writes are kept under the new one.
+    fn renamed(&mut self, old: &str, new: &str) {
+        let moved: Vec<((String, Field), Write)> = self
+            .last
+            .iter()
+            .filter(|((e, _), _)| e == old)
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        for ((_, field), w) in moved {
+            self.last.remove(&(old.to_string(), field));
+            self.last.insert((new.to_string(), field), w);
+        }
+        if self.uncertain.remove(old) {
+            self.uncertain.insert(new.to_string());
+        }
+    }
+
     fn wrote_in_crm(&mut self, email: &str, field: Field, crm: (Provider, String)) {
         if let Some(w) = self.last.get_mut(&(email.to_string(), field)) {
             w.crm = Some(crm);
@@ -77,6 +94,16 @@ async fn live_contacts(world: &World) -> Vec<Contact> {
         .await
         .expect("list");
     page.items.into_iter().filter(|c| !c.deleted).collect()
+}
+
+/// The record a contact's link in a CRM points to, and whether the link is a tombstone.
+async fn link_target(world: &World, contact: &str, provider: Provider) -> Option<(String, bool)> {
+    let link = world
+        .store
+        .link_for_contact(&tenant(), contact, provider)
+        .await
+        .expect("link")?;
+    (!link.is_placeholder()).then(|| (link.external_id.clone(), link.status == LinkStatus::Deleted))
 }
 
 /// The linked, live record of a contact in a CRM.
@@ -117,7 +144,7 @@ fn crm_edit(world: &World, provider: Provider, record: &str, field: Field, value
 /// Runs user operation number `op`.
 pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
     let contacts = live_contacts(world).await;
-    let roll = world.sched.below(100);
+    let roll = world.sched.below(108);
     let field = EDITED[world.sched.below(EDITED.len())];
     let some = (!contacts.is_empty()).then(|| contacts[world.sched.below(contacts.len())].clone());
     let mut detail = String::new();
@@ -236,6 +263,65 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
                 .uncertain
                 .insert(c.fields.email.clone().unwrap_or_default());
             "crm delete"
+        }
+        (100..103, Some(a)) => {
+            // Two people merged in a CRM: the survivor stays with the first one's contact, the
+            // other contact keeps living in the app without a record there.
+            let provider = pick_provider(world);
+            let b = contacts[world.sched.below(contacts.len())].clone();
+            if a.id == b.id {
+                return;
+            }
+            let (Some(ra), Some(rb)) = (
+                linked_record(world, &a.id, provider).await,
+                linked_record(world, &b.id, provider).await,
+            ) else {
+                return;
+            };
+            let Some(survivor) = world.crm(provider).user_merge(&ra, &rb) else {
+                return;
+            };
+            detail = format!(
+                "{provider} {rb} ({}) into {ra} ({}) = {survivor}",
+                b.id, a.id
+            );
+            // The merge combines values (the survivor's win where set): what either contact
+            // ends with need not be its last write.
+            for c in [&a, &b] {
+                oracle
+                    .uncertain
+                    .insert(c.fields.email.clone().unwrap_or_default());
+            }
+            "crm merge"
+        }
+        (103..106, Some(_)) => {
+            // A record deleted in HubSpot restored from its recycle bin: the link revives.
+            let mut deleted = Vec::new();
+            for c in &contacts {
+                if let Some((record, true)) = link_target(world, &c.id, Provider::HubSpot).await {
+                    deleted.push((c.id.clone(), record));
+                }
+            }
+            if deleted.is_empty() {
+                return;
+            }
+            let (contact, record) = deleted.swap_remove(world.sched.below(deleted.len()));
+            if !world.crm(Provider::HubSpot).user_restore(&record) {
+                return;
+            }
+            detail = format!("{contact} hubspot {record}");
+            "crm restore"
+        }
+        (106..108, Some(c)) => {
+            // The app changes a contact's email: the links stay the identity, the new email
+            // goes to both CRMs.
+            let old = c.fields.email.clone().unwrap_or_default();
+            let new = format!("e{op}@sim.test");
+            app_edit(world, &c, Field::Email, &new, false).await;
+            oracle.renamed(&old, &new);
+            oracle.wrote(world, &new, Field::Email, op, Some(new.clone()));
+            detail = format!("{} {old} -> {new}", c.id);
+            "app email change"
         }
         _ => {
             world.queue.send(

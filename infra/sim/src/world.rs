@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shared::adapters::embedded::EmbeddedStore;
 use shared::domain::{CustomField, Job, Provider, TenantId};
-use shared::ports::{CrmClient, FieldKeys};
+use shared::ports::FieldKeys;
 use shared::sync::{SyncService, worker};
 use shared::tenant::{TenantConfig, Tenants};
 use tokio::task::JoinHandle;
@@ -61,7 +61,10 @@ pub struct World {
     pub pipedrive: Arc<SimCrm>,
     pub outbox: Arc<Outbox>,
     pub queue: Arc<SimQueue>,
-    pub service: SyncService,
+    sim_store: Arc<SimStore>,
+    clock: shared::ports::Clock,
+    /// Ids of imported contacts, shared by every worker.
+    ids: Arc<AtomicU64>,
     workers: BTreeMap<usize, JoinHandle<()>>,
     next_worker: usize,
     /// Scheduler steps taken.
@@ -92,14 +95,6 @@ impl World {
                 .await
                 .expect("field key");
         }
-        let mut tenants = Tenants::new();
-        tenants.add(
-            TenantConfig::new("sim"),
-            vec![
-                hubspot.clone() as Arc<dyn CrmClient>,
-                pipedrive.clone() as Arc<dyn CrmClient>,
-            ],
-        );
         let sim_store = SimStore::new(
             store.clone(),
             sched.clone(),
@@ -107,17 +102,6 @@ impl World {
             cfg.blind_link_writes,
         );
         let ids = Arc::new(AtomicU64::new(0));
-        let service = SyncService::new(
-            sim_store.clone(),
-            sim_store,
-            Arc::new(store.clone()),
-            Arc::new(tenants),
-        )
-        .with_clock(clock)
-        .with_id_source(Arc::new(move || {
-            format!("imported-{}", ids.fetch_add(1, Ordering::SeqCst))
-        }))
-        .with_create_grace(std::time::Duration::from_secs(30));
         let queue = Arc::new(SimQueue::new(sched.clone(), 0.03));
         let mut world = Self {
             cfg,
@@ -127,7 +111,9 @@ impl World {
             pipedrive,
             outbox,
             queue,
-            service,
+            sim_store,
+            clock,
+            ids,
             workers: BTreeMap::new(),
             next_worker: 0,
             steps: 0,
@@ -147,10 +133,32 @@ impl World {
         }
     }
 
+    /// The sync service of a worker starting cold (a new Lambda instance): its own CRM
+    /// clients, the shared store and queue.
+    fn service(&self) -> SyncService {
+        let mut tenants = Tenants::new();
+        tenants.add(
+            TenantConfig::new("sim"),
+            vec![self.hubspot.client(), self.pipedrive.client()],
+        );
+        let ids = self.ids.clone();
+        SyncService::new(
+            self.sim_store.clone(),
+            self.sim_store.clone(),
+            Arc::new(self.store.clone()),
+            Arc::new(tenants),
+        )
+        .with_clock(self.clock.clone())
+        .with_id_source(Arc::new(move || {
+            format!("imported-{}", ids.fetch_add(1, Ordering::SeqCst))
+        }))
+        .with_create_grace(std::time::Duration::from_secs(30))
+    }
+
     fn spawn_worker(&mut self) {
         let id = self.next_worker;
         self.next_worker += 1;
-        let (service, queue) = (self.service.clone(), self.queue.clone());
+        let (service, queue) = (self.service(), self.queue.clone());
         let handle = tokio::spawn(Sched::as_worker(id, async move {
             loop {
                 // The worker Lambda's loop: a batch of up to three, read together, settled

@@ -161,6 +161,13 @@ impl CrmWrite {
         let (Some(read_at), Some(written_at)) = (self.read_at, self.written_at) else {
             return FieldPatch::default();
         };
+        // A landing time in whole seconds stands for its whole second (a reported time may
+        // carry milliseconds).
+        let written_by = if written_at.timestamp_subsec_nanos() == 0 {
+            written_at + chrono::Duration::milliseconds(999)
+        } else {
+            written_at
+        };
         let mut latest: BTreeMap<Field, (&Reported, Option<String>)> = BTreeMap::new();
         for r in reported {
             let Some(w) = self.fields.get(&r.field) else {
@@ -168,7 +175,7 @@ impl CrmWrite {
             };
             let value = normal(r.field, r.value.clone());
             let lost = r.at >= read_at
-                && r.at <= written_at
+                && r.at <= written_by
                 && !w.read.contains(&value)
                 && value != w.written
                 && current.get(r.field) == w.written.as_deref();
@@ -292,5 +299,42 @@ impl ContactLink {
             last_write: None,
             version: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: u32, ms: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, s).unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    /// Pipedrive says when a write landed in whole seconds, and when a user's edit was made
+    /// with milliseconds: an edit in the second our write landed in, whose value our write
+    /// replaced, is overwritten.
+    #[test]
+    fn an_edit_in_the_second_our_write_landed_is_overwritten() {
+        let read = ContactFields {
+            last_name: Some("Old".into()),
+            ..Default::default()
+        };
+        let mut patch = FieldPatch::default();
+        patch.insert(Field::LastName, Some("Ours".into()));
+        let write = CrmWrite::new(None, &read, Some(at(1, 0)), &patch, None).landed(Some(at(2, 0)));
+        let current = ContactFields {
+            last_name: Some("Ours".into()),
+            ..Default::default()
+        };
+        let user = |ms| Reported {
+            field: Field::LastName,
+            value: Some("Theirs".into()),
+            at: at(2, ms),
+        };
+        let lost = write.overwritten(&[user(357)], &current);
+        assert_eq!(lost.0.get(&Field::LastName), Some(&Some("Theirs".into())));
+        // After the second our write landed in, it is a newer edit, not an overwritten one.
+        assert!(write.overwritten(&[user(1_200)], &current).0.is_empty());
     }
 }

@@ -29,6 +29,16 @@ impl SyncService {
         // Claim the intent (or take over the one found, by its version): a worker that lost
         // the race re-reads and waits for the winner.
         let claimed = match link {
+            // An intent under the email of an earlier create (the contact's email changed
+            // since): moved to the new email's key, by its version.
+            Some(old) if old.is_placeholder() && old.external_id != fresh.external_id => {
+                let moved = ContactLink {
+                    external_id: old.external_id.clone(),
+                    version: old.version,
+                    ..fresh.clone()
+                };
+                self.links.rekey_link(&moved, &fresh.external_id).await?
+            }
             Some(old) if old.is_placeholder() => ContactLink {
                 version: old.version,
                 ..fresh

@@ -100,7 +100,10 @@ impl SyncService {
         let mut known = known;
         let mut report = SyncReport::default();
         let mut first_error = None;
-        for client in clients {
+        // A CRM synced after another can bring its changes into the app (a change found by
+        // Sync Now or a poll, its webhook lost): the CRMs synced before it get a second pass.
+        let mut again = 0;
+        for (i, client) in clients.iter().enumerate() {
             let (hint, reported) = if Some(client.provider()) == first {
                 (known.take(), reported)
             } else {
@@ -108,6 +111,24 @@ impl SyncService {
             };
             match self
                 .sync_pair_retrying(&cfg, client.as_ref(), contact_id, hint, reported)
+                .await
+            {
+                Ok(r) => {
+                    if r.app_writes > 0 {
+                        again = i;
+                    }
+                    report.add(&r);
+                }
+                Err(err) => {
+                    self.record_failure(tenant, contact_id, client.provider(), &err)
+                        .await;
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        for client in &clients[..again] {
+            match self
+                .sync_pair_retrying(&cfg, client.as_ref(), contact_id, None, &[])
                 .await
             {
                 Ok(r) => report.add(&r),
@@ -241,8 +262,8 @@ impl SyncService {
 
     /// The CRM side of a pair: the linked record (as already read, if its link has not changed
     /// since, else read now), else the record an earlier stage found for the contact, else one
-    /// with the contact's email (which also finds the record of a create that was cut off
-    /// before it was linked).
+    /// with the email of the create an abandoned intent stands for (the contact's email may
+    /// have changed since), else one with the contact's email.
     async fn read_crm_side(
         client: &dyn CrmClient,
         ctx: &CrmContext,
@@ -266,10 +287,23 @@ impl SyncService {
                 if !contact.deleted
                     || pair.link.as_ref().is_some_and(ContactLink::is_placeholder) =>
             {
-                match contact.fields.email.as_deref() {
-                    Some(email) => client.find_by_email(ctx, email).await,
-                    None => Ok(None),
+                let intent_email = pair
+                    .link
+                    .as_ref()
+                    .filter(|l| l.is_placeholder())
+                    .and_then(|l| l.base.email.as_deref());
+                let mut emails = intent_email.into_iter().collect::<Vec<_>>();
+                if let Some(e) = contact.fields.email.as_deref()
+                    && !emails.iter().any(|i| i.eq_ignore_ascii_case(e))
+                {
+                    emails.push(e);
                 }
+                for email in emails {
+                    if let Some(r) = client.find_by_email(ctx, email).await? {
+                        return Ok(Some(r));
+                    }
+                }
+                Ok(None)
             }
             (None, _) => Ok(None),
         }
@@ -298,6 +332,28 @@ impl SyncService {
                 ),
             }
             .into());
+        }
+        // A record found by email while another contact's create under that email stands (its
+        // answer lost, or not back yet) is that create's record: wait for the intent to settle
+        // (taken over after the grace) instead of claiming it.
+        if pair.linked_id().is_none()
+            && let Some(r) = &pair.record
+            && let Some(email) = r.fields.email.as_deref()
+            && let Some(intent) = self
+                .links
+                .get_link(
+                    tenant,
+                    provider,
+                    &ContactLink::placeholder_id(Some(email), ""),
+                )
+                .await?
+            && intent.contact_id != pair.contact.id
+        {
+            return Err(SyncError::Busy {
+                provider,
+                contact_id: pair.contact.id.clone(),
+                until: self.now() + chrono::Duration::seconds(BUSY_RECHECK_SECS),
+            });
         }
         Ok(())
     }
@@ -375,7 +431,7 @@ impl SyncService {
                 last_write.as_ref(),
                 &r.fields,
                 r.updated_at,
-                patch,
+                &client.fields_written(patch, &r.fields),
                 None,
             )),
             _ => None,

@@ -116,9 +116,10 @@ pub struct PipedriveConfig {
     /// `birthday`, `job_title` and `postal_address` person fields. Off by default, as in a
     /// fresh Pipedrive account: sending those fields is then a 400.
     pub contact_sync_fields: bool,
-    /// How long a person's create or update takes to show in search, in ms (Pipedrive's
-    /// search index lags its writes): until then search misses a new person and matches an
-    /// updated one by its earlier values. 0 = at once.
+    /// Typical lag of the search index behind a person's create or update, in ms (each write
+    /// shows after 0.25 to 1.75 times this, so a person written later can be found sooner):
+    /// until then search misses a new person and matches an updated one by its earlier
+    /// values. 0 = at once.
     pub search_index_lag_ms: u64,
     /// Where timestamps, the search index's lag and the day come from.
     pub clock: crate::SimClock,
@@ -147,7 +148,7 @@ impl Default for PipedriveConfig {
             daily_token_budget: Some(30_000),
             daily_token_headers: true,
             contact_sync_fields: false,
-            search_index_lag_ms: 0,
+            search_index_lag_ms: 1_000,
             clock: crate::SimClock::default(),
         }
     }

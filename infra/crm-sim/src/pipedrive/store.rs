@@ -99,6 +99,8 @@ pub(crate) struct State {
     /// What search sees of each person: its versions, each from when it is indexed; the
     /// last one due is current (none due: not found yet).
     pub search_index: BTreeMap<u64, VecDeque<(DateTime<Utc>, Person)>>,
+    /// Writes indexed so far: varies each write's lag.
+    pub index_writes: u64,
     /// Webhook payloads kept instead of delivered (`None`: delivered).
     pub captured_webhooks: Option<Vec<Value>>,
     pub outage: bool,
@@ -138,6 +140,7 @@ impl State {
             clock: crate::SimClock::default(),
             search_lag_ms: 0,
             search_index: BTreeMap::new(),
+            index_writes: 0,
             captured_webhooks: None,
             outage: false,
             bare_429s: 0,
@@ -169,8 +172,16 @@ impl State {
         let Some(p) = self.persons.get(&id).cloned() else {
             return;
         };
-        let due = self.now() + Duration::milliseconds(self.search_lag_ms as i64);
-        self.search_index.entry(id).or_default().push_back((due, p));
+        self.index_writes += 1;
+        let quarters = 1 + (self.index_writes % 7) as i64;
+        let now = self.now();
+        let due = now + Duration::milliseconds(self.search_lag_ms as i64 * quarters / 4);
+        let versions = self.search_index.entry(id).or_default();
+        // Versions older than the newest one already due are never shown again.
+        while versions.len() > 1 && versions[1].0 <= now {
+            versions.pop_front();
+        }
+        versions.push_back((due, p));
     }
 
     /// Person `p` as search sees it now: its latest indexed version (`None`: not indexed yet).
@@ -183,6 +194,7 @@ impl State {
             // Written before the lag was switched on.
             return Some(p);
         };
+        // The version written last among those indexed (a later write may be indexed sooner).
         versions
             .iter()
             .rev()

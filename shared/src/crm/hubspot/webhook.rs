@@ -118,15 +118,20 @@ impl HubSpotEvent {
                     .or(self.primary_object_id.as_ref())
                     .unwrap_or(&self.object_id)
                     .as_string();
-                let mut merged: Vec<String> =
-                    self.merged_object_ids.iter().map(Id::as_string).collect();
-                if let Some(p) = &self.primary_object_id {
-                    merged.push(p.as_string());
+                // The primary first: its link is the one that moves to a new survivor (the
+                // survivor keeps the primary's values, email included); the others' links
+                // become tombstones.
+                let mut merged: Vec<String> = Vec::new();
+                let ids = self
+                    .primary_object_id
+                    .iter()
+                    .chain(std::iter::once(&self.object_id))
+                    .chain(self.merged_object_ids.iter());
+                for id in ids.map(Id::as_string) {
+                    if id != survivor && !merged.contains(&id) {
+                        merged.push(id);
+                    }
                 }
-                merged.push(self.object_id.as_string());
-                merged.retain(|id| *id != survivor);
-                merged.sort();
-                merged.dedup();
                 (survivor, ChangeKind::Merge { merged_ids: merged })
             }
             _ => return None,
@@ -239,8 +244,9 @@ mod tests {
         assert_eq!(
             merge.kind,
             ChangeKind::Merge {
-                merged_ids: vec!["120004500001".into(), "120004567801".into()]
-            }
+                merged_ids: vec!["120004567801".into(), "120004500001".into()]
+            },
+            "the primary first"
         );
         assert_eq!(changes[4].kind, ChangeKind::Delete);
     }

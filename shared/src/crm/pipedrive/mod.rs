@@ -34,7 +34,7 @@ pub use self::account::{OwnUser, WebhookRegistration};
 use self::mapping::{Person, Slots};
 use super::pacer::RollingWindow;
 use super::transport::{AccessToken, Call, Credentials, TokenCache, Transport};
-use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider, TenantId};
+use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, TenantId};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecords, CrmClient, CrmContext};
 
@@ -575,6 +575,20 @@ impl CrmClient for PipedriveClient {
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
         self.persons_changed_since(ctx, cursor).await
+    }
+
+    /// A name goes as both halves (Pipedrive needs `name` or both `first_name` and
+    /// `last_name`): a write of one sends the other back as read.
+    fn fields_written(&self, patch: &FieldPatch, current: &ContactFields) -> FieldPatch {
+        let mut out = patch.clone();
+        if patch.contains(Field::FirstName) || patch.contains(Field::LastName) {
+            for half in [Field::FirstName, Field::LastName] {
+                if !out.contains(half) {
+                    out.insert(half, current.get(half).map(str::to_owned));
+                }
+            }
+        }
+        out
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::mapping::{Person, Slots, parse_id, parse_time, to_fields};
+use super::mapping::{Person, STANDARD_JOB_TITLE, Slots, parse_id, parse_time, to_fields};
 use crate::domain::{ChangeEvent, ChangeKind, Field, Origin, Provider, Reported, TenantId};
 
 /// `meta` of a webhooks v2 payload. Ids are strings in v2 (numbers accepted too).
@@ -137,7 +137,14 @@ impl PipedriveWebhook {
     }
 
     /// The trigger this event stands for; `None` for other entities or unknown actions.
+    /// Reported values: the standard fields'.
     pub fn to_change(&self, tenant: &TenantId) -> Option<ChangeEvent> {
+        self.to_change_with(tenant, Slots::default())
+    }
+
+    /// [`to_change`](Self::to_change), with the tenant's custom fields (`slots`) reported too:
+    /// a job title or pronouns kept in a custom field.
+    pub fn to_change_with(&self, tenant: &TenantId, slots: Slots<'_>) -> Option<ChangeEvent> {
         if self.meta.entity != "person" {
             return None;
         }
@@ -176,28 +183,37 @@ impl PipedriveWebhook {
                     .unwrap_or_else(|| "?".into())
             )),
             event_id: self.meta.id.clone(),
-            reported: self.reported(),
+            reported: self.reported(slots),
         })
     }
 
-    /// The values a change set: `data`'s, for the standard fields `previous` names (custom
-    /// fields' keys, and whether the job title is one, only the tenant's settings know).
-    fn reported(&self) -> Vec<Reported> {
+    /// The values a change set: `data`'s, for the fields `previous` names — the standard
+    /// ones, the standard `job_title` (present only where the account has it, and then it is
+    /// ours), and the custom fields `slots` names (their keys only the tenant's settings know).
+    fn reported(&self, slots: Slots<'_>) -> Vec<Reported> {
         let (Some(data), Some(Value::Object(previous))) = (&self.data, &self.previous) else {
             return Vec::new();
         };
         let Some(person) = Person::from_json(data) else {
             return Vec::new();
         };
+        let custom = previous.get("custom_fields").and_then(Value::as_object);
+        let in_custom =
+            |key: Option<&str>| key.is_some_and(|k| custom.is_some_and(|c| c.contains_key(k)));
+        let job_title = if previous.contains_key(STANDARD_JOB_TITLE) {
+            Some(STANDARD_JOB_TITLE)
+        } else {
+            slots.job_title.filter(|k| in_custom(Some(k)))
+        };
         let fields = to_fields(
             &person,
             Slots {
-                pronouns: None,
-                job_title: None,
+                pronouns: slots.pronouns,
+                job_title,
             },
         );
         let at = self.occurred();
-        [
+        let mut named: Vec<Field> = [
             ("emails", Field::Email),
             ("first_name", Field::FirstName),
             ("last_name", Field::LastName),
@@ -205,12 +221,22 @@ impl PipedriveWebhook {
         ]
         .into_iter()
         .filter(|(key, _)| previous.contains_key(*key))
-        .map(|(_, field)| Reported {
-            field,
-            value: fields.get(field).map(str::to_owned),
-            at,
-        })
-        .collect()
+        .map(|(_, field)| field)
+        .collect();
+        if job_title.is_some() {
+            named.push(Field::JobTitle);
+        }
+        if in_custom(slots.pronouns) {
+            named.push(Field::Pronouns);
+        }
+        named
+            .into_iter()
+            .map(|field| Reported {
+                field,
+                value: fields.get(field).map(str::to_owned),
+                at,
+            })
+            .collect()
     }
 }
 
@@ -290,6 +316,41 @@ mod tests {
         // A create (`previous` names no field): nothing reported.
         let created = PipedriveWebhook::parse(&payload(json!({"action": "create"}))).unwrap();
         assert!(created.to_change(&t()).unwrap().reported.is_empty());
+    }
+
+    /// Our custom fields' values are reported when the tenant's keys are given: a job title
+    /// or pronouns edited in Pipedrive can be told from our write that overwrote it.
+    #[test]
+    fn a_change_of_our_custom_fields_is_reported_with_the_tenant_s_keys() {
+        let body = json!({
+            "meta": {"action": "change", "entity": "person", "company_id": "8087566",
+                     "entity_id": "8", "timestamp": "2025-06-02T10:18:35.616Z", "version": "2.0",
+                     "change_source": "app", "user_id": "7"},
+            "data": {"id": 8, "first_name": "Grace", "last_name": "Hopper", "emails": [],
+                     "custom_fields": {
+                        "aaa": {"type": "varchar", "value": "Admiral"},
+                        "ppp": {"type": "varchar", "value": "she/her"}}},
+            "previous": {"custom_fields": {"aaa": {"type": "varchar", "value": "Captain"}}}
+        });
+        let h = PipedriveWebhook::parse(body.to_string().as_bytes()).unwrap();
+        assert!(
+            h.to_change(&t()).unwrap().reported.is_empty(),
+            "keys unknown"
+        );
+        let slots = Slots {
+            pronouns: Some("ppp"),
+            job_title: Some("aaa"),
+        };
+        let c = h.to_change_with(&t(), slots).unwrap();
+        assert_eq!(
+            c.reported,
+            vec![Reported {
+                field: Field::JobTitle,
+                value: Some("Admiral".into()),
+                at: c.occurred_at,
+            }],
+            "only what previous names"
+        );
     }
 
     #[test]

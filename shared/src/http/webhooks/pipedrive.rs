@@ -10,8 +10,9 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::DEDUPE_TTL;
+use crate::crm::pipedrive::mapping::Slots;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
-use crate::domain::{Provider, TenantId};
+use crate::domain::{CustomField, Provider, TenantId};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
 use crate::signature::basic_auth_login;
@@ -76,7 +77,19 @@ pub async fn receive(
         tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: our own write, dropped");
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     }
-    let Some(change) = hook.to_change(&tenant_id) else {
+    // Our custom fields' keys, so a user's edit of them is reported too.
+    let keys = &state.service.state;
+    let pronouns = keys
+        .field_key(&tenant_id, Provider::Pipedrive, CustomField::Pronouns)
+        .await?;
+    let job_title = keys
+        .field_key(&tenant_id, Provider::Pipedrive, CustomField::JobTitle)
+        .await?;
+    let slots = Slots {
+        pronouns: pronouns.as_deref(),
+        job_title: job_title.as_deref(),
+    };
+    let Some(change) = hook.to_change_with(&tenant_id, slots) else {
         tracing::debug!(tenant = %tenant_id, entity = %hook.meta.entity, action, "Pipedrive webhook ignored");
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     };

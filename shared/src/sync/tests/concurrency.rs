@@ -141,6 +141,52 @@ async fn a_create_whose_answer_was_lost_is_not_repeated() {
     assert_eq!(pd.base.email.as_deref(), Some("ann@x.io"));
 }
 
+/// The contact's email changes while its create's answer is lost: the next worker looks for
+/// the record by the email the create was sent with, links it and writes the new email to
+/// it, instead of leaving the intent forever (or creating a second record). And when the
+/// create did not happen after all, the intent moves to the new email and the record is made.
+#[tokio::test]
+async fn an_email_changed_while_a_create_answer_was_lost_keeps_one_record() {
+    let f = fixture(true).await;
+    f.pipedrive.allow_duplicate_emails();
+    f.pipedrive.lose_create_answers(1);
+    let mut c = create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap_err();
+    c.fields.email = Some("ann@new.io".into());
+    f.store.update(&c).await.unwrap();
+
+    without_grace(&f).handle(&app_event("c1")).await.unwrap();
+    let records = f.pipedrive.records();
+    assert_eq!(records.len(), 1, "no second record: {records:?}");
+    assert_eq!(records[0].fields.email.as_deref(), Some("ann@new.io"));
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    assert_eq!(
+        (pd.status, pd.external_id.as_str()),
+        (LinkStatus::Synced, records[0].id.as_str())
+    );
+
+    // An intent whose create never reached the CRM (the record is not there to find).
+    let stale = ContactLink::intent(
+        &tenant(),
+        "c2",
+        Provider::HubSpot,
+        ContactFields {
+            email: Some("bo@old.io".into()),
+            ..Default::default()
+        },
+        Utc::now(),
+    );
+    f.store.put_link(&stale).await.unwrap();
+    create_app_contact(&f, "c2", "bo@new.io", "Bo").await;
+    without_grace(&f).handle(&app_event("c2")).await.unwrap();
+    let hs = link(&f, "c2", Provider::HubSpot).await;
+    assert_eq!(hs.status, LinkStatus::Synced);
+    let record = f.hubspot.record(&hs.external_id).expect("created");
+    assert_eq!(record.fields.email.as_deref(), Some("bo@new.io"));
+    let links = f.store.links_for_contact(&tenant(), "c2").await.unwrap();
+    assert!(!links.iter().any(ContactLink::is_intent), "{links:?}");
+}
+
 /// A create the CRM refused (a 400) certainly did not happen: its intent is withdrawn, the
 /// failure shows on the contact, and a later run creates the record.
 #[tokio::test]

@@ -199,6 +199,27 @@ async fn crm_edit_flows_to_app_and_the_other_crm_without_echo() {
     assert_eq!(f.hubspot.writes() + f.pipedrive.writes(), writes);
 }
 
+/// A CRM synced after another brings its change into the app (its webhook was lost; Sync Now
+/// or the poll found it): the CRM synced before it gets a second pass and the value too.
+#[tokio::test]
+async fn a_change_found_in_the_second_crm_reaches_the_first() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let pd = link(&f, "c1", Provider::Pipedrive).await;
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::LastName, Some("Smith".into()));
+    f.pipedrive.user_edit(&pd.external_id, &patch);
+
+    // An app-side job syncs HubSpot first, then Pipedrive.
+    let r = f.service.handle(&app_event("c1")).await.unwrap();
+    assert_eq!((r.app_writes, r.crm_writes), (1, 1), "{r:?}");
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let record = f.hubspot.record(&hs.external_id).unwrap();
+    assert_eq!(record.fields.last_name.as_deref(), Some("Smith"));
+    assert_eq!(hs.base.last_name.as_deref(), Some("Smith"));
+}
+
 #[tokio::test]
 async fn missing_pronouns_field_syncs_the_rest_with_a_warning() {
     let f = fixture(false).await;
