@@ -12,7 +12,9 @@ use shared::{ContactFields, CustomField, Field, FieldPatch, TenantId};
 
 const TOKEN: &str = "sim-pipedrive-token";
 
-async fn sim(config: SimConfig) -> SimServer {
+async fn sim(mut config: SimConfig) -> SimServer {
+    // These test the client's calls, not the search index's lag (the simulation covers that).
+    config.pipedrive.search_index_lag_ms = 0;
     crm_sim::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
