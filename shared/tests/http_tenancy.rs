@@ -185,7 +185,8 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
         }
     };
     let depth = store.depth(&TenantId::new("acme")).await.unwrap().jobs;
-    // Signed with another tenant's secret, tampered, or for an unknown tenant: rejected.
+    // Signed with another tenant's secret, tampered, or for an unknown tenant (not told apart
+    // from a wrong signature): rejected.
     assert_eq!(
         send(
             "acme",
@@ -205,7 +206,7 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
             app_webhook_signature("secret-acme", body.as_bytes())
         )
         .await,
-        StatusCode::NOT_FOUND
+        StatusCode::UNAUTHORIZED
     );
     assert_eq!(
         store.depth(&TenantId::new("acme")).await.unwrap().jobs,

@@ -170,10 +170,39 @@ async fn bad_hubspot_webhooks_are_rejected_and_nothing_is_enqueued() {
         send(body.clone(), stale_ts, Some(stale)).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    // Authenticated before anything else is read: a body that is no batch, unsigned or with
+    // a wrong signature, is a 401 (the parser is never reached); one whose portal cannot be
+    // read cannot be verified, so it is a 401 too.
+    for junk in [
+        "not json at all",
+        "{\"portalId\": 62515}",
+        "[{\"objectId\": ",
+    ] {
+        assert_eq!(
+            send(junk.to_string(), ts.clone(), None).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{junk}"
+        );
+        let wrong = v3("not-the-secret", &url, junk, &ts);
+        assert_eq!(
+            send(junk.to_string(), ts.clone(), Some(wrong))
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED,
+            "{junk}"
+        );
+    }
     let malformed = "[{\"objectId\": ".to_string();
     let sig = v3(secret, &url, &malformed, &ts);
     assert_eq!(
         send(malformed, ts.clone(), Some(sig)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Correctly signed, but not an event batch: a 400.
+    let shapeless = json!([{"portalId": 62515, "objectId": "x"}]).to_string();
+    let sig = v3(secret, &url, &shapeless, &ts);
+    assert_eq!(
+        send(shapeless, ts.clone(), Some(sig)).await.status(),
         StatusCode::BAD_REQUEST
     );
     let many = json!((0..101).map(|i| event(62515, i)).collect::<Vec<_>>()).to_string();
@@ -182,12 +211,26 @@ async fn bad_hubspot_webhooks_are_rejected_and_nothing_is_enqueued() {
         send(many, ts.clone(), Some(sig)).await.status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
+    // An unknown portal has no secret to verify with: not told apart from a wrong signature.
     let unknown = json!([event(999, 1)]).to_string();
     let sig = v3(secret, &url, &unknown, &ts);
     assert_eq!(
         send(unknown, ts.clone(), Some(sig)).await.status(),
-        StatusCode::NOT_FOUND
+        StatusCode::UNAUTHORIZED
     );
+    // Correctly signed, but declared as something other than JSON: a 415.
+    let plain = json!([event(62515, 2)]).to_string();
+    let sig = v3(secret, &url, &plain, &ts);
+    let r = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .header("x-hubspot-request-timestamp", ts.clone())
+        .header("x-hubspot-signature-v3", sig)
+        .body(plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
         depth().await,
         before,

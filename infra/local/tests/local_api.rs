@@ -116,6 +116,40 @@ async fn bad_input_gets_clear_json_errors() {
     expect_error(wrong_type, StatusCode::BAD_REQUEST).await;
     let empty = http.post(url("/contacts")).send().await.unwrap();
     expect_error(empty, StatusCode::BAD_REQUEST).await;
+    // A body not declared JSON is not read as JSON.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = http
+            .post(url("/contacts"))
+            .body(r#"{"email":"typed@b.io"}"#);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let body = expect_error(
+            req.send().await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+        assert_eq!(
+            body["error"]["code"], "unsupported_media_type",
+            "{content_type:?}"
+        );
+    }
+    let charset = http
+        .post(url("/contacts"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"email":"typed@b.io"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        charset.status(),
+        StatusCode::CREATED,
+        "JSON with a charset is JSON"
+    );
     let huge = "x".repeat(2 * 1024 * 1024);
     // The server answers 413 without reading the rest and closes that connection: use a
     // client of its own so the pooled connection of `http` is not the one closed.
@@ -176,6 +210,14 @@ async fn bad_input_gets_clear_json_errors() {
         .await
         .unwrap();
     expect_error(stale, StatusCode::CONFLICT).await;
+    let plain_put = http
+        .put(url(&format!("/contacts/{id}")))
+        .header("content-type", "text/plain")
+        .body(r#"{"email": "dup@b.io"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(plain_put, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
 
     // The service is still healthy after all that.
     let status = http.get(url("/sync/status")).send().await.unwrap();

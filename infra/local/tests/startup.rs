@@ -178,7 +178,11 @@ async fn the_hubspot_app_secret_and_portal_given_are_the_simulated_ones() {
     };
     assert_eq!(send(event(4242), secret).await, 200);
     assert_eq!(send(event(4242), "sim-hubspot-secret").await, 401);
-    assert_eq!(send(event(62515), secret).await, 404, "the default portal");
+    assert_eq!(
+        send(event(62515), secret).await,
+        401,
+        "the default portal: no tenant's secret verifies it"
+    );
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

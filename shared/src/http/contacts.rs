@@ -6,11 +6,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::errors::{ApiError, parse_json};
+use super::errors::{ApiError, json_body, parse_json, require_json};
 use super::{AppState, Tenant};
 use crate::domain::{
     ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, LinkStatus, Origin, Provider,
@@ -253,9 +253,10 @@ async fn enqueue(
 pub async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ContactView>), ApiError> {
-    let input: ContactInput = parse_json(&body?)?;
+    let input: ContactInput = json_body(&headers, &body?)?;
     let (fields, _) = input.into_fields()?;
     let now = Utc::now();
     let contact = Contact::new(
@@ -323,10 +324,13 @@ pub async fn replace(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ContactView>, ApiError> {
+    let body = body?;
+    require_json(&headers, &body)?;
     let mut contact = load(&state, &tenant, &id).await?;
-    let input: ContactInput = parse_json(&body?)?;
+    let input: ContactInput = parse_json(&body)?;
     let (fields, version) = input.into_fields()?;
     if let Some(v) = version
         && v != contact.version

@@ -34,6 +34,13 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
@@ -99,6 +106,46 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             ApiError::bad_request(r.body_text())
         }
     }
+}
+
+/// A body on a JSON route must say it is JSON (`application/json`, or a `+json` type): 415
+/// otherwise. An empty body is left to the parser (a 400).
+pub fn require_json(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(declared) = declared else {
+        return Err(ApiError::unsupported_media_type(
+            "no content-type; send the body as application/json",
+        ));
+    };
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(format!(
+            "content-type {essence:?} is not JSON; send application/json"
+        )))
+    }
+}
+
+/// [`parse_json`] of a body whose content type must be JSON ([`require_json`]).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    require_json(headers, body)?;
+    parse_json(body)
 }
 
 /// Parses a JSON body, turning every problem into a 400 with a readable message.

@@ -15,7 +15,7 @@ use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, Ten
 use crate::error::StoreError;
 use crate::http::AppState;
 use crate::http::contacts::validate_fields;
-use crate::http::errors::ApiError;
+use crate::http::errors::{ApiError, require_json};
 use crate::signature::verify_app_webhook;
 
 /// At most this many changes per request.
@@ -61,16 +61,20 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
+    // Authenticated first, whatever the body: without a tenant there is no secret to verify
+    // the signature with, and an unknown tenant is not told apart from a wrong signature.
     let tenant_name = headers
         .get("x-contact-sync-tenant")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("X-Contact-Sync-Tenant header missing"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("X-Contact-Sync-Tenant header missing: cannot verify")
+        })?;
     let tenant = state
         .service
         .tenants
         .resolve(&TenantId::new(tenant_name))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("unknown tenant {tenant_name}")))?;
+        .ok_or_else(|| ApiError::unauthorized("webhook signature rejected"))?;
     let secret = tenant.app_webhook_secret.as_deref().ok_or_else(|| {
         ApiError::unauthorized("no app webhook secret is configured for this tenant")
     })?;
@@ -79,6 +83,7 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok());
     verify_app_webhook(secret, signature, &body)
         .map_err(|e| ApiError::unauthorized(format!("webhook signature rejected: {e}")))?;
+    require_json(&headers, &body)?;
     let batch: AppBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid app webhook body: {e}")))?;
     if batch.events.len() > MAX_APP_EVENTS {

@@ -13,9 +13,15 @@ use super::{DEDUPE_TTL, header, public_url};
 use crate::crm::hubspot::webhook::{HubSpotEvent, MAX_EVENTS, coalesce};
 use crate::domain::{Provider, WebhookAuth};
 use crate::http::AppState;
-use crate::http::errors::ApiError;
+use crate::http::errors::{ApiError, require_json};
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
 use crate::tenant::TenantKey;
+
+/// The portal of a batch's first event, read without taking the body for an event batch.
+fn portal_of(body: &[u8]) -> Option<u64> {
+    let events: Vec<Value> = serde_json::from_slice(body).ok()?;
+    events.first()?.get("portalId")?.as_u64()
+}
 
 fn signature_error(e: SignatureError) -> ApiError {
     ApiError::unauthorized(format!("webhook signature rejected: {e}"))
@@ -30,43 +36,33 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
-    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
-    if events.len() > MAX_EVENTS {
-        return Err(ApiError::too_large(format!(
-            "{} events in one request; HubSpot sends at most {MAX_EVENTS}",
-            events.len()
-        )));
-    }
-    let Some(portal) = events.first().map(|e| e.portal_id) else {
-        return Ok(Json(json!({"accepted": 0, "dropped": 0})));
-    };
-    if events.iter().any(|e| e.portal_id != portal) {
-        return Err(ApiError::bad_request(
-            "events of several portals in one request",
-        ));
-    }
-    let tenant = state
-        .service
-        .tenants
-        .resolve_key(&TenantKey::Account(Provider::HubSpot, &portal.to_string()))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no tenant for HubSpot portal {portal}")))?;
-    let account = tenant
-        .account(Provider::HubSpot)
-        .expect("found by its HubSpot account");
-    let Some(WebhookAuth::Signature { secret }) = &account.webhook_auth else {
-        return Err(ApiError::unauthorized(
-            "no HubSpot client secret configured for this portal",
-        ));
-    };
-    let app_id = account.our_writer.as_deref().and_then(|id| id.parse().ok());
+    // Authenticated before the body is read as events: an absent or wrong signature is a 401
+    // whatever the body. The tenant (whose secret verifies the signature) is found by the
+    // portal id, the one thing read from the body before.
     let sig = HubSpotSignatureHeaders {
         signature: header(&headers, "x-hubspot-signature"),
         version: header(&headers, "x-hubspot-signature-version"),
         signature_v3: header(&headers, "x-hubspot-signature-v3"),
         timestamp: header(&headers, "x-hubspot-request-timestamp"),
     };
+    if sig.signature.is_none() && sig.signature_v3.is_none() {
+        return Err(ApiError::unauthorized("webhook signature missing"));
+    }
+    let rejected = || ApiError::unauthorized("webhook signature rejected");
+    let portal = portal_of(&body).ok_or_else(rejected)?;
+    let tenant = state
+        .service
+        .tenants
+        .resolve_key(&TenantKey::Account(Provider::HubSpot, &portal.to_string()))
+        .await?
+        .ok_or_else(rejected)?;
+    let account = tenant
+        .account(Provider::HubSpot)
+        .expect("found by its HubSpot account");
+    let Some(WebhookAuth::Signature { secret }) = &account.webhook_auth else {
+        return Err(rejected());
+    };
+    let app_id = account.our_writer.as_deref().and_then(|id| id.parse().ok());
     let url = public_url(&state, &headers, &uri);
     verify_hubspot(
         secret,
@@ -77,6 +73,21 @@ pub async fn receive(
         Utc::now().timestamp_millis(),
     )
     .map_err(signature_error)?;
+
+    require_json(&headers, &body)?;
+    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "{} events in one request; HubSpot sends at most {MAX_EVENTS}",
+            events.len()
+        )));
+    }
+    if events.iter().any(|e| e.portal_id != portal) {
+        return Err(ApiError::bad_request(
+            "events of several portals in one request",
+        ));
+    }
 
     let tenant_id = tenant.id.clone();
     let mut changes = Vec::new();

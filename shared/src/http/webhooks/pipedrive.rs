@@ -14,7 +14,7 @@ use crate::crm::pipedrive::mapping::Slots;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
 use crate::domain::{CustomField, Provider, TenantId};
 use crate::http::AppState;
-use crate::http::errors::ApiError;
+use crate::http::errors::{ApiError, require_json};
 use crate::signature::basic_auth_login;
 use crate::tenant::TenantKey;
 
@@ -49,6 +49,7 @@ pub async fn receive(
     let Some(allowed) = authenticated_tenant(&state, auth).await? else {
         return Err(ApiError::unauthorized("webhook credentials rejected"));
     };
+    require_json(&headers, &body)?;
     let hook = PipedriveWebhook::parse(&body).map_err(|e| match e {
         PayloadError::Malformed(_) | PayloadError::Version(_) | PayloadError::Company => {
             ApiError::bad_request(e.to_string())
