@@ -84,7 +84,8 @@ impl World {
             Arc::new(move || sched.now())
         };
         let outbox = Arc::new(Outbox::default());
-        let crm::Crms { hubspot, pipedrive } = crm::build(&sched, &outbox, cfg.search_lag_ms);
+        let crm::Crms { hubspot, pipedrive } =
+            crm::build(&sched, &outbox, cfg.search_lag_ms, tenant());
         for (crm, field, key) in [
             (&hubspot, CustomField::Pronouns, &hubspot.pronouns_key),
             (&pipedrive, CustomField::Pronouns, &pipedrive.pronouns_key),

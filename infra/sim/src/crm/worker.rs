@@ -1,0 +1,137 @@
+//! A CRM as one worker's sync service sees it: the worker's own real client, observed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shared::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
+use shared::error::CrmError;
+use shared::ports::{ChangedRecords, CrmClient, CrmContext};
+
+use super::SimCrm;
+use crate::sched::Sched;
+
+/// A CRM as one worker's sync service sees it: the worker's real client, observed.
+pub struct WorkerCrm {
+    pub(super) client: Arc<dyn CrmClient>,
+    pub(super) crm: Arc<SimCrm>,
+}
+
+#[async_trait]
+impl CrmClient for WorkerCrm {
+    fn provider(&self) -> Provider {
+        self.client.provider()
+    }
+
+    async fn get(&self, ctx: &CrmContext, id: &str) -> Result<Option<CrmRecord>, CrmError> {
+        self.crm.out_of_time()?;
+        self.crm.note_read(id);
+        self.client.get(ctx, id).await
+    }
+
+    async fn find_by_email(
+        &self,
+        ctx: &CrmContext,
+        email: &str,
+    ) -> Result<Option<CrmRecord>, CrmError> {
+        self.crm.out_of_time()?;
+        let found = self.client.find_by_email(ctx, email).await?;
+        if let Some(r) = &found {
+            self.crm.note_read(&r.id);
+        }
+        Ok(found)
+    }
+
+    async fn get_many(
+        &self,
+        ctx: &CrmContext,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
+        self.crm.out_of_time()?;
+        for id in ids {
+            self.crm.note_read(id);
+        }
+        self.client.get_many(ctx, ids).await
+    }
+
+    async fn create(
+        &self,
+        ctx: &CrmContext,
+        fields: &ContactFields,
+    ) -> Result<CrmRecord, CrmError> {
+        self.crm.out_of_time()?;
+        let created = self.client.create(ctx, fields).await;
+        if let Ok(r) = &created {
+            tracing::info!(provider = %self.provider(), id = %r.id, fields = ?r.fields, worker = ?Sched::current_worker(), "simulated CRM: record created");
+        }
+        created
+    }
+
+    async fn update(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        patch: &FieldPatch,
+    ) -> Result<CrmRecord, CrmError> {
+        self.crm.out_of_time()?;
+        self.crm.note_write(id, patch);
+        self.client.update(ctx, id, patch).await
+    }
+
+    async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        self.crm.out_of_time()?;
+        self.client.archive(ctx, id).await
+    }
+
+    async fn find_many_by_email(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<std::collections::HashMap<String, CrmRecord>, CrmError> {
+        self.crm.out_of_time()?;
+        let found = self.client.find_many_by_email(ctx, emails).await?;
+        for r in found.values() {
+            self.crm.note_read(&r.id);
+        }
+        Ok(found)
+    }
+
+    async fn create_many(
+        &self,
+        ctx: &CrmContext,
+        records: &[ContactFields],
+    ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
+        self.crm.out_of_time()?;
+        self.client.create_many(ctx, records).await
+    }
+
+    async fn changed_since(
+        &self,
+        ctx: &CrmContext,
+        cursor: Option<&str>,
+    ) -> Result<ChangedRecords, CrmError> {
+        self.crm.out_of_time()?;
+        self.client.changed_since(ctx, cursor).await
+    }
+
+    fn fields_written(&self, patch: &FieldPatch, current: &ContactFields) -> FieldPatch {
+        self.client.fields_written(patch, current)
+    }
+
+    fn custom_fields(&self) -> &'static [CustomField] {
+        self.client.custom_fields()
+    }
+
+    async fn ensure_field(&self, ctx: &CrmContext, field: CustomField) -> Result<String, CrmError> {
+        self.crm.out_of_time()?;
+        self.client.ensure_field(ctx, field).await
+    }
+
+    async fn find_field(
+        &self,
+        ctx: &CrmContext,
+        field: CustomField,
+    ) -> Result<Option<String>, CrmError> {
+        self.crm.out_of_time()?;
+        self.client.find_field(ctx, field).await
+    }
+}
