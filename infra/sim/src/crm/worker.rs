@@ -73,8 +73,17 @@ impl CrmClient for WorkerCrm {
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError> {
         self.crm.out_of_time()?;
-        self.crm.note_write(id, patch);
-        self.client.update(ctx, id, patch).await
+        let updated = self.client.update(ctx, id, patch).await;
+        // Judged when the write reached the CRM (no boundary lies between its landing and
+        // here): a user's edit made while this worker waited to send it is overwritten too.
+        // A write that was refused had no effect.
+        if !matches!(
+            updated,
+            Err(CrmError::RateLimited { .. } | CrmError::OutOfTime { .. })
+        ) {
+            self.crm.note_write(id, patch);
+        }
+        updated
     }
 
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
