@@ -205,10 +205,7 @@ impl Transport {
     /// Sends a built request through the exchange, or over the network.
     async fn execute(&self, request: reqwest::Request) -> Result<Answer, CrmError> {
         let provider = self.provider;
-        let unavailable = |e: reqwest::Error| CrmError::Unavailable {
-            provider,
-            message: e.without_url().to_string(),
-        };
+        let unavailable = |e| unavailable(provider, e);
         if let Some(p) = self.in_process.get() {
             return p
                 .exchange
@@ -318,10 +315,7 @@ impl Transport {
         policy: &dyn RatePolicy,
     ) -> Result<(StatusCode, Value), CrmError> {
         let provider = self.provider;
-        let unavailable = |e: reqwest::Error| CrmError::Unavailable {
-            provider,
-            message: e.without_url().to_string(),
-        };
+        let unavailable = |e| unavailable(provider, e);
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -422,4 +416,12 @@ pub fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A request that got no answer (or none readable), without its URL (it may carry a token).
+fn unavailable(provider: Provider, e: reqwest::Error) -> CrmError {
+    CrmError::Unavailable {
+        provider,
+        message: e.without_url().to_string(),
+    }
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::SyncService;
-use crate::domain::{Contact, ContactFields, ContactLink, CrmRecord};
+use crate::domain::{Contact, ContactFields, ContactLink, CrmRecord, Provider, TenantId};
 use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{CrmClient, CrmContext};
 
@@ -81,6 +81,23 @@ impl SyncService {
                 Err(e.into())
             }
         }
+    }
+
+    /// The intent of a create under way (or cut off) in this CRM for a record with `email`,
+    /// whichever contact it is for.
+    pub(super) async fn intent_for_email(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        email: &str,
+    ) -> Result<Option<ContactLink>, StoreError> {
+        self.links
+            .get_link(
+                tenant,
+                provider,
+                &ContactLink::placeholder_id(Some(email), ""),
+            )
+            .await
     }
 
     /// After a failed create: a create that certainly did not happen withdraws its intent; one

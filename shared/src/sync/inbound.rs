@@ -96,14 +96,7 @@ impl SyncService {
         // A record created under an intent whose create has not answered yet: it belongs to
         // the intent's contact (live, or deleted meanwhile: then it is archived, not imported).
         if let Some(email) = record.fields.email.as_deref()
-            && let Some(intent) = self
-                .links
-                .get_link(
-                    tenant,
-                    provider,
-                    &ContactLink::placeholder_id(Some(email), ""),
-                )
-                .await?
+            && let Some(intent) = self.intent_for_email(tenant, provider, email).await?
         {
             return Ok(Some(Inbound {
                 contact_id: intent.contact_id,

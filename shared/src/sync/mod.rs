@@ -24,8 +24,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use crate::domain::{ChangeEvent, ChangeKind, ContactLink, CrmRecord, Job, Provider, TenantId};
-use crate::error::{CrmError, SyncError};
+use crate::domain::{
+    ChangeEvent, ChangeKind, ContactLink, CrmRecord, CustomField, Job, Provider, TenantId,
+};
+use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{Clock, ContactStore, CrmClient, CrmContext, LinkStore, SyncState};
 use crate::tenant::{TenantConfig, Tenants};
 
@@ -51,6 +53,16 @@ impl SyncReport {
         self.app_writes += other.app_writes;
         self.crm_writes += other.crm_writes;
         self.conflicts += other.conflicts;
+    }
+
+    /// Adds one CRM's outcome: its report, or its error (the first one kept).
+    fn merge(&mut self, done: Result<SyncReport, SyncError>, first_error: &mut Option<SyncError>) {
+        match done {
+            Ok(r) => self.add(&r),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
     }
 }
 
@@ -171,16 +183,29 @@ impl SyncService {
         client: &dyn CrmClient,
     ) -> Result<CrmContext, SyncError> {
         let mut ctx = CrmContext::new(tenant.clone());
-        for &field in client.custom_fields() {
-            if let Some(key) = self
-                .state
-                .field_key(tenant, client.provider(), field)
-                .await?
-            {
-                ctx = ctx.with_field(field, key);
-            }
+        for (field, key) in self
+            .field_keys(tenant, client.provider(), client.custom_fields())
+            .await?
+        {
+            ctx = ctx.with_field(field, key);
         }
         Ok(ctx)
+    }
+
+    /// The stored keys of these custom fields of ours in a CRM (those that have one).
+    pub async fn field_keys(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        fields: &[CustomField],
+    ) -> Result<Vec<(CustomField, String)>, StoreError> {
+        let mut keys = Vec::new();
+        for &field in fields {
+            if let Some(key) = self.state.field_key(tenant, provider, field).await? {
+                keys.push((field, key));
+            }
+        }
+        Ok(keys)
     }
 
     /// Fails with the CRM's quota error while its daily quota is spent for the tenant (the job

@@ -109,40 +109,43 @@ impl SyncService {
             } else {
                 (None, &[][..])
             };
-            match self
-                .sync_pair_retrying(&cfg, client.as_ref(), contact_id, hint, reported)
-                .await
-            {
-                Ok(r) => {
-                    if r.app_writes > 0 {
-                        again = i;
-                    }
-                    report.add(&r);
-                }
-                Err(err) => {
-                    self.record_failure(tenant, contact_id, client.provider(), &err)
-                        .await;
-                    first_error.get_or_insert(err);
-                }
+            let done = self
+                .sync_pair_recorded(&cfg, client.as_ref(), contact_id, hint, reported)
+                .await;
+            if done.as_ref().is_ok_and(|r| r.app_writes > 0) {
+                again = i;
             }
+            report.merge(done, &mut first_error);
         }
         for client in &clients[..again] {
-            match self
-                .sync_pair_retrying(&cfg, client.as_ref(), contact_id, None, &[])
-                .await
-            {
-                Ok(r) => report.add(&r),
-                Err(err) => {
-                    self.record_failure(tenant, contact_id, client.provider(), &err)
-                        .await;
-                    first_error.get_or_insert(err);
-                }
-            }
+            let done = self
+                .sync_pair_recorded(&cfg, client.as_ref(), contact_id, None, &[])
+                .await;
+            report.merge(done, &mut first_error);
         }
         match first_error {
             Some(err) => Err(err),
             None => Ok(report),
         }
+    }
+
+    /// [`sync_pair_retrying`](Self::sync_pair_retrying), its failure recorded on the contact.
+    async fn sync_pair_recorded(
+        &self,
+        cfg: &TenantConfig,
+        client: &dyn CrmClient,
+        contact_id: &str,
+        known: Option<Known>,
+        reported: &[Reported],
+    ) -> Result<SyncReport, SyncError> {
+        let done = self
+            .sync_pair_retrying(cfg, client, contact_id, known, reported)
+            .await;
+        if let Err(err) = &done {
+            self.record_failure(&cfg.id, contact_id, client.provider(), err)
+                .await;
+        }
+        done
     }
 
     /// [`sync_pair`](Self::sync_pair), re-read and re-planned after a lost write race; a record
@@ -339,14 +342,7 @@ impl SyncService {
         if pair.linked_id().is_none()
             && let Some(r) = &pair.record
             && let Some(email) = r.fields.email.as_deref()
-            && let Some(intent) = self
-                .links
-                .get_link(
-                    tenant,
-                    provider,
-                    &ContactLink::placeholder_id(Some(email), ""),
-                )
-                .await?
+            && let Some(intent) = self.intent_for_email(tenant, provider, email).await?
             && intent.contact_id != pair.contact.id
         {
             return Err(SyncError::Busy {

@@ -17,10 +17,12 @@ use crate::http::errors::{ApiError, require_json};
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
 use crate::tenant::TenantKey;
 
-/// The portal of a batch's first event, read without taking the body for an event batch.
-fn portal_of(body: &[u8]) -> Option<u64> {
-    let events: Vec<Value> = serde_json::from_slice(body).ok()?;
-    events.first()?.get("portalId")?.as_u64()
+/// The portal of a batch's first event, read without taking the body for an event batch
+/// (its items are kept as read, to be taken as events once the signature holds).
+fn portal_of(body: &[u8]) -> Option<(u64, Vec<Value>)> {
+    let items: Vec<Value> = serde_json::from_slice(body).ok()?;
+    let portal = items.first()?.get("portalId")?.as_u64()?;
+    Some((portal, items))
 }
 
 fn signature_error(e: SignatureError) -> ApiError {
@@ -49,7 +51,7 @@ pub async fn receive(
         return Err(ApiError::unauthorized("webhook signature missing"));
     }
     let rejected = || ApiError::unauthorized("webhook signature rejected");
-    let portal = portal_of(&body).ok_or_else(rejected)?;
+    let (portal, items) = portal_of(&body).ok_or_else(rejected)?;
     let tenant = state
         .service
         .tenants
@@ -75,7 +77,7 @@ pub async fn receive(
     .map_err(signature_error)?;
 
     require_json(&headers, &body)?;
-    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
+    let events: Vec<HubSpotEvent> = serde_json::from_value(Value::Array(items))
         .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
     if events.len() > MAX_EVENTS {
         return Err(ApiError::too_large(format!(

@@ -79,16 +79,22 @@ pub async fn receive(
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     }
     // Our custom fields' keys, so a user's edit of them is reported too.
-    let keys = &state.service.state;
-    let pronouns = keys
-        .field_key(&tenant_id, Provider::Pipedrive, CustomField::Pronouns)
+    let keys = state
+        .service
+        .field_keys(
+            &tenant_id,
+            Provider::Pipedrive,
+            &[CustomField::Pronouns, CustomField::JobTitle],
+        )
         .await?;
-    let job_title = keys
-        .field_key(&tenant_id, Provider::Pipedrive, CustomField::JobTitle)
-        .await?;
+    let key = |field| {
+        keys.iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, k)| k.as_str())
+    };
     let slots = Slots {
-        pronouns: pronouns.as_deref(),
-        job_title: job_title.as_deref(),
+        pronouns: key(CustomField::Pronouns),
+        job_title: key(CustomField::JobTitle),
     };
     let Some(change) = hook.to_change_with(&tenant_id, slots) else {
         tracing::debug!(tenant = %tenant_id, entity = %hook.meta.entity, action, "Pipedrive webhook ignored");
