@@ -1321,3 +1321,76 @@ async fn search_lags_creates_and_updates_on_the_clock() {
     assert_eq!(actions, ["create", "change"], "{hooks:?}");
     assert!(server.pipedrive.take_webhooks().is_empty());
 }
+
+/// `GET /api/v1/persons/{id}/changelog`: one item per field a write changed, newest first,
+/// with who made it (`change_source` `api` or `app`) and when (whole seconds), paged by an
+/// opaque cursor; 20 tokens a page; 404 for a person that never was.
+#[tokio::test]
+async fn person_changelog_lists_field_changes_newest_first() {
+    let server = start(unlimited()).await;
+    let api = Api::new(&server);
+    let (s, _, created) = api
+        .call(
+            "POST",
+            "/api/v2/persons",
+            Some(json!({"name": "Ann Lee", "emails": [{"value": "ann@x.io", "primary": true}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let id = created["data"]["id"].as_u64().unwrap();
+    let (s, _, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v2/persons/{id}"),
+            Some(json!({"first_name": "Anna"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    server.pipedrive.ui_update(id, json!({"last_name": "Li"}));
+    let before = server.pipedrive.stats();
+    let (s, page) = api
+        .get(&format!("/api/v1/persons/{id}/changelog?limit=2"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let items = page["data"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    // Newest first: the user's last-name edit (and the name it made), then ours.
+    let keys: Vec<&str> = items
+        .iter()
+        .map(|i| i["field_key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"last_name"), "{keys:?}");
+    let last = items
+        .iter()
+        .find(|i| i["field_key"] == "last_name")
+        .unwrap();
+    assert_eq!(last["old_value"], "Lee");
+    assert_eq!(last["new_value"], "Li");
+    assert_eq!(last["change_source"], "app");
+    assert_eq!(
+        last["time"].as_str().unwrap().len(),
+        19,
+        "YYYY-MM-DD HH:MM:SS"
+    );
+    let cursor = page["additional_data"]["next_cursor"].as_str().unwrap();
+    let (_, rest) = api
+        .get(&format!(
+            "/api/v1/persons/{id}/changelog?limit=10&cursor={cursor}"
+        ))
+        .await;
+    let rest = rest["data"].as_array().unwrap();
+    let first = rest
+        .iter()
+        .find(|i| i["field_key"] == "first_name")
+        .unwrap();
+    assert_eq!(first["new_value"], "Anna");
+    assert_eq!(first["change_source"], "api");
+    assert!(
+        rest.iter().all(|i| i["field_key"] != "last_name"),
+        "the second page goes on where the first stopped"
+    );
+    let after = server.pipedrive.stats();
+    assert_eq!(after.tokens_used - before.tokens_used, 40, "20 a page");
+    let (s, _) = api.get("/api/v1/persons/99999/changelog").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

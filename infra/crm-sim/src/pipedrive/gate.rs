@@ -44,6 +44,7 @@ pub(crate) fn lookup(method: &Method, route: &str) -> Option<Op> {
         ("GET", "/api/v2/personFields/{field_code}") => ("getPersonField", 1),
         ("DELETE", "/api/v2/personFields/{field_code}") => ("deletePersonField", 3),
         ("PUT", "/api/v1/persons/{id}/merge") => ("mergePersons", 40),
+        ("GET", "/api/v1/persons/{id}/changelog") => ("getPersonChangelog", 20),
         ("GET", "/api/v1/users/me") => ("getCurrentUser", 2),
         ("GET", "/api/v1/webhooks") => ("getWebhooks", 10),
         ("POST", "/api/v1/webhooks") => ("addWebhook", 10),

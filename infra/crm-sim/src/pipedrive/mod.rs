@@ -15,6 +15,7 @@
 //! | `GET /api/v2/personFields/{field_code}` | getPersonField | 1 |
 //! | `DELETE /api/v2/personFields/{field_code}` | deletePersonField | 3 |
 //! | `PUT /api/v1/persons/{id}/merge` | mergePersons | 40 |
+//! | `GET /api/v1/persons/{id}/changelog` | getPersonChangelog | 20 |
 //! | `GET /api/v1/users/me` | getCurrentUser | 2 |
 //! | `GET /api/v1/webhooks` | getWebhooks | 10 |
 //! | `POST /api/v1/webhooks` | addWebhook | 10 |
@@ -42,6 +43,7 @@
 //! | `GET`/`POST /_sim/pipedrive/fields` | all person fields / create a custom field without cost (v2 body) |
 
 mod api;
+mod changelog;
 mod control;
 mod gate;
 mod model;
@@ -745,6 +747,10 @@ pub fn routes(sim: PipedriveSim) -> Router {
             get(api::get_field).delete(api::delete_field),
         )
         .route("/api/v1/persons/{id}/merge", put(api::merge_persons))
+        .route(
+            "/api/v1/persons/{id}/changelog",
+            get(changelog::get_changelog),
+        )
         .route("/api/v1/users/me", get(api::users_me))
         .route(
             "/api/v1/webhooks",

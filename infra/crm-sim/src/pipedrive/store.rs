@@ -7,6 +7,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use serde_json::{Value, json};
 
+use super::changelog::{self, Change};
 use super::model::{self, CustomField, FieldOption, Mode, Person};
 use super::webhooks::PersonEvent;
 use super::{PipedriveStats, RequestRecord, WebhookDeliveryRecord};
@@ -116,6 +117,8 @@ pub(crate) struct State {
     pub stats: PipedriveStats,
     pub request_log: Vec<RequestRecord>,
     pub webhook_log: Vec<WebhookDeliveryRecord>,
+    /// Each person's field changes, oldest first (`GET /api/v1/persons/{id}/changelog`).
+    pub changelog: BTreeMap<u64, Vec<Change>>,
 }
 
 pub(crate) type OpResult<T> = Result<(T, Vec<PersonEvent>), OpError>;
@@ -154,6 +157,7 @@ impl State {
             stats: PipedriveStats::default(),
             request_log: Vec::new(),
             webhook_log: Vec::new(),
+            changelog: BTreeMap::new(),
         };
         s.day = s.now().date_naive();
         s
@@ -226,6 +230,14 @@ impl State {
         let cutoff = self.now() - Duration::days(PURGE_AFTER_DAYS);
         self.persons
             .retain(|_, p| p.deleted_at.is_none_or(|d| d > cutoff));
+    }
+
+    /// A write changed person `old` into `new`: its changelog grows.
+    fn note_changes(&mut self, old: &Person, new: &Person, actor: Actor) {
+        let changes = changelog::diff(old, new, actor, self.now());
+        if !changes.is_empty() {
+            self.changelog.entry(new.id).or_default().extend(changes);
+        }
     }
 
     pub fn live(&self, id: u64) -> Option<&Person> {
@@ -305,6 +317,7 @@ impl State {
         }
         p.update_time = now;
         self.persons.insert(id, p.clone());
+        self.note_changes(&old, &p, actor);
         let before = model::render_webhook_v2(&old, &self.customs);
         let after = model::render_webhook_v2(&p, &self.customs);
         let previous = model::diff_previous(&before, &after);
@@ -356,6 +369,7 @@ impl State {
         model::merge_into(&mut survivor, &merged);
         survivor.update_time = now;
         self.persons.insert(merge_with_id, survivor.clone());
+        self.note_changes(&survivor_old, &survivor, actor);
         if let Some(m) = self.persons.get_mut(&id) {
             m.deleted_at = Some(now);
             m.update_time = now;
