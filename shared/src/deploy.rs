@@ -71,12 +71,19 @@ impl Deployment {
             None => DEFAULT_TTL,
         };
         let tenants = tenants.with_source(Arc::new(RegistrySource::new(store.clone(), kit)), ttl);
-        let service = SyncService::new(
+        let mut service = SyncService::new(
             store.clone(),
             store.clone(),
             store.clone(),
             Arc::new(tenants),
         );
+        if let Some(v) = var("CHECK_GRACE_SECS") {
+            let secs = v.parse().map_err(|_| SettingsError::Invalid {
+                name: "CHECK_GRACE_SECS",
+                value: v.clone(),
+            })?;
+            service = service.with_check_grace(Duration::from_secs(secs));
+        }
         // Fields a cold start finds unprepared (registered tenants were prepared when
         // onboarded; an environment tenant is prepared on its first cold start).
         for p in &provisioned {

@@ -42,8 +42,9 @@ pub struct PlanInput<'a> {
     pub policy: ConflictPolicy,
     pub support: FieldSupport,
     pub now: DateTime<Utc>,
-    /// CRM users' values our last write to the record overwrote (see
-    /// [`CrmWrite::overwritten`](crate::domain::CrmWrite::overwritten)); `None`: none known.
+    /// CRM users' values our recent writes to the record overwrote (see
+    /// [`RecentWrites::overwritten`](crate::domain::RecentWrites::overwritten)); `None`: none
+    /// known.
     pub overwritten: Option<&'a FieldPatch>,
 }
 

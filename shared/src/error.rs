@@ -91,6 +91,13 @@ pub enum SyncError {
         contact_id: String,
         until: DateTime<Utc>,
     },
+    /// Our writes to a record are checked once their echoes had time to arrive.
+    #[error("{provider} record {record_id}: our writes are checked after {until}")]
+    CheckDue {
+        provider: Provider,
+        record_id: String,
+        until: DateTime<Utc>,
+    },
 }
 
 impl SyncError {
@@ -100,7 +107,7 @@ impl SyncError {
         match self {
             SyncError::Crm(CrmError::QuotaExhausted { until, .. }) => Some(*until),
             SyncError::Crm(CrmError::OutOfTime { resume_at, .. }) => Some(*resume_at),
-            SyncError::Busy { until, .. } => Some(*until),
+            SyncError::Busy { until, .. } | SyncError::CheckDue { until, .. } => Some(*until),
             _ => None,
         }
     }

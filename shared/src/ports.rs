@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ChangeEvent, ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, CustomField,
-    FieldPatch, Job, Provider, TenantId,
+    Field, FieldPatch, Job, Provider, Reported, TenantId,
 };
 use crate::error::{CrmError, QueueError, StoreError};
 
@@ -471,6 +471,18 @@ pub trait CrmClient: Send + Sync {
         email: &str,
     ) -> Result<Option<CrmRecord>, CrmError>;
 
+    /// Reads a record with the recent history of some of its fields: the record as
+    /// [`get`](Self::get) reads it, and each value `fields` were set to at or after `since`
+    /// (by anyone, by the CRM's clock), as [`Reported`] values. Shows what our writes replaced
+    /// when the events that would have said so may be lost (see `sync::check`).
+    async fn get_with_history(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        fields: &[Field],
+        since: DateTime<Utc>,
+    ) -> Result<(Option<CrmRecord>, Vec<Reported>), CrmError>;
+
     /// Reads many records, in as few calls as the API allows; ids that do not exist (or are
     /// archived) are absent from the result.
     async fn get_many(
@@ -539,6 +551,13 @@ pub trait CrmClient: Send + Sync {
     /// read). A user's edit of those can be overwritten too, so it is watched for as well.
     fn fields_written(&self, patch: &FieldPatch, _current: &ContactFields) -> FieldPatch {
         patch.clone()
+    }
+
+    /// Whether the CRM's webhook of our own write says what the fields held just before it
+    /// (Pipedrive's `previous`): then that echo checks the write for free. Otherwise (HubSpot)
+    /// a write is checked at once, by reading the record with its history.
+    fn echo_shows_what_a_write_replaced(&self) -> bool {
+        false
     }
 
     /// The custom fields this CRM keeps our data in (their keys go into [`CrmContext`]).

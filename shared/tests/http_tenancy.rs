@@ -79,6 +79,7 @@ async fn globex_contact(store: &EmbeddedStore) -> String {
             created_at: now,
             last_app_modified: now,
             deleted: false,
+            synced: Default::default(),
         })
         .await
         .unwrap()

@@ -271,6 +271,7 @@ fn contact(id: &str, email: &str) -> Contact {
         created_at: now,
         last_app_modified: now,
         deleted: false,
+        synced: Default::default(),
     }
 }
 

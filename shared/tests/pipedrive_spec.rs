@@ -184,6 +184,17 @@ async fn exercise_every_operation() -> Vec<Value> {
         }
     }
     c.changed_since(&ctx, cursor.as_deref()).await.unwrap();
+    // The changelog a check of our writes reads (paged: more changes than one page holds).
+    for i in 0..60 {
+        s.pipedrive
+            .ui_update(a.id.parse().unwrap(), json!({"last_name": format!("L{i}")}));
+    }
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (_, history) = c
+        .get_with_history(&ctx, &a.id, &[Field::FirstName, Field::LastName], since)
+        .await
+        .unwrap();
+    assert!(history.len() >= 60, "{}", history.len());
     c.archive(&ctx, &a.id).await.unwrap();
 
     // OAuth bearer, standard job title (an account with contact sync).

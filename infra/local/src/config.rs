@@ -50,6 +50,9 @@ pub struct LocalConfig {
     /// `JOB_DEADLINE_SECS` (default 30, the sync-worker Lambda's timeout): the time a worker's
     /// batch of jobs has; a wait past it re-queues the job with that delay.
     pub job_deadline: Duration,
+    /// `CHECK_GRACE_SECS` (default 60): how long after a write of ours its check waits for the
+    /// write's echo (Pipedrive's webhook of it) before reading the record's changelog.
+    pub check_grace: Duration,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
     /// `http://HOST:PORT`.
     pub public_base_url: Option<String>,
@@ -165,6 +168,12 @@ impl LocalConfig {
         if job_deadline < 5 {
             bail!("JOB_DEADLINE_SECS must be at least 5");
         }
+        let check_grace = match var("CHECK_GRACE_SECS") {
+            Some(s) => s
+                .parse()
+                .with_context(|| format!("CHECK_GRACE_SECS={s} is not a number"))?,
+            None => shared::sync::CHECK_GRACE_SECS as u64,
+        };
         let simulator = match var("CRM_SIMULATOR").as_deref() {
             None | Some("auto") => true,
             Some("off") => false,
@@ -185,6 +194,7 @@ impl LocalConfig {
             poll_interval: Duration::from_secs(poll),
             sync_workers,
             job_deadline: Duration::from_secs(job_deadline),
+            check_grace: Duration::from_secs(check_grace),
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator,
             sim_port: parse("SIM_PORT")?,

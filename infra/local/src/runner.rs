@@ -202,7 +202,8 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         shared_store.clone(),
         shared_store.clone(),
         Arc::new(tenants),
-    );
+    )
+    .with_check_grace(config.check_grace);
     if let Err(e) = provisioned.prepare(&service, Preparation::Fresh).await {
         tracing::warn!(error = %e, "could not prepare the CRM fields");
     }

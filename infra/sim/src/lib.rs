@@ -8,6 +8,7 @@ pub mod check;
 pub mod crm;
 pub mod queue;
 pub mod sched;
+pub mod seen;
 pub mod store;
 pub mod workload;
 pub mod world;
@@ -24,9 +25,10 @@ pub struct Outcome {
     pub digest: u64,
     pub checked: usize,
     pub violations: Vec<String>,
-    /// The known gap, counted: CRM users' edits overwritten by a concurrent write of ours,
-    /// unseen because their webhook was dropped.
-    pub undetected_overwrites: Vec<String>,
+    /// CRM users' edits a concurrent write of ours overwrote, and how many of them had their
+    /// webhook dropped (found only by the write's echo or a check of the record's history).
+    pub overwrites: usize,
+    pub overwrites_unreported: usize,
     pub ops: std::collections::BTreeMap<&'static str, usize>,
 }
 
@@ -102,7 +104,8 @@ async fn run_async(cfg: Config) -> Outcome {
         digest: world.sched.trace(),
         checked: report.checked,
         violations,
-        undetected_overwrites: report.undetected_overwrites,
+        overwrites: report.overwrites,
+        overwrites_unreported: report.overwrites_unreported,
         ops: oracle.counts,
     }
 }

@@ -14,6 +14,7 @@ use shared::error::StoreError;
 use shared::ports::{ContactStore, LinkStore, Page};
 
 use crate::sched::{Fault, Sched};
+use crate::seen::Seen;
 
 /// The contact and link stores as the workers see them.
 pub struct SimStore {
@@ -23,17 +24,34 @@ pub struct SimStore {
     blind: bool,
     /// The by-contact index's last answers, by contact, with when they were read.
     gsi_views: Mutex<BTreeMap<String, (i64, Vec<ContactLink>)>>,
+    /// The values the workers stored: seen by a sync.
+    seen: Arc<Seen>,
 }
 
 impl SimStore {
-    pub fn new(inner: EmbeddedStore, sched: Sched, gsi_lag_ms: i64, blind: bool) -> Arc<Self> {
+    pub fn new(
+        inner: EmbeddedStore,
+        sched: Sched,
+        gsi_lag_ms: i64,
+        blind: bool,
+        seen: Arc<Seen>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inner,
             sched,
             gsi_lag_ms,
             blind,
             gsi_views: Mutex::new(BTreeMap::new()),
+            seen,
         })
+    }
+
+    /// A write's effect happened (whatever became of its answer): the values it stored are
+    /// seen by a sync.
+    fn saw<T>(&self, result: &Result<T, StoreError>, fields: &shared::domain::ContactFields) {
+        if result.is_ok() {
+            self.seen.fields(fields, self.sched.now());
+        }
     }
 
     /// The boundary before a call, and its fault: an error, or `Ok(lose)` where `lose` says the
@@ -78,11 +96,15 @@ impl ContactStore for SimStore {
     }
     async fn insert(&self, c: &Contact) -> Result<Contact, StoreError> {
         let lose = self.enter(true).await?;
-        Self::settle(lose, self.inner.insert(c).await)
+        let done = self.inner.insert(c).await;
+        self.saw(&done, &c.fields);
+        Self::settle(lose, done)
     }
     async fn update(&self, c: &Contact) -> Result<Contact, StoreError> {
         let lose = self.enter(true).await?;
-        Self::settle(lose, self.inner.update(c).await)
+        let done = self.inner.update(c).await;
+        self.saw(&done, &c.fields);
+        Self::settle(lose, done)
     }
 }
 
@@ -152,7 +174,11 @@ impl LinkStore for SimStore {
             };
             return Self::settle(lose, self.inner.put_link(&blind).await);
         }
-        Self::settle(lose, self.inner.put_link(l).await)
+        let done = self.inner.put_link(l).await;
+        if !l.is_intent() {
+            self.saw(&done, &l.base);
+        }
+        Self::settle(lose, done)
     }
     async fn rekey_link(&self, l: &ContactLink, id: &str) -> Result<ContactLink, StoreError> {
         let lose = self.enter(true).await?;

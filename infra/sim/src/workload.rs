@@ -21,6 +21,8 @@ const EDITED: [Field; 3] = [Field::FirstName, Field::LastName, Field::JobTitle];
 pub struct Oracle {
     /// The last write of each field of each contact (by email): the op, when, and the value.
     pub last: BTreeMap<(String, Field), Write>,
+    /// Every write of each field of each contact (by email), in the order they were made.
+    pub all: BTreeMap<(String, Field), Vec<Write>>,
     /// Contacts whose values a CRM delete may have cut short (an edit made in the CRM just
     /// before the record was deleted there need not reach the app).
     pub uncertain: BTreeSet<String>,
@@ -48,15 +50,17 @@ impl Oracle {
         value: Option<String>,
     ) {
         let at = world.sched.now();
-        self.last.insert(
-            (email.to_string(), field),
-            Write {
-                op,
-                at,
-                value,
-                crm: None,
-            },
-        );
+        let write = Write {
+            op,
+            at,
+            value,
+            crm: None,
+        };
+        self.all
+            .entry((email.to_string(), field))
+            .or_default()
+            .push(write.clone());
+        self.last.insert((email.to_string(), field), write);
     }
 
     /// The contact's email changed: its writes are kept under the new one.
@@ -70,6 +74,9 @@ impl Oracle {
         for ((_, field), w) in moved {
             self.last.remove(&(old.to_string(), field));
             self.last.insert((new.to_string(), field), w);
+            if let Some(all) = self.all.remove(&(old.to_string(), field)) {
+                self.all.insert((new.to_string(), field), all);
+            }
         }
         if self.uncertain.remove(old) {
             self.uncertain.insert(new.to_string());
@@ -233,6 +240,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
                 "{} {provider} {record} = {crm_value}, app = {app_value}",
                 c.id
             );
+            oracle.wrote(world, &email, field, op, Some(crm_value));
             oracle.wrote(world, &email, field, op, Some(app_value));
             "same field on two sides"
         }

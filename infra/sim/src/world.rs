@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::crm::{self, Outbox, SimCrm};
 use crate::queue::SimQueue;
 use crate::sched::{FaultRates, Sched};
+use crate::seen::Seen;
 use crate::store::SimStore;
 
 /// What one run does.
@@ -61,6 +62,8 @@ pub struct World {
     pub pipedrive: Arc<SimCrm>,
     pub outbox: Arc<Outbox>,
     pub queue: Arc<SimQueue>,
+    /// When a sync first saw each value users wrote.
+    pub seen: Arc<Seen>,
     sim_store: Arc<SimStore>,
     clock: shared::ports::Clock,
     /// Ids of imported contacts, shared by every worker.
@@ -84,8 +87,9 @@ impl World {
             Arc::new(move || sched.now())
         };
         let outbox = Arc::new(Outbox::default());
+        let seen = Arc::new(Seen::default());
         let crm::Crms { hubspot, pipedrive } =
-            crm::build(&sched, &outbox, cfg.search_lag_ms, tenant());
+            crm::build(&sched, &outbox, cfg.search_lag_ms, tenant(), &seen);
         for (crm, field, key) in [
             (&hubspot, CustomField::Pronouns, &hubspot.pronouns_key),
             (&pipedrive, CustomField::Pronouns, &pipedrive.pronouns_key),
@@ -101,6 +105,7 @@ impl World {
             sched.clone(),
             cfg.gsi_lag_ms,
             cfg.blind_link_writes,
+            seen.clone(),
         );
         let ids = Arc::new(AtomicU64::new(0));
         let queue = Arc::new(SimQueue::new(sched.clone(), 0.03));
@@ -112,6 +117,7 @@ impl World {
             pipedrive,
             outbox,
             queue,
+            seen,
             sim_store,
             clock,
             ids,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
+use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecord, ChangedRecords, Clock, CrmClient, CrmContext};
 
@@ -32,6 +32,29 @@ struct Inner {
     /// A user's edit that lands just before our next update (neither CRM has conditional
     /// writes): the update overwrites it.
     edit_before_update: Option<FieldPatch>,
+    /// Every value each record's fields were set to, and when (the CRMs' field history).
+    history: BTreeMap<String, Vec<Reported>>,
+    /// Whether the echo of our write says what it replaced (as Pipedrive's does).
+    echoes: bool,
+}
+
+impl Inner {
+    /// Record `id` changed from `before` to its values now, at `at`: the history grows.
+    fn note(&mut self, id: &str, before: &ContactFields, at: chrono::DateTime<Utc>) {
+        let Some(after) = self.records.get(id).map(|r| r.fields.clone()) else {
+            return;
+        };
+        let entries = self.history.entry(id.to_string()).or_default();
+        for field in Field::ALL {
+            if before.get(field) != after.get(field) {
+                entries.push(Reported::set(
+                    field,
+                    after.get(field).map(str::to_owned),
+                    at,
+                ));
+            }
+        }
+    }
 }
 
 /// In-memory CRM for one provider.
@@ -97,6 +120,12 @@ impl MemoryCrm {
         self.lock().refused_emails.push(email.to_lowercase());
     }
 
+    /// Acts as a CRM whose echo of our write says what it replaced (Pipedrive): a write is then
+    /// left to its echo or a later check, not checked at once.
+    pub fn echo_what_writes_replace(&self) {
+        self.lock().echoes = true;
+    }
+
     /// A user's `patch` lands just before our next update, after the sync read the record.
     pub fn edit_before_next_update(&self, patch: FieldPatch) {
         self.lock().edit_before_update = Some(patch);
@@ -120,8 +149,10 @@ impl MemoryCrm {
         let now = self.now();
         let mut inner = self.lock();
         if let Some(r) = inner.records.get_mut(id) {
+            let before = r.fields.clone();
             r.fields.apply(patch);
             r.updated_at = Some(now);
+            inner.note(id, &before, now);
         }
     }
 
@@ -147,6 +178,7 @@ impl MemoryCrm {
                 archived: false,
             },
         );
+        inner.note(&id, &ContactFields::default(), now);
         id
     }
 
@@ -197,6 +229,28 @@ impl CrmClient for MemoryCrm {
             r.fields = self.strip(ctx, r.fields);
             r
         }))
+    }
+
+    async fn get_with_history(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        fields: &[Field],
+        since: chrono::DateTime<Utc>,
+    ) -> Result<(Option<CrmRecord>, Vec<Reported>), CrmError> {
+        let record = self.get(ctx, id).await?;
+        let history = self
+            .lock()
+            .history
+            .get(id)
+            .map(|h| {
+                h.iter()
+                    .filter(|r| r.at >= since && fields.contains(&r.field))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((record, history))
     }
 
     async fn find_by_email(
@@ -304,12 +358,14 @@ impl CrmClient for MemoryCrm {
                 message: format!("no record {id}"),
             });
         };
+        let before = r.fields.clone();
         r.fields.apply(patch);
         if ctx.field(CustomField::Pronouns).is_none() {
             r.fields.pronouns = None;
         }
         r.updated_at = Some(now);
         let out = r.clone();
+        inner.note(id, &before, now);
         inner.writes += 1;
         Ok(out)
     }
@@ -356,6 +412,10 @@ impl CrmClient for MemoryCrm {
             next_cursor: next.or_else(|| cursor.map(str::to_owned)),
             has_more: false,
         })
+    }
+
+    fn echo_shows_what_a_write_replaced(&self) -> bool {
+        self.lock().echoes
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {

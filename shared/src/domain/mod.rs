@@ -1,6 +1,8 @@
 //! Domain types: tenants, providers, the universal contact, links and change events.
 
+mod event;
 mod link;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -288,6 +290,11 @@ pub struct Contact {
     pub last_app_modified: DateTime<Utc>,
     #[serde(default)]
     pub deleted: bool,
+    /// Per CRM, the version the last sync write of its pair gave the contact (a user's edit
+    /// keeps them): tells a sync write that landed, its answer lost, from one another write
+    /// beat (one pair's writes are fenced by its link, so the two name one write).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synced: BTreeMap<Provider, u64>,
 }
 
 impl Contact {
@@ -306,172 +313,15 @@ impl Contact {
             created_at: now,
             last_app_modified: now,
             deleted: false,
+            synced: BTreeMap::new(),
         }
     }
 }
 
-pub use link::{ContactLink, CrmWrite, FieldWrite, LinkStatus, PendingWrites};
+pub use link::{ContactLink, LinkStatus, PendingWrites};
+pub use writes::{CrmWrite, FieldWrite, RecentWrites};
 
-/// Where a change came from: the app, or one of the CRMs. Serialised as `"app"` or the CRM's
-/// name (`"hubspot"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
-    App,
-    Crm(Provider),
-}
-
-impl Origin {
-    pub fn provider(self) -> Option<Provider> {
-        match self {
-            Origin::App => None,
-            Origin::Crm(p) => Some(p),
-        }
-    }
-}
-
-impl From<Provider> for Origin {
-    fn from(p: Provider) -> Self {
-        Origin::Crm(p)
-    }
-}
-
-impl Serialize for Origin {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            Origin::App => "app",
-            Origin::Crm(p) => p.as_str(),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Origin {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        match name.as_str() {
-            "app" => Ok(Origin::App),
-            other => Provider::parse(other)
-                .map(Origin::Crm)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown origin {other:?}"))),
-        }
-    }
-}
-
-/// What kind of change an event reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ChangeKind {
-    Upsert,
-    Delete,
-    /// Records `merged_ids` were merged into `record_id` (the survivor).
-    Merge {
-        merged_ids: Vec<String>,
-    },
-}
-
-/// A value a CRM's change event says a user set a field to, and when (by the CRM's clock).
-/// A hint, never data: the worker writes it nowhere as such. It shows a user's edit that our
-/// own write of the same field, in flight at the time, overwrote (neither CRM offers a
-/// conditional write); see [`CrmWrite::overwritten`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reported {
-    pub field: Field,
-    pub value: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// A trigger: "record X at origin O changed". Never carries the data itself (only, from a CRM,
-/// the [`Reported`] values it names as hints).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangeEvent {
-    pub tenant: TenantId,
-    pub origin: Origin,
-    pub record_id: String,
-    pub kind: ChangeKind,
-    pub occurred_at: DateTime<Utc>,
-    /// Who made the change according to the source (e.g. HubSpot `changeSource`/`sourceId`).
-    #[serde(default)]
-    pub provenance: Option<String>,
-    /// Source event id, used for dedupe and tracing.
-    #[serde(default)]
-    pub event_id: Option<String>,
-    /// The values the CRM's event says were set (HubSpot's `propertyValue`, Pipedrive's `data`
-    /// for the fields in `previous`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reported: Vec<Reported>,
-}
-
-impl ChangeEvent {
-    pub fn new(
-        tenant: TenantId,
-        origin: Origin,
-        record_id: impl Into<String>,
-        kind: ChangeKind,
-    ) -> Self {
-        Self {
-            tenant,
-            origin,
-            record_id: record_id.into(),
-            kind,
-            occurred_at: Utc::now(),
-            provenance: None,
-            event_id: None,
-            reported: Vec::new(),
-        }
-    }
-}
-
-/// A queued unit of work: a message of the sync queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "job", rename_all = "snake_case")]
-pub enum Job {
-    /// Sync what one change event points at.
-    Change(ChangeEvent),
-    /// One time-boxed round of Sync Now for a tenant: backfill unlinked contacts, poll every
-    /// CRM, retry failed contacts. Round 1 starts a run; a later round continues it.
-    Reconcile { tenant: TenantId, round: u32 },
-}
-
-impl Job {
-    pub fn tenant(&self) -> &TenantId {
-        match self {
-            Job::Change(e) => &e.tenant,
-            Job::Reconcile { tenant, .. } => tenant,
-        }
-    }
-
-    /// The change event, for a [`Job::Change`].
-    pub fn change(&self) -> Option<&ChangeEvent> {
-        match self {
-            Job::Change(e) => Some(e),
-            Job::Reconcile { .. } => None,
-        }
-    }
-
-    /// Reads a queue message. Messages written before jobs were typed are bare change events,
-    /// with Sync Now as a `reconcile` kind (`provenance: "continue"` for a continuation).
-    pub fn parse(body: &str) -> Result<Job, serde_json::Error> {
-        let value: serde_json::Value = serde_json::from_str(body)?;
-        if value.get("job").is_some() {
-            return serde_json::from_value(value);
-        }
-        if value["kind"]["type"] == "reconcile" {
-            let tenant: TenantId = serde_json::from_value(value["tenant"].clone())?;
-            let round = if value["provenance"] == "continue" {
-                2
-            } else {
-                1
-            };
-            return Ok(Job::Reconcile { tenant, round });
-        }
-        serde_json::from_value(value).map(Job::Change)
-    }
-}
-
-impl From<ChangeEvent> for Job {
-    fn from(event: ChangeEvent) -> Self {
-        Job::Change(event)
-    }
-}
+pub use event::{ChangeEvent, ChangeKind, Job, Origin, Replacement, Reported};
 
 /// One CRM account of a tenant, as webhooks show it: the account they name, how the CRM
 /// authenticates them, and who our own writes come from. Secrets are never logged (the Debug
@@ -628,6 +478,14 @@ mod tests {
             Job::parse(&serde_json::to_string(&reconcile).unwrap()).unwrap(),
             reconcile
         );
+        let check = Job::Check {
+            tenant: TenantId::new("t"),
+            provider: Provider::Pipedrive,
+            record_id: "42".into(),
+        };
+        let text = serde_json::to_string(&check).unwrap();
+        assert!(text.contains("\"job\":\"check\""), "{text}");
+        assert_eq!(Job::parse(&text).unwrap(), check);
         // Messages queued before jobs were typed: a bare change event, or Sync Now as a kind.
         assert_eq!(
             Job::parse(&serde_json::to_string(&change).unwrap()).unwrap(),

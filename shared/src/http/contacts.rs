@@ -390,7 +390,7 @@ mod tests {
             base_hash: String::new(),
             warnings: vec![],
             pending: None,
-            last_write: None,
+            writes: Default::default(),
             version: 1,
         }
     }

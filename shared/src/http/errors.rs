@@ -91,7 +91,7 @@ impl From<SyncError> for ApiError {
             SyncError::Queue(q) => q.into(),
             SyncError::UnknownTenant(t) => ApiError::not_found(format!("unknown tenant {t}")),
             SyncError::Crm(c) => ApiError::new(StatusCode::BAD_GATEWAY, "crm_error", c.to_string()),
-            busy @ SyncError::Busy { .. } => {
+            busy @ (SyncError::Busy { .. } | SyncError::CheckDue { .. }) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "retry", busy.to_string())
             }
         }

@@ -3,13 +3,17 @@
 //! 1. [`inbound`]: a CRM record is mapped to its app contact (linked, imported, re-keyed after a
 //!    merge, revived after a restore);
 //! 2. [`pair`]: the contact is synced with each CRM of its tenant — read both sides, plan with
-//!    the pure engine, apply the plan, store the link ([`create`]: a record is created once,
-//!    under an intent);
+//!    the pure engine, [`apply`] the plan, store the link ([`create`]: a record is created
+//!    once, under an intent);
 //! 3. [`reconcile`]: Sync Now, the scheduled poll and the batch backfill find what events missed;
+//!    [`check`]: our writes checked against their echoes or the CRM's field history (a user's
+//!    edit a write overwrote is found even when its event was lost);
 //! 4. [`fields`]: our custom fields in the CRMs (pronouns, job title);
 //! 5. [`worker`]: runs queued [`Job`]s and settles them (retry, defer, dead letter), locally and
 //!    in Lambda alike.
 
+mod apply;
+mod check;
 mod create;
 mod failure;
 mod fields;
@@ -32,6 +36,7 @@ use crate::ports::{Clock, ContactStore, CrmClient, CrmContext, LinkStore, SyncSt
 use crate::tenant::{TenantConfig, Tenants};
 
 pub use crate::ports::SyncNowProgress;
+pub use check::CHECK_GRACE_SECS;
 
 /// How long one Sync Now job works before it queues its continuation, by default.
 const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
@@ -104,6 +109,7 @@ pub struct SyncService {
     pub tenants: Arc<Tenants>,
     reconcile_budget: std::time::Duration,
     create_grace: chrono::Duration,
+    check_grace: chrono::Duration,
     clock: Clock,
     new_id: IdSource,
 }
@@ -126,6 +132,7 @@ impl SyncService {
             tenants,
             reconcile_budget: RECONCILE_BUDGET,
             create_grace: chrono::Duration::seconds(CREATE_GRACE_SECS),
+            check_grace: chrono::Duration::seconds(CHECK_GRACE_SECS),
             clock: Arc::new(Utc::now),
             new_id: Arc::new(|| uuid::Uuid::new_v4().to_string()),
         }
@@ -165,6 +172,13 @@ impl SyncService {
     /// the CRMs' search lag, so the taker finds a record that was created.
     pub fn with_create_grace(mut self, grace: std::time::Duration) -> Self {
         self.create_grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        self
+    }
+
+    /// How long after a write its check waits for the write's echo (default
+    /// [`CHECK_GRACE_SECS`]): longer than the CRM's webhooks take to arrive.
+    pub fn with_check_grace(mut self, grace: std::time::Duration) -> Self {
+        self.check_grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         self
     }
 
@@ -307,6 +321,9 @@ impl SyncService {
         known: Option<Known>,
     ) -> Result<SyncReport, SyncError> {
         let cfg = self.tenant(&event.tenant).await?;
+        if event.kind == ChangeKind::Echo {
+            return self.confirm_echo(event).await;
+        }
         let (contact_id, first, record) = match event.origin.provider() {
             None => (event.record_id.clone(), None, None),
             Some(provider) => {

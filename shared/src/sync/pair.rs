@@ -1,5 +1,5 @@
-//! One app contact against one CRM: read both sides, plan with the pure engine, apply the plan
-//! (CRM first, then the app), store the link with the new base, log conflicts.
+//! One app contact against one CRM: read both sides, plan with the pure engine, and hand the
+//! plan to [`apply`](super::apply).
 
 use std::sync::Arc;
 
@@ -8,12 +8,10 @@ use tracing::{info, warn};
 
 use super::{Known, SyncReport, SyncService};
 use crate::domain::{
-    ConflictRecord, Contact, ContactFields, ContactLink, CrmRecord, CrmWrite, FieldPatch,
-    LinkStatus, PendingWrites, Provider, Reported, TenantId,
+    Contact, ContactFields, ContactLink, CrmRecord, FieldPatch, LinkStatus, Provider, RecentWrites,
+    Reported, TenantId,
 };
-use crate::engine::{
-    self, AppAction, AppSide, CrmAction, CrmSide, LinkOutcome, PlanInput, SyncPlan,
-};
+use crate::engine::{self, AppSide, CrmSide, PlanInput};
 use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{CrmClient, CrmContext};
 use crate::tenant::TenantConfig;
@@ -37,43 +35,51 @@ impl PairState {
     /// record is found; while none is, there is no base (the record is still to be created).
     /// A write left pending (cut off, or its answer lost) counts as agreed where its side now
     /// holds its value.
-    fn base(&self) -> Option<ContactFields> {
+    pub(super) fn base(&self) -> Option<ContactFields> {
         let link = match &self.link {
             Some(l) if l.is_placeholder() && self.record.is_none() => return None,
             l => l.as_ref()?,
         };
         let mut base = link.base.clone();
         if let (Some(pending), Some(record)) = (&link.pending, &self.record) {
-            pending.settle(&mut base, &self.contact.fields, &record.fields);
+            pending.settle(&mut base, &self.contact, &record.fields, link.provider);
         }
         Some(base)
     }
 
-    /// Our last writes to the record: with one left in flight (cut off, or its answer lost)
-    /// that the record shows landed (by the record's modification time at the latest).
-    fn last_write(&self) -> Option<CrmWrite> {
-        let link = self.link.as_ref()?;
-        let record = self.record.as_ref()?;
-        if let Some(p) = &link.pending
-            && let Some(w) = &p.crm_write
-            && !p.to_crm.is_empty()
-            && w.holds(&p.to_crm, &record.fields)
-        {
-            return Some(w.clone().landed(record.updated_at));
+    /// Our recent writes to the record: with one left in flight (cut off, or its answer lost)
+    /// that the record shows landed (by the record's modification time at the latest; `now`
+    /// when it has none).
+    pub(super) fn recent_writes(&self, now: DateTime<Utc>) -> RecentWrites {
+        let Some(link) = self.link.as_ref() else {
+            return RecentWrites::default();
+        };
+        let recent = link.writes.clone();
+        match (&link.pending, &self.record) {
+            (Some(p), Some(record)) if !p.to_crm.is_empty() => match &p.crm_write {
+                Some(w) if w.holds(&record.fields) => {
+                    recent.with(w.clone().landed(record.updated_at, now))
+                }
+                // It may have landed, and been changed since: its values are ours all the same.
+                Some(w) => recent.with(w.clone()),
+                None => recent,
+            },
+            _ => recent,
         }
-        link.last_write.clone()
     }
 
-    /// The `reported` values our last writes to the record overwrote.
-    fn overwritten(&self, reported: &[Reported]) -> FieldPatch {
-        match (self.last_write(), &self.record) {
-            (Some(w), Some(record)) if !record.archived => w.overwritten(reported, &record.fields),
+    /// The `reported` values our recent writes to the record overwrote.
+    fn overwritten(&self, reported: &[Reported], now: DateTime<Utc>) -> FieldPatch {
+        match &self.record {
+            Some(record) if !record.archived => self
+                .recent_writes(now)
+                .overwritten(reported, &record.fields),
             _ => FieldPatch::default(),
         }
     }
 
     /// The link's record id, if it knows one.
-    fn linked_id(&self) -> Option<&str> {
+    pub(super) fn linked_id(&self) -> Option<&str> {
         self.link
             .as_ref()
             .filter(|l| !l.is_placeholder())
@@ -114,6 +120,14 @@ impl SyncService {
                 .await;
             if done.as_ref().is_ok_and(|r| r.app_writes > 0) {
                 again = i;
+            }
+            if done.as_ref().is_ok_and(|r| r.crm_writes > 0)
+                && !client.echo_shows_what_a_write_replaced()
+            {
+                let checked = self
+                    .check_after_write(tenant, client.as_ref(), contact_id)
+                    .await;
+                report.add(&checked);
             }
             report.merge(done, &mut first_error);
         }
@@ -231,7 +245,7 @@ impl SyncService {
         // Decided now, after every read: a conflict is stamped later than the edits it saw.
         let now = self.now();
         let base = pair.base();
-        let overwritten = pair.overwritten(reported);
+        let overwritten = pair.overwritten(reported, now);
         if !overwritten.is_empty() {
             let fields: Vec<&str> = overwritten.fields().map(|f| f.as_str()).collect();
             warn!(%tenant, contact_id, %provider, ?fields, "a CRM user's edit was overwritten by our concurrent write; resolved as a conflict");
@@ -260,7 +274,8 @@ impl SyncService {
         {
             return Err(StoreError::Conflict(format!("a {provider} field was deleted")).into());
         }
-        self.apply(tenant, client, &ctx, pair, plan, now).await
+        self.apply(tenant, client, &ctx, pair, plan, &overwritten, now)
+            .await
     }
 
     /// The CRM side of a pair: the linked record (as already read, if its link has not changed
@@ -350,262 +365,6 @@ impl SyncService {
                 contact_id: pair.contact.id.clone(),
                 until: self.now() + chrono::Duration::seconds(BUSY_RECHECK_SECS),
             });
-        }
-        Ok(())
-    }
-
-    /// Applies a plan: the CRM write, then the app write (conditional on the contact's version),
-    /// then the link with the new base, the conflict log and the stats.
-    async fn apply(
-        &self,
-        tenant: &TenantId,
-        client: &dyn CrmClient,
-        ctx: &CrmContext,
-        pair: PairState,
-        plan: SyncPlan,
-        now: DateTime<Utc>,
-    ) -> Result<SyncReport, SyncError> {
-        let provider = client.provider();
-        let mut external_id = pair
-            .linked_id()
-            .map(str::to_owned)
-            .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
-        let base = pair.base();
-        let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
-        // Our last writes to the record, kept on the link until the next one extends them.
-        let mut last_write = pair.last_write();
-        let PairState {
-            contact,
-            mut link,
-            record,
-        } = pair;
-        match (link.as_ref(), external_id.as_deref(), record.as_ref()) {
-            // An abandoned create whose record turned up: the intent moves to it first.
-            (Some(l), Some(id), _) if l.is_placeholder() => {
-                link = Some(self.links.rekey_link(l, id).await?);
-            }
-            // A record found by email, not linked: claim the link before writing anything. The
-            // plan has no base; if another worker is creating or linking this record (it found
-            // no link when this one looked), the claim fails and the job re-reads, to plan on
-            // that worker's base instead of reverting the app to the CRM's older values.
-            (None, Some(id), Some(r)) if !r.archived => {
-                let claim = ContactLink {
-                    status: LinkStatus::Pending,
-                    last_synced_at: None,
-                    ..ContactLink::synced(
-                        tenant,
-                        &contact.id,
-                        provider,
-                        id,
-                        None,
-                        ContactFields::default(),
-                        Vec::new(),
-                        now,
-                    )
-                };
-                link = Some(self.links.put_link(&claim).await?);
-            }
-            _ => {}
-        }
-        // The conflicts are logged before anything is written: a write whose answer is lost
-        // (it happened) leaves both sides agreeing, and the retry would see no conflict to log.
-        // A write that then fails for good leaves an entry the retry's own entry follows.
-        if let Some(id) = external_id.as_deref() {
-            self.log_conflicts(tenant, &contact.id, provider, id, &plan.conflicts)
-                .await?;
-        }
-        let mut report = SyncReport {
-            conflicts: plan.conflicts.len(),
-            ..Default::default()
-        };
-        let mut crm_modified = record.as_ref().and_then(|r| r.updated_at);
-        // The writes are recorded on the link first (by its version: a worker that synced the
-        // pair since makes this one re-read instead of writing over it), so a write cut off or
-        // whose answer is lost is not mistaken later for a user's edit.
-        let in_flight = match (&plan.crm, record.as_ref()) {
-            (CrmAction::Update { patch }, Some(r)) => Some(CrmWrite::new(
-                last_write.as_ref(),
-                &r.fields,
-                r.updated_at,
-                &client.fields_written(patch, &r.fields),
-                None,
-            )),
-            _ => None,
-        };
-        let pending = PendingWrites {
-            crm_write: in_flight.clone(),
-            to_crm: match &plan.crm {
-                CrmAction::Update { patch } => patch.clone(),
-                _ => FieldPatch::default(),
-            },
-            to_app: match &plan.app {
-                AppAction::Update { patch } => patch.clone(),
-                _ => FieldPatch::default(),
-            },
-        };
-        if pending != PendingWrites::default()
-            && let Some(l) = link.take()
-        {
-            let fenced = ContactLink {
-                pending: Some(pending),
-                ..l
-            };
-            link = Some(self.links.put_link(&fenced).await?);
-        }
-        match &plan.crm {
-            CrmAction::None => {}
-            CrmAction::Create { fields } => {
-                last_write = None;
-                let (created, moved) = self
-                    .create_with_intent(client, ctx, &contact, link.take(), fields, now)
-                    .await?;
-                external_id = Some(created.id.clone());
-                crm_modified = created.updated_at;
-                link = Some(moved);
-                report.crm_writes += 1;
-            }
-            CrmAction::Update { patch } => {
-                let id = external_id.as_deref().unwrap_or_default();
-                let updated = match client.update(ctx, id, patch).await {
-                    Ok(updated) => updated,
-                    Err(e @ CrmError::Rejected { status: 400, .. })
-                        if self.written_field_vanished(client, ctx, patch).await? =>
-                    {
-                        return Err(StoreError::Conflict(format!(
-                            "a {provider} field was deleted ({e})"
-                        ))
-                        .into());
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                crm_modified = updated.updated_at;
-                last_write = in_flight.map(|w| w.landed(updated.updated_at));
-                report.crm_writes += 1;
-                if plan.app != AppAction::None {
-                    // The app write may fail or never run: store what is agreed now.
-
-                    let mut crm_after = record
-                        .as_ref()
-                        .map(|r| r.fields.clone())
-                        .unwrap_or_default();
-                    crm_after.apply(patch);
-                    let mid = engine::base_after_crm_write(
-                        base.as_ref(),
-                        &contact.fields,
-                        &crm_after,
-                        ctx.support(),
-                    );
-                    let agreed = ContactLink {
-                        status: link.as_ref().map_or(LinkStatus::Pending, |l| l.status),
-                        version: link.as_ref().map_or(0, |l| l.version),
-                        last_synced_at: link.as_ref().and_then(|l| l.last_synced_at),
-                        crm_last_modified: link.as_ref().and_then(|l| l.crm_last_modified),
-                        // The app write is still to come.
-                        pending: link.as_ref().and_then(|l| l.pending.clone()).map(|p| {
-                            PendingWrites {
-                                to_crm: FieldPatch::default(),
-                                crm_write: None,
-                                ..p
-                            }
-                        }),
-                        last_write: last_write.clone(),
-                        ..ContactLink::synced(
-                            tenant,
-                            &contact.id,
-                            provider,
-                            id,
-                            None,
-                            mid,
-                            plan.warnings.clone(),
-                            now,
-                        )
-                    };
-                    link = Some(self.links.put_link(&agreed).await?);
-                }
-            }
-            CrmAction::Archive => {
-                let id = external_id.as_deref().unwrap_or_default();
-                client.archive(ctx, id).await?;
-                report.crm_writes += 1;
-            }
-        }
-        if let AppAction::Update { patch } = &plan.app {
-            let mut updated = contact.clone();
-            updated.fields.apply(patch);
-            self.contacts.update(&updated).await?;
-            report.app_writes += 1;
-        }
-        let Some(external_id) = external_id else {
-            // Nothing to link (no record, none created): an abandoned intent is withdrawn.
-            if let Some(intent) = link.filter(ContactLink::is_placeholder) {
-                self.links.delete_link(&intent).await?;
-            }
-            return Ok(report);
-        };
-        match plan.link {
-            LinkOutcome::Skip => {}
-            LinkOutcome::Tombstone => {
-                if let Some(mut link) = link {
-                    link.status = LinkStatus::Deleted;
-                    link.last_synced_at = Some(now);
-                    link.last_error = None;
-                    self.links.put_link(&link).await?;
-                }
-            }
-            LinkOutcome::Synced => {
-                let synced = ContactLink {
-                    version: link.as_ref().map_or(0, |l| l.version),
-                    last_write,
-                    ..ContactLink::synced(
-                        tenant,
-                        &contact.id,
-                        provider,
-                        &external_id,
-                        crm_modified,
-                        plan.new_base.clone(),
-                        plan.warnings.clone(),
-                        now,
-                    )
-                };
-                if link.as_ref() != Some(&synced) || synced.version == 0 {
-                    self.links.put_link(&synced).await?;
-                }
-            }
-        }
-        self.state
-            .record_outcome(tenant, provider, Ok(()), plan.conflicts.len() as u64)
-            .await?;
-        // Issues are recorded only for contacts without a link, so only a first sync clears one
-        // (no extra write on every later sync).
-        if first_sync {
-            self.state
-                .set_issue(tenant, &contact.id, provider, None)
-                .await?;
-        }
-        if report.app_writes + report.crm_writes > 0 {
-            info!(%tenant, contact_id = %contact.id, %provider, app_writes = report.app_writes, crm_writes = report.crm_writes, conflicts = report.conflicts, "synced");
-        }
-        Ok(report)
-    }
-
-    async fn log_conflicts(
-        &self,
-        tenant: &TenantId,
-        contact_id: &str,
-        provider: Provider,
-        external_id: &str,
-        conflicts: &[crate::domain::Conflict],
-    ) -> Result<(), SyncError> {
-        for conflict in conflicts {
-            self.state
-                .log_conflict(&ConflictRecord {
-                    tenant: tenant.clone(),
-                    contact_id: contact_id.to_string(),
-                    provider,
-                    external_id: external_id.to_string(),
-                    conflict: conflict.clone(),
-                })
-                .await?;
         }
         Ok(())
     }

@@ -106,10 +106,10 @@ impl SyncService {
             }
         }
         progress.phase = "retry failed".into();
-        let mut retry = self.unsynced_contacts(tenant).await?;
+        let (mut retry, checks) = self.unsynced_contacts(tenant).await?;
         retry.sort();
         retry.dedup();
-        let jobs: Vec<Job> = retry
+        let mut jobs: Vec<Job> = retry
             .iter()
             .map(|id| {
                 Job::Change(ChangeEvent::new(
@@ -120,6 +120,7 @@ impl SyncService {
                 ))
             })
             .collect();
+        jobs.extend(checks);
         for chunk in jobs.chunks(100) {
             queue.enqueue(chunk).await?;
         }
@@ -133,12 +134,24 @@ impl SyncService {
     }
 
     /// Contacts whose sync is owed: a link that failed or waits, or an app change (an edit, a
-    /// delete) made after the link's last sync, e.g. one whose sync job was never queued.
-    async fn unsynced_contacts(&self, tenant: &TenantId) -> Result<Vec<String>, SyncError> {
+    /// delete) made after the link's last sync, e.g. one whose sync job was never queued. And
+    /// the checks owed: of each record with writes of ours not checked yet.
+    async fn unsynced_contacts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Vec<String>, Vec<Job>), SyncError> {
         let mut owed = Vec::new();
+        let mut checks = Vec::new();
         let mut last_sync: std::collections::BTreeMap<String, chrono::DateTime<Utc>> =
             Default::default();
         for l in self.links.links_for_tenant(tenant).await? {
+            if l.writes.is_unchecked() {
+                checks.push(Job::Check {
+                    tenant: tenant.clone(),
+                    provider: l.provider,
+                    record_id: l.external_id.clone(),
+                });
+            }
             match l.status {
                 LinkStatus::Error | LinkStatus::Pending | LinkStatus::Creating => {
                     owed.push(l.contact_id)
@@ -158,7 +171,7 @@ impl SyncService {
                 owed.push(contact_id);
             }
         }
-        Ok(owed)
+        Ok((owed, checks))
     }
 
     /// The last (or running) Sync Now's progress.
@@ -193,8 +206,19 @@ impl SyncService {
             let page = client.changed_since(&ctx, cursor.as_deref()).await?;
             let mut jobs = Vec::new();
             for rec in &page.records {
+                let link = self.links.get_link(tenant, provider, &rec.id).await?;
+                // Our writes to it not checked yet (their echo lost, or none comes): a check.
+                if let Some(l) = &link
+                    && l.writes.is_unchecked()
+                {
+                    jobs.push(Job::Check {
+                        tenant: tenant.clone(),
+                        provider,
+                        record_id: rec.id.clone(),
+                    });
+                }
                 // Already agreed (e.g. our own write): skip the trigger.
-                if let Some(link) = self.links.get_link(tenant, provider, &rec.id).await?
+                if let Some(link) = link
                     && link.status == LinkStatus::Synced
                     && already_agreed(rec, &link, support)
                 {

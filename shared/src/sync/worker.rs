@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::{BatchRead, Known, SyncReport, SyncService};
-use crate::domain::Job;
+use crate::domain::{ChangeKind, Job};
 use crate::error::SyncError;
 use crate::ports::{Delivery, FailOutcome, JobQueue};
 
@@ -63,12 +63,20 @@ pub async fn run(
             service.reconcile(tenant, queue, *round).await?;
             Ok(SyncReport::default())
         }
+        Job::Check {
+            tenant,
+            provider,
+            record_id,
+        } => service.check_writes(tenant, *provider, record_id).await,
     }
 }
 
 /// The batch-read record behind a job, if any.
 pub fn known_for(read: &mut BatchRead, job: &Job) -> Option<Known> {
     let Job::Change(e) = job else { return None };
+    if !matches!(e.kind, ChangeKind::Upsert | ChangeKind::Delete) {
+        return None;
+    }
     let provider = e.origin.provider()?;
     let key = (e.tenant.clone(), provider, e.record_id.clone());
     read.remove(&key)

@@ -83,8 +83,8 @@ impl Feed {
     }
 
     /// Takes the webhooks the simulator produced and puts them on their way, as the real
-    /// ingest would enqueue them: our own writes' echoes dropped, one trigger per record of a
-    /// HubSpot batch.
+    /// ingest would enqueue them: HubSpot's echoes of our own writes dropped, one trigger per
+    /// record of a HubSpot batch; Pipedrive's echoes as such (they check our writes).
     pub fn pump(&self) {
         let t = self.tenant.clone();
         let changes: Vec<(ChangeEvent, bool)> = match &self.backend {
@@ -122,9 +122,10 @@ impl Feed {
                 sim.take_webhooks()
                     .into_iter()
                     .filter_map(|v| PipedriveWebhook::parse(v.to_string().as_bytes()).ok())
-                    .filter(|h| !h.is_own_write(own))
-                    .filter_map(|h| h.to_change_with(&t, slots))
-                    .map(|c| (c, true))
+                    .filter_map(|h| {
+                        let by_user = !h.is_own_write(own);
+                        h.trigger(&t, slots, own).map(|c| (c, by_user))
+                    })
                     .collect()
             }
         };

@@ -21,6 +21,7 @@ use shared::error::CrmError;
 use shared::ports::CrmClient;
 
 use crate::sched::{Fault, Sched};
+use crate::seen::Seen;
 
 mod feed;
 mod network;
@@ -51,6 +52,8 @@ pub struct SimCrm {
     /// Users' edits one of our writes overwrote, planned on a read from before them: record
     /// and field.
     pub overwritten: Mutex<BTreeSet<(String, Field)>>,
+    /// The values our writes carried: seen by a sync.
+    seen: Arc<Seen>,
 }
 
 impl SimCrm {
@@ -60,6 +63,7 @@ impl SimCrm {
         sched: Sched,
         pronouns_key: String,
         job_title_key: String,
+        seen: Arc<Seen>,
     ) -> Self {
         Self {
             provider: feed.provider(),
@@ -71,6 +75,7 @@ impl SimCrm {
             reads: Mutex::new(BTreeMap::new()),
             user_edits: Mutex::new(Vec::new()),
             overwritten: Mutex::new(BTreeSet::new()),
+            seen,
         }
     }
 
@@ -270,10 +275,16 @@ impl SimCrm {
         }
     }
 
+    /// A create of ours sent `fields`: seen by a sync.
+    pub(crate) fn note_create(&self, fields: &ContactFields) {
+        self.seen.fields(fields, self.sched.now());
+    }
+
     /// Our write of `patch` to `record`: users' edits of the fields it sets made since this
     /// worker last read the record are overwritten unseen. A Pipedrive name write sends both
     /// halves of the name.
     pub(crate) fn note_write(&self, record: &str, patch: &FieldPatch) {
+        self.seen.patch(patch, self.sched.now());
         let Some(w) = Sched::current_worker() else {
             return;
         };
@@ -321,7 +332,13 @@ pub struct Crms {
 }
 
 /// Builds both simulators (the workers' clients are built from them, one per worker).
-pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64, tenant: TenantId) -> Crms {
+pub fn build(
+    sched: &Sched,
+    outbox: &Arc<Outbox>,
+    search_lag_ms: i64,
+    tenant: TenantId,
+    seen: &Arc<Seen>,
+) -> Crms {
     let clock = {
         let sched = sched.clone();
         crm_sim::SimClock::virtual_time(move || sched.now())
@@ -387,6 +404,7 @@ pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64, tenant: Te
             sched.clone(),
             PRONOUNS.into(),
             PRONOUNS.into(),
+            seen.clone(),
         )),
         pipedrive: Arc::new(SimCrm::new(
             crm_sim::pipedrive::routes(pd_sim),
@@ -394,6 +412,7 @@ pub fn build(sched: &Sched, outbox: &Arc<Outbox>, search_lag_ms: i64, tenant: Te
             sched.clone(),
             pd_pronouns,
             pd_job_title,
+            seen.clone(),
         )),
     }
 }

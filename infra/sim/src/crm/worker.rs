@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shared::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
+use chrono::{DateTime, Utc};
+use shared::domain::{
+    ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported,
+};
 use shared::error::CrmError;
 use shared::ports::{ChangedRecords, CrmClient, CrmContext};
 
@@ -26,6 +29,18 @@ impl CrmClient for WorkerCrm {
         self.crm.out_of_time()?;
         self.crm.note_read(id);
         self.client.get(ctx, id).await
+    }
+
+    async fn get_with_history(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        fields: &[Field],
+        since: DateTime<Utc>,
+    ) -> Result<(Option<CrmRecord>, Vec<Reported>), CrmError> {
+        self.crm.out_of_time()?;
+        self.crm.note_read(id);
+        self.client.get_with_history(ctx, id, fields, since).await
     }
 
     async fn find_by_email(
@@ -59,6 +74,7 @@ impl CrmClient for WorkerCrm {
         fields: &ContactFields,
     ) -> Result<CrmRecord, CrmError> {
         self.crm.out_of_time()?;
+        self.crm.note_create(fields);
         let created = self.client.create(ctx, fields).await;
         if let Ok(r) = &created {
             tracing::info!(provider = %self.provider(), id = %r.id, fields = ?r.fields, worker = ?Sched::current_worker(), "simulated CRM: record created");
@@ -110,6 +126,9 @@ impl CrmClient for WorkerCrm {
         records: &[ContactFields],
     ) -> Result<Vec<Result<CrmRecord, CrmError>>, CrmError> {
         self.crm.out_of_time()?;
+        for fields in records {
+            self.crm.note_create(fields);
+        }
         self.client.create_many(ctx, records).await
     }
 
@@ -124,6 +143,10 @@ impl CrmClient for WorkerCrm {
 
     fn fields_written(&self, patch: &FieldPatch, current: &ContactFields) -> FieldPatch {
         self.client.fields_written(patch, current)
+    }
+
+    fn echo_shows_what_a_write_replaced(&self) -> bool {
+        self.client.echo_shows_what_a_write_replaced()
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::domain::{ContactFields, Field, FieldPatch};
+use crate::domain::{ContactFields, Field, FieldPatch, Reported};
 
 /// HubSpot's property name for a field (`None` for pronouns when the property is not set up).
 pub fn property_name(field: Field, pronouns_key: Option<&str>) -> Option<String> {
@@ -52,6 +52,47 @@ pub fn from_properties(
         }
     }
     fields
+}
+
+/// `propertiesWithHistory` → the values `fields` were set to at or after `since`, oldest first.
+/// Each entry is `{value, timestamp, sourceType, …}`; an empty value is a cleared field.
+pub fn history(
+    with_history: &serde_json::Map<String, Value>,
+    pronouns_key: Option<&str>,
+    fields: &[Field],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<Reported> {
+    let mut out = Vec::new();
+    for &field in fields {
+        let Some(name) = property_name(field, pronouns_key) else {
+            continue;
+        };
+        // Newest first as HubSpot lists them: taken oldest first, so that of two values set in
+        // the same millisecond the later stays later.
+        for entry in with_history
+            .get(&name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .rev()
+        {
+            let at = entry
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+            let Some(at) = at.filter(|at| *at >= since) else {
+                continue;
+            };
+            let value = entry
+                .get("value")
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            out.push(Reported::set(field, value, at));
+        }
+    }
+    out.sort_by_key(|r| r.at);
+    out
 }
 
 /// Universal fields → HubSpot properties (only values that are set).

@@ -4,6 +4,7 @@
 mod account;
 mod batch;
 mod errors;
+mod history;
 pub mod mapping;
 mod search;
 pub mod settings;
@@ -29,7 +30,7 @@ use super::pacer::{RollingWindow, next_midnight_in};
 use super::transport::{
     AccessToken, Call, Credentials, RatePolicy, Throttle, TokenCache, Transport, header_u64,
 };
-use crate::domain::{ContactFields, CrmRecord, CustomField, FieldPatch, Provider};
+use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecords, CrmClient, CrmContext};
 
@@ -390,6 +391,16 @@ impl CrmClient for HubSpotClient {
 
     async fn get(&self, ctx: &CrmContext, id: &str) -> Result<Option<CrmRecord>, CrmError> {
         self.get_by(ctx, id, None).await
+    }
+
+    async fn get_with_history(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        fields: &[Field],
+        since: DateTime<Utc>,
+    ) -> Result<(Option<CrmRecord>, Vec<Reported>), CrmError> {
+        self.read_with_history(ctx, id, fields, since).await
     }
 
     /// Reads by the unique `email` property (consistent, unlike search, which lags writes).

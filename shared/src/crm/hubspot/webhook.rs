@@ -157,11 +157,11 @@ impl HubSpotEvent {
         if self.subscription_type != "contact.propertyChange" {
             return None;
         }
-        Some(Reported {
-            field: standard_field(self.property_name.as_deref()?)?,
-            value: self.property_value.clone(),
-            at: self.occurred(),
-        })
+        Some(Reported::set(
+            standard_field(self.property_name.as_deref()?)?,
+            self.property_value.clone(),
+            self.occurred(),
+        ))
     }
 }
 
@@ -173,6 +173,8 @@ pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
             ChangeKind::Merge { .. } => 0,
             ChangeKind::Delete => 1,
             ChangeKind::Upsert => 2,
+            // HubSpot has no echo event of ours (its events carry no values before).
+            ChangeKind::Echo => 3,
         }
     }
     changes.sort_by(|a, b| {
@@ -279,11 +281,11 @@ mod tests {
         let jane = out.iter().find(|c| c.record_id == "120004567801").unwrap();
         assert_eq!(
             jane.reported,
-            vec![Reported {
-                field: crate::domain::Field::Email,
-                value: Some("jane.doe@example.com".into()),
-                at: Utc.timestamp_millis_opt(1767225601450).unwrap(),
-            }]
+            vec![Reported::set(
+                crate::domain::Field::Email,
+                Some("jane.doe@example.com".into()),
+                Utc.timestamp_millis_opt(1767225601450).unwrap()
+            )]
         );
         let ids: Vec<_> = out.iter().map(|c| c.record_id.as_str()).collect();
         assert_eq!(

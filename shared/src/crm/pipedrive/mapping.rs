@@ -196,6 +196,21 @@ fn custom_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The field a person field key holds, as a changelog names it: a standard key (`email`,
+/// `phone`, `first_name`, `last_name`, the standard `job_title` where it is ours), or the
+/// key of one of our custom fields (`slots`).
+pub fn field_of_key(key: &str, slots: Slots<'_>) -> Option<Field> {
+    match key {
+        "email" => Some(Field::Email),
+        "phone" => Some(Field::Phone),
+        "first_name" => Some(Field::FirstName),
+        "last_name" => Some(Field::LastName),
+        k if slots.job_title == Some(k) => Some(Field::JobTitle),
+        k if slots.pronouns == Some(k) => Some(Field::Pronouns),
+        _ => None,
+    }
+}
+
 /// Pipedrive person → universal fields.
 pub fn to_fields(p: &Person, slots: Slots<'_>) -> ContactFields {
     let mut f = ContactFields::default();

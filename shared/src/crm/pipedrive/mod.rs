@@ -10,8 +10,10 @@
 
 mod account;
 mod budget;
+mod changelog;
 mod fields;
 pub mod mapping;
+mod ops;
 mod persons;
 pub mod settings;
 pub mod webhook;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
@@ -32,9 +34,13 @@ use tracing::debug;
 
 pub use self::account::{OwnUser, WebhookRegistration};
 use self::mapping::{Person, Slots};
+use self::ops::Op;
+pub use self::ops::TOKEN_COSTS;
 use super::pacer::RollingWindow;
 use super::transport::{AccessToken, Call, Credentials, TokenCache, Transport};
-use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, TenantId};
+use crate::domain::{
+    ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported, TenantId,
+};
 use crate::error::CrmError;
 use crate::ports::{ChangedRecords, CrmClient, CrmContext};
 
@@ -57,22 +63,6 @@ pub const DEFAULT_DAILY_TOKEN_BUDGET: u64 = 30_000;
 pub(crate) const RECENT_TTL: Duration = Duration::from_secs(10);
 pub(crate) const RECENT_CAP: usize = 2048;
 const P: Provider = Provider::Pipedrive;
-
-/// Token cost (`x-token-cost` in the official specs) of every operation the client uses.
-pub const TOKEN_COSTS: &[(&str, u64)] = &[
-    ("getPersons", 10),
-    ("getPerson", 1),
-    ("addPerson", 5),
-    ("updatePerson", 5),
-    ("deletePerson", 3),
-    ("searchPersons", 20),
-    ("getPersonFields", 10),
-    ("addPersonField", 5),
-    ("getCurrentUser", 2),
-    ("getWebhooks", 10),
-    ("addWebhook", 10),
-    ("deleteWebhook", 6),
-];
 
 /// How we authenticate.
 #[derive(Clone)]
@@ -138,58 +128,6 @@ pub struct PipedriveClientStats {
     /// Tokens of the requests the server admitted (spec costs).
     pub tokens_spent: u64,
     pub token_refreshes: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    ListPersons,
-    GetPerson,
-    AddPerson,
-    UpdatePerson,
-    DeletePerson,
-    SearchPersons,
-    ListFields,
-    AddField,
-    CurrentUser,
-    ListWebhooks,
-    AddWebhook,
-    DeleteWebhook,
-}
-
-impl Op {
-    fn operation_id(self) -> &'static str {
-        match self {
-            Op::ListPersons => "getPersons",
-            Op::GetPerson => "getPerson",
-            Op::AddPerson => "addPerson",
-            Op::UpdatePerson => "updatePerson",
-            Op::DeletePerson => "deletePerson",
-            Op::SearchPersons => "searchPersons",
-            Op::ListFields => "getPersonFields",
-            Op::AddField => "addPersonField",
-            Op::CurrentUser => "getCurrentUser",
-            Op::ListWebhooks => "getWebhooks",
-            Op::AddWebhook => "addWebhook",
-            Op::DeleteWebhook => "deleteWebhook",
-        }
-    }
-
-    fn cost(self) -> u64 {
-        let id = self.operation_id();
-        TOKEN_COSTS
-            .iter()
-            .find(|(op, _)| *op == id)
-            .map_or(20, |(_, c)| *c)
-    }
-
-    fn method(self) -> Method {
-        match self {
-            Op::AddPerson | Op::AddField | Op::AddWebhook => Method::POST,
-            Op::UpdatePerson => Method::PATCH,
-            Op::DeletePerson | Op::DeleteWebhook => Method::DELETE,
-            _ => Method::GET,
-        }
-    }
 }
 
 fn error_message(body: &Value) -> String {
@@ -482,6 +420,17 @@ impl CrmClient for PipedriveClient {
             .map(|p| Self::record(&p, pronouns.as_deref(), &job)))
     }
 
+    #[tracing::instrument(name = "pipedrive.get_with_history", skip_all, fields(tenant = %ctx.tenant))]
+    async fn get_with_history(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        fields: &[Field],
+        since: DateTime<Utc>,
+    ) -> Result<(Option<CrmRecord>, Vec<Reported>), CrmError> {
+        self.read_with_changelog(ctx, id, fields, since).await
+    }
+
     /// Exact (case-insensitive) email search, then a read of the match.
     #[tracing::instrument(name = "pipedrive.find_by_email", skip_all, fields(tenant = %ctx.tenant))]
     async fn find_by_email(
@@ -579,6 +528,10 @@ impl CrmClient for PipedriveClient {
 
     /// A name goes as both halves (Pipedrive needs `name` or both `first_name` and
     /// `last_name`): a write of one sends the other back as read.
+    fn echo_shows_what_a_write_replaced(&self) -> bool {
+        true
+    }
+
     fn fields_written(&self, patch: &FieldPatch, current: &ContactFields) -> FieldPatch {
         let mut out = patch.clone();
         if patch.contains(Field::FirstName) || patch.contains(Field::LastName) {
@@ -613,6 +566,7 @@ impl CrmClient for PipedriveClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::Method;
     use serde_json::json;
 
     #[test]

@@ -187,14 +187,91 @@ impl PipedriveWebhook {
         })
     }
 
-    /// The values a change set: `data`'s, for the fields `previous` names — the standard
-    /// ones, the standard `job_title` (present only where the account has it, and then it is
-    /// ours), and the custom fields `slots` names (their keys only the tenant's settings know).
+    /// Our own write's echo as a trigger: [`ChangeKind::Echo`] with what the fields it changed
+    /// held just before it (`previous`), at the time it landed (`data.update_time`). `None`
+    /// for anything but a change of a person that names a field of ours.
+    pub fn to_echo(&self, tenant: &TenantId, slots: Slots<'_>) -> Option<ChangeEvent> {
+        if self.meta.entity != "person" || self.meta.action != "change" {
+            return None;
+        }
+        let id = parse_id(&self.meta.entity_id)?.to_string();
+        let (Some(Value::Object(data)), Some(Value::Object(previous))) =
+            (&self.data, &self.previous)
+        else {
+            return None;
+        };
+        let landed = data.get("update_time").and_then(parse_time)?;
+        // The person as it was: `data` with what `previous` says the changed keys held.
+        let mut before = data.clone();
+        for (key, value) in previous {
+            match (key.as_str(), value, before.get_mut(key)) {
+                ("custom_fields", Value::Object(old), Some(Value::Object(now))) => {
+                    for (k, v) in old {
+                        now.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => {
+                    before.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let after = Self::named(&Value::Object(data.clone()), previous, slots, landed);
+        let reported: Vec<Reported> = Self::named(&Value::Object(before), previous, slots, landed)
+            .into_iter()
+            .zip(after)
+            .map(|(before, after)| {
+                Reported::replaced(before.field, before.value, landed, after.value)
+            })
+            .collect();
+        if reported.is_empty() {
+            return None;
+        }
+        Some(ChangeEvent {
+            tenant: tenant.clone(),
+            origin: Origin::Crm(Provider::Pipedrive),
+            record_id: id,
+            kind: ChangeKind::Echo,
+            occurred_at: landed,
+            provenance: Some("echo".into()),
+            event_id: self.meta.id.clone(),
+            reported,
+        })
+    }
+
+    /// What the ingest makes of a delivery: a user's change as a trigger with the values it
+    /// set, our own write (`our_user` through the API) as its echo.
+    pub fn trigger(
+        &self,
+        tenant: &TenantId,
+        slots: Slots<'_>,
+        our_user: Option<u64>,
+    ) -> Option<ChangeEvent> {
+        if self.is_own_write(our_user) {
+            self.to_echo(tenant, slots)
+        } else {
+            self.to_change_with(tenant, slots)
+        }
+    }
+
+    /// The values a change set: `data`'s, for the fields `previous` names.
     fn reported(&self, slots: Slots<'_>) -> Vec<Reported> {
         let (Some(data), Some(Value::Object(previous))) = (&self.data, &self.previous) else {
             return Vec::new();
         };
-        let Some(person) = Person::from_json(data) else {
+        Self::named(data, previous, slots, self.occurred())
+    }
+
+    /// The values `person` holds for the fields `previous` names — the standard ones, the
+    /// standard `job_title` (present only where the account has it, and then it is ours), and
+    /// the custom fields `slots` names (their keys only the tenant's settings know) — as of
+    /// `at`.
+    fn named(
+        person: &Value,
+        previous: &serde_json::Map<String, Value>,
+        slots: Slots<'_>,
+        at: DateTime<Utc>,
+    ) -> Vec<Reported> {
+        let Some(person) = Person::from_json(person) else {
             return Vec::new();
         };
         let custom = previous.get("custom_fields").and_then(Value::as_object);
@@ -212,7 +289,6 @@ impl PipedriveWebhook {
                 job_title,
             },
         );
-        let at = self.occurred();
         let mut named: Vec<Field> = [
             ("emails", Field::Email),
             ("first_name", Field::FirstName),
@@ -231,11 +307,7 @@ impl PipedriveWebhook {
         }
         named
             .into_iter()
-            .map(|field| Reported {
-                field,
-                value: fields.get(field).map(str::to_owned),
-                at,
-            })
+            .map(|field| Reported::set(field, fields.get(field).map(str::to_owned), at))
             .collect()
     }
 }
@@ -307,11 +379,11 @@ mod tests {
         let c = h.to_change(&t()).unwrap();
         assert_eq!(
             c.reported,
-            vec![Reported {
-                field: Field::LastName,
-                value: Some("Hopper".into()),
-                at: c.occurred_at,
-            }]
+            vec![Reported::set(
+                Field::LastName,
+                Some("Hopper".into()),
+                c.occurred_at
+            )]
         );
         // A create (`previous` names no field): nothing reported.
         let created = PipedriveWebhook::parse(&payload(json!({"action": "create"}))).unwrap();
@@ -344,13 +416,82 @@ mod tests {
         let c = h.to_change_with(&t(), slots).unwrap();
         assert_eq!(
             c.reported,
-            vec![Reported {
-                field: Field::JobTitle,
-                value: Some("Admiral".into()),
-                at: c.occurred_at,
-            }],
+            vec![Reported::set(
+                Field::JobTitle,
+                Some("Admiral".into()),
+                c.occurred_at
+            )],
             "only what previous names"
         );
+    }
+
+    /// Our own write comes back as its echo: what the fields it changed held just before it
+    /// (`data` with `previous` laid over it), when it landed (`data.update_time`).
+    #[test]
+    fn our_own_write_becomes_its_echo_with_the_values_it_replaced() {
+        let body = json!({
+            "meta": {"action": "change", "entity": "person", "entity_id": "8", "company_id": "5",
+                     "change_source": "api", "user_id": "12415231", "version": "2.0",
+                     "timestamp": "2026-01-05T09:00:02.400Z"},
+            "data": {"id": 8, "first_name": "Anna", "last_name": "Lee", "name": "Anna Lee",
+                     "update_time": "2026-01-05T09:00:02Z",
+                     "emails": [{"value": "ann@x.io", "primary": true, "label": "work"}],
+                     "custom_fields": {"aaa": {"type": "varchar", "value": "Captain"},
+                                       "bbb": {"type": "varchar", "value": "she/her"}}},
+            "previous": {"first_name": "Annie", "name": "Annie Lee",
+                         "custom_fields": {"aaa": {"type": "varchar", "value": "Mate"}}}
+        });
+        let hook = PipedriveWebhook::parse(body.to_string().as_bytes()).unwrap();
+        let slots = Slots {
+            pronouns: Some("bbb"),
+            job_title: Some("aaa"),
+        };
+        let echo = hook.trigger(&t(), slots, Some(12415231)).unwrap();
+        assert_eq!(echo.kind, ChangeKind::Echo);
+        assert_eq!(echo.record_id, "8");
+        let landed = "2026-01-05T09:00:02Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(echo.occurred_at, landed);
+        let mut reported: Vec<(Field, Option<&str>)> = echo
+            .reported
+            .iter()
+            .map(|r| (r.field, r.value.as_deref()))
+            .collect();
+        reported.sort();
+        assert_eq!(
+            reported,
+            vec![
+                (Field::FirstName, Some("Annie")),
+                (Field::JobTitle, Some("Mate"))
+            ]
+        );
+        assert!(
+            echo.reported
+                .iter()
+                .all(|r| r.at == landed
+                    && r.replaced_by.as_ref().is_some_and(|b| b.landed == landed))
+        );
+        let first = echo
+            .reported
+            .iter()
+            .find(|r| r.field == Field::FirstName)
+            .unwrap();
+        assert_eq!(
+            first.replaced_by.as_ref().unwrap().written.as_deref(),
+            Some("Anna")
+        );
+        // A user's change is a trigger with the values it set, as before.
+        let user = hook.trigger(&t(), slots, Some(1)).unwrap();
+        assert_eq!(user.kind, ChangeKind::Upsert);
+        // An echo that names none of our fields, or a create of ours, is nothing to check.
+        let mut other = body.clone();
+        other["previous"] = json!({"label_ids": [1]});
+        let other = PipedriveWebhook::parse(other.to_string().as_bytes()).unwrap();
+        assert!(other.trigger(&t(), slots, Some(12415231)).is_none());
+        let mut created = body;
+        created["meta"]["action"] = json!("create");
+        created["previous"] = Value::Null;
+        let created = PipedriveWebhook::parse(created.to_string().as_bytes()).unwrap();
+        assert!(created.trigger(&t(), slots, Some(12415231)).is_none());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `POST /webhooks/pipedrive`: webhooks v2 deliveries. Checks HTTP Basic auth (constant time),
-//! maps the company to the tenant, drops our own writes and repeated deliveries, enqueues one
-//! trigger and answers at once. Nothing is enqueued for a request that fails any check.
+//! maps the company to the tenant, drops repeated deliveries, enqueues one trigger (our own
+//! write's as its echo, which checks it) and answers at once. Nothing is enqueued for a request that fails any check.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -74,10 +74,6 @@ pub async fn receive(
         .and_then(|a| a.our_writer.as_deref())
         .and_then(|id| id.parse().ok());
     let action = hook.meta.action.as_str();
-    if hook.is_own_write(our_user) {
-        tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: our own write, dropped");
-        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
-    }
     // Our custom fields' keys, so a user's edit of them is reported too.
     let keys = state
         .service
@@ -96,7 +92,9 @@ pub async fn receive(
         pronouns: key(CustomField::Pronouns),
         job_title: key(CustomField::JobTitle),
     };
-    let Some(change) = hook.to_change_with(&tenant_id, slots) else {
+    // A user's change is a trigger; our own write comes back as its echo, which says what the
+    // fields held just before it (the check of that write).
+    let Some(change) = hook.trigger(&tenant_id, slots, our_user) else {
         tracing::debug!(tenant = %tenant_id, entity = %hook.meta.entity, action, "Pipedrive webhook ignored");
         return Ok(Json(json!({"accepted": 0, "dropped": 1})));
     };

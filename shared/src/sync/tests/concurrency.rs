@@ -335,14 +335,16 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
     );
 }
 
-/// A HubSpot user's edit lands while our write of the same field is in flight, and our write
-/// overwrites it (HubSpot has no conditional write). The user's webhook reports the value: the
+/// A CRM user's edit lands while our write of the same field is in flight, and our write
+/// overwrites it (no CRM has a conditional write). The user's webhook reports the value: the
 /// edit is recognised, logged as a conflict with the app's value, and wins by the default
 /// policy everywhere. A duplicate of the webhook, or one reporting a value the sync had read,
-/// changes nothing.
+/// changes nothing. (The CRM here leaves our write to its echo, as Pipedrive's does, so only
+/// the webhook tells; see `check` for the echo and the history.)
 #[tokio::test]
 async fn a_crm_edit_overwritten_by_our_concurrent_write_is_logged_and_restored() {
     let f = fixture(true).await;
+    f.hubspot.echo_what_writes_replace();
     create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
@@ -364,11 +366,11 @@ async fn a_crm_edit_overwritten_by_our_concurrent_write_is_logged_and_restored()
     assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
 
     let webhook = |value: &str, at| ChangeEvent {
-        reported: vec![crate::domain::Reported {
-            field: Field::FirstName,
-            value: Some(value.into()),
+        reported: vec![crate::domain::Reported::set(
+            Field::FirstName,
+            Some(value.into()),
             at,
-        }],
+        )],
         ..ChangeEvent::new(
             tenant(),
             Origin::Crm(Provider::HubSpot),

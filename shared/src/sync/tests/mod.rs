@@ -22,6 +22,7 @@ use crate::ports::{
 use crate::tenant::{TenantConfig, Tenants};
 
 mod backfill;
+mod check;
 mod concurrency;
 mod custom_fields;
 
@@ -93,6 +94,7 @@ async fn create_app_contact(f: &Fixture, id: &str, email: &str, first: &str) -> 
             created_at: now,
             last_app_modified: now,
             deleted: false,
+            synced: Default::default(),
         })
         .await
         .unwrap()
