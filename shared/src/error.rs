@@ -100,6 +100,22 @@ pub enum SyncError {
     },
 }
 
+impl CrmError {
+    /// Whether a request that failed this way may still have had its effect (no answer, or a
+    /// server error): else it certainly did not (refused, rate-limited, never sent).
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            CrmError::Unavailable { .. } => true,
+            CrmError::Rejected { status, .. } => *status >= 500,
+            CrmError::RateLimited { .. }
+            | CrmError::QuotaExhausted { .. }
+            | CrmError::OutOfTime { .. }
+            | CrmError::AlreadyExists { .. }
+            | CrmError::Auth { .. } => false,
+        }
+    }
+}
+
 impl SyncError {
     /// When the provider's daily quota is spent, or a wait would cross the job's deadline: run
     /// again after this time, without counting a failure.

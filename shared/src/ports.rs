@@ -560,6 +560,12 @@ pub trait CrmClient: Send + Sync {
         false
     }
 
+    /// Whether [`get_many`](Self::get_many) reads many records in one call (HubSpot's batch
+    /// read): then Sync Now can afford to read every linked record, to find deleted ones.
+    fn reads_in_batches(&self) -> bool {
+        false
+    }
+
     /// The custom fields this CRM keeps our data in (their keys go into [`CrmContext`]).
     fn custom_fields(&self) -> &'static [CustomField];
     /// Makes sure a custom field exists (finding it, else creating it); returns its key.

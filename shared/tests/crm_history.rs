@@ -91,6 +91,9 @@ async fn hubspot_reads_a_record_with_its_property_history_in_one_request() {
     );
     assert!(in_order(&history));
     assert!(history.iter().all(|r| r.at >= since));
+    // Which were set through the API (ours) and which in the UI.
+    let api: Vec<bool> = history.iter().map(|r| r.via_api).collect();
+    assert_eq!(api, vec![false, false, true]);
     // Fields not asked for are not reported.
     assert!(values(&history, Field::LastName).is_empty());
     let (gone, none) = c
@@ -146,6 +149,16 @@ async fn pipedrive_reads_a_person_with_its_changelog_paged_and_paid_for() {
     );
     assert_eq!(values(&history, Field::LastName).len(), 60, "both pages");
     assert!(in_order(&history));
+    let first: Vec<bool> = history
+        .iter()
+        .filter(|r| r.field == Field::FirstName)
+        .map(|r| r.via_api)
+        .collect();
+    assert_eq!(
+        first,
+        vec![false, true],
+        "the user's in the UI, ours through the API"
+    );
     // One read (1 token) and two changelog pages (20 each).
     assert_eq!(c.stats().tokens_spent - spent, 41);
     let log = s.pipedrive.request_log();

@@ -318,13 +318,17 @@ async fn backfill_of_1000_contacts_uses_batch_upserts_under_the_rate_limit() {
     assert_eq!(hubspot["errors"], 0);
 
     let stats = get_json(&http, format!("{}/_sim/hubspot/stats", p.sim)).await;
-    // Per 100 contacts: one batch read by email (none is there yet), one batch upsert.
+    // Per 100 contacts: one batch read by email (none is there yet), one batch upsert, and
+    // one batch read of the linked records (to find any deleted with their webhook lost).
     let batch_calls = stats["by_endpoint"]["POST /crm/v3/objects/contacts/batch/{action}"]
         .as_u64()
         .unwrap_or(0);
     let upserts = stats["write_calls"].as_u64().unwrap_or(0);
     assert_eq!(upserts, 10, "1,000 contacts in batches of 100 ({stats})");
-    assert_eq!(batch_calls, 20, "ten lookups and ten upserts ({stats})");
+    assert_eq!(
+        batch_calls, 30,
+        "ten lookups, ten upserts, ten reads of the linked records ({stats})"
+    );
     assert_eq!(stats["records_written"], n, "{stats}");
     let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;
     let emails: std::collections::HashSet<_> = all["results"]
@@ -421,6 +425,79 @@ async fn a_deleted_hubspot_property_does_not_clear_the_value() {
     assert!(
         warnings.to_string().contains("pronouns"),
         "HubSpot's pronouns are left out with a warning: {c}"
+    );
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A HubSpot user deletes a synced contact and the webhook never comes (delivery paused):
+/// the poll lists changed records only, so nothing sees it, until Sync Now reads every linked
+/// record in batches and finds it gone: the link becomes a tombstone, the app keeps its
+/// contact, and nothing is recreated in HubSpot.
+#[tokio::test]
+async fn a_hubspot_delete_whose_webhook_was_lost_is_found_by_sync_now() {
+    let dir = temp_dir("hubspot-lost-delete");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &[("POLL_INTERVAL_SECS", "3600")]).await;
+    let created: Value = http
+        .post(format!("{}/contacts", p.url))
+        .json(&json!({"email": "ada@example.com", "first_name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let linked = eventually(10, "the contact linked in HubSpot", || {
+        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+        async move {
+            let c = get_json(&http, url).await;
+            (c["sync"]["badge"] == "synced").then_some(c)
+        }
+    })
+    .await;
+    let hs_id = linked["sync"]["crms"]["hubspot"]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.settled().await;
+    let r = http
+        .post(format!("{}/_sim/hubspot/webhooks", p.sim))
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = http
+        .delete(format!("{}/_sim/hubspot/contacts/{hs_id}", p.sim))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    p.settled().await;
+    let before = get_json(&http, format!("{}/contacts/{id}", p.url)).await;
+    assert_eq!(
+        before["sync"]["crms"]["hubspot"]["status"], "synced",
+        "nothing told us yet: {before}"
+    );
+
+    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let after = eventually(30, "the HubSpot link to become a tombstone", || {
+        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+        async move {
+            let c = get_json(&http, url).await;
+            (c["sync"]["crms"]["hubspot"]["status"] == "deleted").then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(after["first_name"], "Ada", "the app keeps its contact");
+    p.settled().await;
+    let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;
+    assert!(
+        find_by_email(&all, "ada@example.com").is_none(),
+        "nothing recreated in HubSpot: {all}"
     );
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -155,10 +155,13 @@ pub async fn invariants(world: &World, oracle: &Oracle) -> Report {
 
     // No lost update: each field ends at its last write, or a conflict over it was logged.
     for ((email, field), w) in &oracle.last {
-        let Some(c) = contacts
-            .iter()
-            .find(|c| !c.deleted && c.fields.email.as_deref() == Some(email.as_str()))
-        else {
+        let Some(c) = contacts.iter().find(|c| {
+            !c.deleted
+                && c.fields
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| oracle.key(e) == *email)
+        }) else {
             continue;
         };
         if oracle.uncertain.contains(email) {

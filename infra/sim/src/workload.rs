@@ -26,6 +26,9 @@ pub struct Oracle {
     /// Contacts whose values a CRM delete may have cut short (an edit made in the CRM just
     /// before the record was deleted there need not reach the app).
     pub uncertain: BTreeSet<String>,
+    /// A contact's later emails, each to its first one (the key the writes are kept under):
+    /// its writes stay one contact's whichever email a side shows at the time.
+    pub aliases: BTreeMap<String, String>,
     /// How many operations of each kind ran.
     pub counts: BTreeMap<&'static str, usize>,
 }
@@ -41,6 +44,14 @@ pub struct Write {
 }
 
 impl Oracle {
+    /// The key a contact's writes are kept under: the first email of the contact `email` is.
+    pub fn key(&self, email: &str) -> String {
+        self.aliases
+            .get(email)
+            .cloned()
+            .unwrap_or_else(|| email.to_string())
+    }
+
     fn wrote(
         &mut self,
         world: &World,
@@ -56,37 +67,26 @@ impl Oracle {
             value,
             crm: None,
         };
-        self.all
-            .entry((email.to_string(), field))
-            .or_default()
-            .push(write.clone());
-        self.last.insert((email.to_string(), field), write);
+        let key = (self.key(email), field);
+        self.all.entry(key.clone()).or_default().push(write.clone());
+        self.last.insert(key, write);
     }
 
-    /// The contact's email changed: its writes are kept under the new one.
+    /// The contact's email changed (in the app or a CRM): its writes stay its own.
     fn renamed(&mut self, old: &str, new: &str) {
-        let moved: Vec<((String, Field), Write)> = self
-            .last
-            .iter()
-            .filter(|((e, _), _)| e == old)
-            .map(|(k, w)| (k.clone(), w.clone()))
-            .collect();
-        for ((_, field), w) in moved {
-            self.last.remove(&(old.to_string(), field));
-            self.last.insert((new.to_string(), field), w);
-            if let Some(all) = self.all.remove(&(old.to_string(), field)) {
-                self.all.insert((new.to_string(), field), all);
-            }
-        }
-        if self.uncertain.remove(old) {
-            self.uncertain.insert(new.to_string());
-        }
+        let key = self.key(old);
+        self.aliases.insert(new.to_string(), key);
     }
 
     fn wrote_in_crm(&mut self, email: &str, field: Field, crm: (Provider, String)) {
-        if let Some(w) = self.last.get_mut(&(email.to_string(), field)) {
+        if let Some(w) = self.last.get_mut(&(self.key(email), field)) {
             w.crm = Some(crm);
         }
+    }
+
+    /// The contact's values may have been cut short (a CRM delete, a merge).
+    fn uncertain(&mut self, email: &str) {
+        self.uncertain.insert(self.key(email));
     }
 }
 
@@ -151,7 +151,7 @@ fn crm_edit(world: &World, provider: Provider, record: &str, field: Field, value
 /// Runs user operation number `op`.
 pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
     let contacts = live_contacts(world).await;
-    let roll = world.sched.below(108);
+    let roll = world.sched.below(110);
     let field = EDITED[world.sched.below(EDITED.len())];
     let some = (!contacts.is_empty()).then(|| contacts[world.sched.below(contacts.len())].clone());
     let mut detail = String::new();
@@ -267,9 +267,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             };
             world.crm(provider).user_archive(&record);
             detail = format!("{} {provider} {record}", c.id);
-            oracle
-                .uncertain
-                .insert(c.fields.email.clone().unwrap_or_default());
+            oracle.uncertain(c.fields.email.as_deref().unwrap_or_default());
             "crm delete"
         }
         (100..103, Some(a)) => {
@@ -296,9 +294,7 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             // The merge combines values (the survivor's win where set): what either contact
             // ends with need not be its last write.
             for c in [&a, &b] {
-                oracle
-                    .uncertain
-                    .insert(c.fields.email.clone().unwrap_or_default());
+                oracle.uncertain(c.fields.email.as_deref().unwrap_or_default());
             }
             "crm merge"
         }
@@ -330,6 +326,21 @@ pub async fn user_op(world: &World, oracle: &mut Oracle, op: usize) {
             oracle.wrote(world, &new, Field::Email, op, Some(new.clone()));
             detail = format!("{} {old} -> {new}", c.id);
             "app email change"
+        }
+        (108..110, Some(c)) => {
+            // A CRM user changes a contact's email: it flows to the app and the other CRM.
+            let provider = pick_provider(world);
+            let Some(record) = linked_record(world, &c.id, provider).await else {
+                return;
+            };
+            let old = c.fields.email.clone().unwrap_or_default();
+            let new = format!("x{op}@sim.test");
+            crm_edit(world, provider, &record, Field::Email, &new);
+            oracle.renamed(&old, &new);
+            oracle.wrote(world, &new, Field::Email, op, Some(new.clone()));
+            oracle.wrote_in_crm(&new, Field::Email, (provider, record.clone()));
+            detail = format!("{} {provider} {record} {old} -> {new}", c.id);
+            "crm email change"
         }
         _ => {
             world.queue.send(

@@ -39,19 +39,18 @@ struct Inner {
 }
 
 impl Inner {
-    /// Record `id` changed from `before` to its values now, at `at`: the history grows.
-    fn note(&mut self, id: &str, before: &ContactFields, at: chrono::DateTime<Utc>) {
+    /// Record `id` changed from `before` to its values now, at `at` (through the port: `ours`):
+    /// the history grows.
+    fn note(&mut self, id: &str, before: &ContactFields, at: chrono::DateTime<Utc>, ours: bool) {
         let Some(after) = self.records.get(id).map(|r| r.fields.clone()) else {
             return;
         };
         let entries = self.history.entry(id.to_string()).or_default();
         for field in Field::ALL {
             if before.get(field) != after.get(field) {
-                entries.push(Reported::set(
-                    field,
-                    after.get(field).map(str::to_owned),
-                    at,
-                ));
+                entries.push(
+                    Reported::set(field, after.get(field).map(str::to_owned), at).via_api(ours),
+                );
             }
         }
     }
@@ -152,7 +151,7 @@ impl MemoryCrm {
             let before = r.fields.clone();
             r.fields.apply(patch);
             r.updated_at = Some(now);
-            inner.note(id, &before, now);
+            inner.note(id, &before, now, false);
         }
     }
 
@@ -178,7 +177,7 @@ impl MemoryCrm {
                 archived: false,
             },
         );
-        inner.note(&id, &ContactFields::default(), now);
+        inner.note(&id, &ContactFields::default(), now, false);
         id
     }
 
@@ -365,7 +364,7 @@ impl CrmClient for MemoryCrm {
         }
         r.updated_at = Some(now);
         let out = r.clone();
-        inner.note(id, &before, now);
+        inner.note(id, &before, now, true);
         inner.writes += 1;
         Ok(out)
     }

@@ -79,6 +79,10 @@ pub struct Reported {
     /// record's history read around it): it then speaks of that write alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<Replacement>,
+    /// Set on a value the record's history says was set through the API (by us, or another
+    /// integration), not by a user in the CRM's UI.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via_api: bool,
 }
 
 /// Our write a [`Reported`] value was replaced by: when it landed and what it wrote.
@@ -96,6 +100,7 @@ impl Reported {
             value,
             at,
             replaced_by: None,
+            via_api: false,
         }
     }
 
@@ -111,7 +116,13 @@ impl Reported {
             value,
             at: landed,
             replaced_by: Some(Replacement { landed, written }),
+            via_api: false,
         }
+    }
+
+    /// The value, as the record's history says it was set through the API (`true`) or not.
+    pub fn via_api(self, via_api: bool) -> Self {
+        Self { via_api, ..self }
     }
 }
 

@@ -46,34 +46,46 @@ pub struct PendingWrites {
     /// The CRM write in flight (not landed yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_write: Option<CrmWrite>,
-    /// The contact's version the app write is made on (it gives the contact the next one).
+    /// The stamp the app write leaves on the contact ([`AppWrite`](super::AppWrite)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_version: Option<u64>,
+    pub app_write: Option<String>,
+    /// When these writes were fenced: a CRM write of them may still be on its way until the
+    /// create grace has passed (see `pair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// What the app held, when these writes were planned, of the fields `to_app` writes.
+    #[serde(default, skip_serializing_if = "FieldPatch::is_empty")]
+    pub app_read: FieldPatch,
 }
 
 impl PendingWrites {
-    /// `base` with each pending field the side written to now holds at its value, and with
-    /// the app write's fields if the contact shows that write landed (`app`'s
-    /// [`synced`](super::Contact::synced) version of this pair is the one it gave), whatever a
-    /// user made of them since.
-    pub fn settle(
-        &self,
-        base: &mut ContactFields,
-        app: &super::Contact,
-        crm: &ContactFields,
-        provider: Provider,
-    ) {
-        let app_landed = self
-            .app_version
-            .is_some_and(|v| app.synced.get(&provider) == Some(&(v + 1)));
-        for (patch, side, landed) in [
-            (&self.to_crm, crm, false),
-            (&self.to_app, &app.fields, app_landed),
-        ] {
+    /// The stamp of an app write fenced by storing `link` (the version the store gives it).
+    pub fn app_stamp(link: &ContactLink) -> String {
+        format!("{}@{}", link.external_id, link.version + 1)
+    }
+
+    /// `base` with each pending field the side written to now holds at its value; and with a
+    /// value due to the app that the CRM holds while a user has changed the app since the plan
+    /// (an edit made over the app write still owed: the value was agreed with the CRM, the
+    /// edit is the app's change on top of it). A change another sync wrote into the app is no
+    /// user's edit (`app`'s [`synced`](super::Contact::synced) writes say which).
+    pub fn settle(&self, base: &mut ContactFields, app: &super::Contact, crm: &ContactFields) {
+        for (patch, side) in [(&self.to_crm, crm), (&self.to_app, &app.fields)] {
             for (field, value) in &patch.0 {
-                if landed || side.get(*field) == value.as_deref() {
+                if side.get(*field) == value.as_deref() {
                     base.set(*field, value.clone());
                 }
+            }
+        }
+        for (field, value) in &self.to_app.0 {
+            let now = app.fields.get(*field);
+            let read = self.app_read.get(*field).map(Option::as_deref);
+            let by_a_sync = app
+                .synced
+                .values()
+                .any(|w| w.written.get(*field).is_some_and(|v| v.as_deref() == now));
+            if crm.get(*field) == value.as_deref() && read.is_some_and(|r| now != r) && !by_a_sync {
+                base.set(*field, value.clone());
             }
         }
     }
@@ -99,6 +111,10 @@ pub struct ContactLink {
     /// sync's final link write (see [`PendingWrites`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingWrites>,
+    /// The stamp of the last app write of the pair the base includes: a later one the contact
+    /// shows landed (its link write lost) is agreed on too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_synced: Option<String>,
     /// Our recent writes to the record, kept to recognise a user's edit one overwrote.
     #[serde(default, skip_serializing_if = "RecentWrites::is_empty")]
     pub writes: RecentWrites,
@@ -184,8 +200,62 @@ impl ContactLink {
             base,
             warnings,
             pending: None,
+            app_synced: None,
             writes: RecentWrites::default(),
             version: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Field;
+
+    fn first(v: &str) -> ContactFields {
+        ContactFields {
+            first_name: Some(v.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A value owed to the app that the CRM holds: agreed once the app shows it, or once a
+    /// user has changed the app since the plan (the edit is made over it); not while the app
+    /// still holds what the plan read (the write is owed, nothing agreed yet).
+    #[test]
+    fn a_value_owed_to_the_app_is_agreed_when_the_app_moved_on() {
+        let mut to_app = FieldPatch::default();
+        to_app.insert(Field::FirstName, Some("U".into()));
+        let mut app_read = FieldPatch::default();
+        app_read.insert(Field::FirstName, Some("A".into()));
+        let pending = PendingWrites {
+            to_app,
+            app_read,
+            ..Default::default()
+        };
+        let contact = |v: &str| {
+            crate::domain::Contact::new(TenantId::new("t"), "c1", first(v), chrono::Utc::now())
+        };
+        let settled = |app: &crate::domain::Contact, crm: &str| {
+            let mut base = first("O");
+            pending.settle(&mut base, app, &first(crm));
+            base.first_name.unwrap()
+        };
+        assert_eq!(settled(&contact("U"), "U"), "U", "the app shows it");
+        assert_eq!(settled(&contact("A"), "U"), "O", "still owed");
+        assert_eq!(settled(&contact("B"), "U"), "U", "a user's edit over it");
+        assert_eq!(settled(&contact("B"), "C"), "O", "the CRM moved on too");
+        // B written by another CRM's sync: no user's edit.
+        let mut by_sync = contact("B");
+        let mut written = FieldPatch::default();
+        written.insert(Field::FirstName, Some("B".into()));
+        by_sync.synced.insert(
+            Provider::Pipedrive,
+            crate::domain::AppWrite {
+                stamp: "7@3".into(),
+                written,
+            },
+        );
+        assert_eq!(settled(&by_sync, "U"), "O");
     }
 }

@@ -290,11 +290,20 @@ pub struct Contact {
     pub last_app_modified: DateTime<Utc>,
     #[serde(default)]
     pub deleted: bool,
-    /// Per CRM, the version the last sync write of its pair gave the contact (a user's edit
-    /// keeps them): tells a sync write that landed, its answer lost, from one another write
-    /// beat (one pair's writes are fenced by its link, so the two name one write).
+    /// Per CRM, the last sync write of its pair to the contact (a user's edit keeps it): a
+    /// write that landed is known, with what it wrote, even when its answer was lost or the
+    /// link write after it failed (see [`AppWrite`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub synced: BTreeMap<Provider, u64>,
+    pub synced: BTreeMap<Provider, AppWrite>,
+}
+
+/// A sync's write to an app contact: its stamp (the pair's link and the version its fence gave
+/// it, which no other write of the pair has: see [`PendingWrites::app_stamp`]) and the values
+/// it wrote, which both sides agreed on then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppWrite {
+    pub stamp: String,
+    pub written: FieldPatch,
 }
 
 impl Contact {

@@ -37,6 +37,9 @@ pub struct CrmWrite {
 pub struct FieldWrite {
     pub read: Option<String>,
     pub written: Option<String>,
+    /// The value written is a CRM user's that one of our writes overwrote, put back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restores: bool,
 }
 
 fn normal(field: Field, value: Option<String>) -> Option<String> {
@@ -61,6 +64,7 @@ impl CrmWrite {
                     FieldWrite {
                         read: read.get(*field).map(str::to_owned),
                         written: normal(*field, value.clone()),
+                        restores: false,
                     },
                 )
             })
@@ -71,6 +75,19 @@ impl CrmWrite {
             fields,
             checked: false,
         }
+    }
+
+    /// The write, marked as putting back the users' values in `restored` it writes.
+    pub fn restoring(mut self, restored: &FieldPatch) -> Self {
+        for (field, w) in self.fields.iter_mut() {
+            if restored
+                .get(*field)
+                .is_some_and(|v| normal(*field, v.clone()) == w.written)
+            {
+                w.restores = true;
+            }
+        }
+        self
     }
 
     /// The write, landed at `at` (`now` when the CRM did not say).
@@ -121,9 +138,9 @@ impl CrmWrite {
     }
 
     /// Whether this write is one a report naming a write (by its landing and what it wrote to
-    /// `field`) may mean.
+    /// `field`) may mean (one whose landing was not confirmed may be any).
     fn named_by(&self, field: Field, by: &Replacement) -> bool {
-        Some(by.landed) == self.landed
+        self.landed.is_none_or(|l| l == by.landed)
             && self
                 .fields
                 .get(&field)
@@ -264,23 +281,40 @@ impl RecentWrites {
             // write of it read what the one before wrote (a user's later edit supersedes it).
             let mut before = fw.written.clone();
             // A value one of our writes wrote (one whose landing we could not confirm among
-            // them) is ours, not a user's.
-            let ours = self
-                .writes
-                .iter()
-                .any(|o| o.fields.get(&field).is_some_and(|f| f.written == value));
+            // them) that was planned by the time this one landed is ours, not a user's — unless
+            // that write was putting back a user's value this one had overwritten.
+            let ours = self.writes.iter().any(|o| {
+                o.fields
+                    .get(&field)
+                    .is_some_and(|f| f.written == value && !f.restores)
+                    && match (o.read_at, w.landed) {
+                        (Some(read), Some(landed)) => read <= landed,
+                        _ => true,
+                    }
+            });
             if ours {
                 continue;
             }
-            let unbroken = self.writes[i + 1..].iter().all(|later| {
-                let Some(f) = later.fields.get(&field) else {
-                    return true;
-                };
-                let ok = f.read == before;
-                before = f.written.clone();
-                ok
+            let unbroken = self.writes[i + 1..]
+                .iter()
+                .filter(|later| later.landed.is_some())
+                .all(|later| {
+                    let Some(f) = later.fields.get(&field) else {
+                        return true;
+                    };
+                    let ok = f.read == before;
+                    before = f.written.clone();
+                    ok
+                });
+            // Put back already by a later write of ours that landed: resolved.
+            let restored = self.writes[i + 1..].iter().any(|later| {
+                later.landed.is_some()
+                    && later
+                        .fields
+                        .get(&field)
+                        .is_some_and(|f| f.restores && f.written == value)
             });
-            if !unbroken || resolved.is_some_and(|r| r.contains(&value)) {
+            if !unbroken || restored || resolved.is_some_and(|r| r.contains(&value)) {
                 continue;
             }
             return Some(value);
@@ -289,8 +323,9 @@ impl RecentWrites {
     }
 
     /// What the record's field history (`history`, oldest first, ours included) says each of
-    /// our unchecked writes replaced: per field it wrote, the value before its own entry, as a
-    /// report naming it. A write whose entry is not there changed nothing of that field.
+    /// our unchecked writes replaced: per field it wrote, the value before its own entry (made
+    /// through the API: a user's edit to the same value is not it), as a report naming it. A
+    /// write whose entry is not there changed nothing of that field.
     pub fn replaced_in(&self, history: &[Reported]) -> Vec<Reported> {
         let mut out = Vec::new();
         for w in self.writes.iter().filter(|w| !w.checked) {
@@ -312,7 +347,10 @@ impl RecentWrites {
                 let of_field: Vec<&Reported> =
                     history.iter().filter(|r| r.field == *field).collect();
                 let own = of_field.iter().rposition(|r| {
-                    r.at >= from && r.at <= to && normal(*field, r.value.clone()) == fw.written
+                    r.via_api
+                        && r.at >= from
+                        && r.at <= to
+                        && normal(*field, r.value.clone()) == fw.written
                 });
                 if let Some(i) = own
                     && i > 0
@@ -379,6 +417,34 @@ impl RecentWrites {
         fields.sort();
         fields.dedup();
         fields
+    }
+
+    /// With the writes `echo` speaks of checked: an unchecked write each of whose changed
+    /// fields (read differently from written) a report names (by its landing and the value it
+    /// wrote).
+    pub fn confirmed_by(mut self, echo: &[Reported]) -> Self {
+        for w in self.writes.iter_mut().filter(|w| !w.checked) {
+            let mut changed = w
+                .fields
+                .iter()
+                .filter(|(_, f)| f.read != f.written)
+                .peekable();
+            if changed.peek().is_none() {
+                continue;
+            }
+            let named = changed.all(|(field, _)| {
+                echo.iter().any(|r| {
+                    r.field == *field
+                        && r.replaced_by
+                            .as_ref()
+                            .is_some_and(|b| w.named_by(*field, b))
+                })
+            });
+            if named {
+                w.checked = true;
+            }
+        }
+        self
     }
 
     /// With the writes that landed at `landings` checked.
@@ -511,23 +577,19 @@ mod tests {
                 CrmWrite::planned(&fields("A"), Some(at(2, 0)), &patch("B"))
                     .landed(Some(at(2, 0)), at(9, 0)),
             );
-        let ours = [
-            user("O", at(0, 0)),
-            user("A", at(2, 0)),
-            user("B", at(2, 0)),
-        ];
+        let api = |v: &str| user(v, at(2, 0)).via_api(true);
+        let ours = [user("O", at(0, 0)), api("A"), api("B")];
         let replaced = w.replaced_in(&ours);
         assert!(replaced.iter().all(|r| r.replaced_by.is_some()));
         assert_eq!(lost(&w, &replaced, "B"), None, "each replaced what it read");
         // A user's V between our two writes, in the same second: the second replaced it.
-        let theirs = [
-            user("O", at(0, 0)),
-            user("A", at(2, 0)),
-            user("V", at(2, 0)),
-            user("B", at(2, 0)),
-        ];
+        let theirs = [user("O", at(0, 0)), api("A"), user("V", at(2, 0)), api("B")];
         let replaced = w.replaced_in(&theirs);
         assert_eq!(lost(&w, &replaced, "B").as_deref(), Some("V"));
+        // A user's edit to the value our second write then sent unchanged is not our entry:
+        // nothing was replaced by it.
+        let same = [user("O", at(0, 0)), api("A"), user("B", at(2, 0))];
+        assert_eq!(lost(&w, &w.replaced_in(&same), "B"), None);
         // The echo of the first write, late: what it replaced is what it read.
         let echo = |before: &str| {
             [Reported::replaced(
@@ -571,6 +633,64 @@ mod tests {
             );
         }
         assert_eq!(many.writes.len(), 16);
+    }
+
+    /// An echo checks the write it names only if it names every field the write changed
+    /// (Pipedrive's webhooks leave the standard job title out): else a check of the history will.
+    #[test]
+    fn an_echo_checks_a_write_only_for_all_it_changed() {
+        let mut both = patch("A");
+        both.insert(Field::JobTitle, Some("CEO".into()));
+        let w = RecentWrites::default().with(
+            CrmWrite::planned(&fields("O"), Some(at(1, 0)), &both).landed(Some(at(2, 0)), at(9, 0)),
+        );
+        let first = Reported::replaced(
+            Field::FirstName,
+            Some("O".into()),
+            at(2, 0),
+            Some("A".into()),
+        );
+        let job = Reported::replaced(Field::JobTitle, None, at(2, 0), Some("CEO".into()));
+        assert!(
+            w.clone()
+                .confirmed_by(std::slice::from_ref(&first))
+                .is_unchecked()
+        );
+        assert!(!w.clone().confirmed_by(&[first.clone(), job]).is_unchecked());
+        // An echo of another write (another value written) checks nothing.
+        let other = Reported::replaced(
+            Field::FirstName,
+            Some("O".into()),
+            at(2, 0),
+            Some("B".into()),
+        );
+        assert!(w.confirmed_by(&[other]).is_unchecked());
+    }
+
+    /// A write of ours whose landing could not be confirmed (its answer lost, the record moved
+    /// on) still makes its value ours, if it was planned before the write that replaced it
+    /// landed; a later one (the restore of a user's value) does not hide that value.
+    #[test]
+    fn a_value_an_earlier_write_of_ours_may_have_put_there_is_ours() {
+        let landed = CrmWrite::planned(&fields("O"), Some(at(1, 100)), &patch("B"))
+            .landed(Some(at(3, 100)), at(9, 0));
+        let history = |before: &str| {
+            vec![Reported::replaced(
+                Field::FirstName,
+                Some(before.into()),
+                at(3, 100),
+                Some("B".into()),
+            )]
+        };
+        // A (unconfirmed) planned at 2.1, before B landed at 3.1: A is ours.
+        let earlier = CrmWrite::planned(&fields("O"), Some(at(2, 100)), &patch("A"));
+        let w = RecentWrites::default().with(earlier).with(landed.clone());
+        assert!(!w.foreign(&history("A")));
+        // The restore of a user's U, planned after B landed, does not make U ours.
+        let restore =
+            CrmWrite::planned(&fields("B"), Some(at(4, 0)), &patch("U")).restoring(&patch("U"));
+        let w = RecentWrites::default().with(landed).with(restore);
+        assert!(w.foreign(&history("U")));
     }
 
     /// Links stored before writes were kept one by one read as having none.

@@ -390,6 +390,7 @@ mod tests {
             base_hash: String::new(),
             warnings: vec![],
             pending: None,
+            app_synced: None,
             writes: Default::default(),
             version: 1,
         }

@@ -8,8 +8,8 @@ use tracing::info;
 use super::pair::PairState;
 use super::{SyncReport, SyncService};
 use crate::domain::{
-    ConflictRecord, ContactFields, ContactLink, CrmWrite, FieldPatch, LinkStatus, PendingWrites,
-    Provider, RecentWrites, TenantId,
+    AppWrite, ConflictRecord, ContactFields, ContactLink, CrmWrite, FieldPatch, LinkStatus,
+    PendingWrites, Provider, RecentWrites, TenantId,
 };
 use crate::engine::{self, AppAction, CrmAction, LinkOutcome, SyncPlan};
 use crate::error::{CrmError, StoreError, SyncError};
@@ -39,7 +39,10 @@ impl SyncService {
         let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
         // Our recent writes to the record, kept on the link (a user's value found overwritten
         // is resolved by this plan: it is not reported again).
-        let mut recent = pair.recent_writes(now).resolve(overwritten);
+        let unresolved = pair.recent_writes(now);
+        // The last app write of the pair the new base includes: the one the contact shows.
+        let mut app_synced = pair.contact.synced.get(&provider).map(|w| w.stamp.clone());
+        let mut recent = unresolved.clone().resolve(overwritten);
         let PairState {
             contact,
             mut link,
@@ -89,14 +92,17 @@ impl SyncService {
         // pair since makes this one re-read instead of writing over it), so a write cut off or
         // whose answer is lost is not mistaken later for a user's edit.
         let in_flight = match (&plan.crm, record.as_ref()) {
-            (CrmAction::Update { patch }, Some(r)) => Some(CrmWrite::planned(
-                &r.fields,
-                r.updated_at,
-                &client.fields_written(patch, &r.fields),
-            )),
+            (CrmAction::Update { patch }, Some(r)) => Some(
+                CrmWrite::planned(
+                    &r.fields,
+                    r.updated_at,
+                    &client.fields_written(patch, &r.fields),
+                )
+                .restoring(overwritten),
+            ),
             _ => None,
         };
-        let pending = PendingWrites {
+        let mut pending = PendingWrites {
             crm_write: in_flight.clone(),
             to_crm: match &plan.crm {
                 CrmAction::Update { patch } => patch.clone(),
@@ -106,11 +112,15 @@ impl SyncService {
                 AppAction::Update { patch } => patch.clone(),
                 _ => FieldPatch::default(),
             },
-            app_version: match &plan.app {
-                AppAction::Update { .. } => Some(contact.version),
-                _ => None,
-            },
+            app_write: None,
+            since: Some(now),
+            app_read: FieldPatch::default(),
         };
+        for field in pending.to_app.fields().collect::<Vec<_>>() {
+            pending
+                .app_read
+                .insert(field, contact.fields.get(field).map(str::to_owned));
+        }
         if pending != PendingWrites::default()
             && let Some(l) = link.take()
         {
@@ -121,11 +131,15 @@ impl SyncService {
                 Some(b) if !l.is_placeholder() => b.clone(),
                 _ => l.base.clone(),
             };
+            if !pending.to_app.is_empty() {
+                pending.app_write = Some(PendingWrites::app_stamp(&l));
+            }
             let fenced = ContactLink {
                 pending: Some(pending),
                 base_hash: settled.content_hash(),
                 base: settled,
-                writes: recent.clone(),
+                // Resolved only once this plan's writes are done.
+                writes: unresolved,
                 ..l
             };
             link = Some(self.links.put_link(&fenced).await?);
@@ -154,7 +168,14 @@ impl SyncService {
                         ))
                         .into());
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        if !matches!(e, CrmError::Unavailable { .. }) {
+                            // Answered (refused, or never sent): it will not land later, so
+                            // no other worker need wait for it.
+                            self.withdraw_crm_write(link.as_ref()).await;
+                        }
+                        return Err(e.into());
+                    }
                 };
                 crm_modified = updated.updated_at;
                 if let Some(w) = in_flight {
@@ -189,6 +210,7 @@ impl SyncService {
                             }
                         }),
                         writes: recent.clone(),
+                        app_synced: link.as_ref().and_then(|l| l.app_synced.clone()),
                         ..ContactLink::synced(
                             tenant,
                             &contact.id,
@@ -212,9 +234,27 @@ impl SyncService {
         if let AppAction::Update { patch } = &plan.app {
             let mut updated = contact.clone();
             updated.fields.apply(patch);
-            // This pair's write, at the version it gives the contact: a retry that finds it
-            // knows it landed.
-            updated.synced.insert(provider, contact.version + 1);
+            // Stamped as this fenced write, with what it writes: a retry that finds the stamp
+            // knows it landed, whatever became of the link write after it.
+            match link
+                .as_ref()
+                .and_then(|l| l.pending.as_ref())
+                .and_then(|p| p.app_write.clone())
+            {
+                Some(stamp) => {
+                    app_synced = Some(stamp.clone());
+                    updated.synced.insert(
+                        provider,
+                        AppWrite {
+                            stamp,
+                            written: patch.clone(),
+                        },
+                    );
+                }
+                None => {
+                    updated.synced.remove(&provider);
+                }
+            }
             self.contacts.update(&updated).await?;
             report.app_writes += 1;
         }
@@ -239,6 +279,7 @@ impl SyncService {
                 let synced = ContactLink {
                     version: link.as_ref().map_or(0, |l| l.version),
                     writes: recent,
+                    app_synced,
                     ..ContactLink::synced(
                         tenant,
                         &contact.id,
@@ -269,6 +310,22 @@ impl SyncService {
             info!(%tenant, contact_id = %contact.id, %provider, app_writes = report.app_writes, crm_writes = report.crm_writes, conflicts = report.conflicts, "synced");
         }
         Ok(report)
+    }
+
+    /// A fenced CRM write that was certainly not made is withdrawn from the link (best effort:
+    /// left there, it only makes the next sync of the pair wait for it).
+    async fn withdraw_crm_write(&self, link: Option<&ContactLink>) {
+        let Some(l) = link else { return };
+        let Some(p) = &l.pending else { return };
+        let withdrawn = ContactLink {
+            pending: Some(PendingWrites {
+                crm_write: None,
+                to_crm: FieldPatch::default(),
+                ..p.clone()
+            }),
+            ..l.clone()
+        };
+        let _ = self.links.put_link(&withdrawn).await;
     }
 
     async fn log_conflicts(

@@ -60,8 +60,13 @@ impl SyncService {
                 .sync_contact(tenant, &link.contact_id, Some(provider), None, &lost)
                 .await?;
         }
-        self.mark_checked(tenant, provider, &event.record_id, &[event.occurred_at])
-            .await?;
+        // The writes it names are checked, each only if it names every field the write
+        // changed (a field its webhooks leave out, as Pipedrive's standard job title, waits for
+        // a check of the history).
+        self.update_writes(tenant, provider, &event.record_id, |w| {
+            w.confirmed_by(&event.reported)
+        })
+        .await?;
         report.contact_id = Some(link.contact_id);
         Ok(report)
     }
@@ -182,24 +187,29 @@ impl SyncService {
         record_id: &str,
         landings: &[DateTime<Utc>],
     ) -> Result<(), SyncError> {
+        self.update_writes(tenant, provider, record_id, |w| w.checked(landings))
+            .await
+    }
+
+    /// The link's writes made `f` of themselves, by the link's version (re-read after a lost
+    /// race); nothing is written when they stay as they are.
+    async fn update_writes(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        record_id: &str,
+        f: impl Fn(RecentWrites) -> RecentWrites,
+    ) -> Result<(), SyncError> {
         let mut attempt = 0;
         loop {
             let Some(link) = self.links.get_link(tenant, provider, record_id).await? else {
                 return Ok(());
             };
-            if !link
-                .writes
-                .unchecked()
-                .iter()
-                .any(|at| landings.contains(at))
-            {
+            let writes = f(link.writes.clone());
+            if writes == link.writes {
                 return Ok(());
             }
-            let checked = ContactLink {
-                writes: link.writes.clone().checked(landings),
-                ..link
-            };
-            match self.links.put_link(&checked).await {
+            match self.links.put_link(&ContactLink { writes, ..link }).await {
                 Err(StoreError::Conflict(_)) if attempt < MARK_RETRIES => attempt += 1,
                 other => return other.map(|_| ()).map_err(Into::into),
             }

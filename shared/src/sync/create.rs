@@ -108,22 +108,9 @@ impl SyncService {
         intent: &ContactLink,
         err: &CrmError,
     ) -> Result<(), SyncError> {
-        if !created_maybe(err) {
+        if !err.may_have_applied() {
             self.links.delete_link(intent).await?;
         }
         Ok(())
-    }
-}
-
-/// Whether a failed create may still have created the record.
-fn created_maybe(err: &CrmError) -> bool {
-    match err {
-        CrmError::Unavailable { .. } => true,
-        CrmError::Rejected { status, .. } => *status >= 500,
-        CrmError::RateLimited { .. }
-        | CrmError::QuotaExhausted { .. }
-        | CrmError::OutOfTime { .. }
-        | CrmError::AlreadyExists { .. }
-        | CrmError::Auth { .. } => false,
     }
 }

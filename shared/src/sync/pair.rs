@@ -41,8 +41,18 @@ impl PairState {
             l => l.as_ref()?,
         };
         let mut base = link.base.clone();
+        // An app write of the pair that landed after what the base includes (its link write
+        // lost, or a later sync's fence took its place): what it wrote was agreed on.
+        if let Some(w) = self.contact.synced.get(&link.provider)
+            && link.app_synced.as_ref() != Some(&w.stamp)
+            && w.stamp.starts_with(&format!("{}@", link.external_id))
+        {
+            for (field, value) in &w.written.0 {
+                base.set(*field, value.clone());
+            }
+        }
         if let (Some(pending), Some(record)) = (&link.pending, &self.record) {
-            pending.settle(&mut base, &self.contact, &record.fields, link.provider);
+            pending.settle(&mut base, &self.contact, &record.fields);
         }
         Some(base)
     }
@@ -242,6 +252,7 @@ impl SyncService {
         };
         pair.record = Self::read_crm_side(client, &ctx, &pair, known).await?;
         self.check_unclaimed(tenant, provider, &pair).await?;
+        self.check_no_write_in_flight(provider, &pair)?;
         // Decided now, after every read: a conflict is stamped later than the edits it saw.
         let now = self.now();
         let base = pair.base();
@@ -325,6 +336,35 @@ impl SyncService {
             }
             (None, _) => Ok(None),
         }
+    }
+
+    /// Another worker's CRM write to the record may still be on its way (fenced on the link, not
+    /// landed yet as the record shows, within the create grace): planning now could send a
+    /// write it would land after, over ours (neither CRM has a conditional write). Wait for it.
+    fn check_no_write_in_flight(
+        &self,
+        provider: Provider,
+        pair: &PairState,
+    ) -> Result<(), SyncError> {
+        let (Some(link), Some(record)) = (&pair.link, &pair.record) else {
+            return Ok(());
+        };
+        let Some(p) = &link.pending else {
+            return Ok(());
+        };
+        let (Some(w), Some(since)) = (&p.crm_write, p.since) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let until = since + self.create_grace;
+        if w.holds(&record.fields) || until <= now {
+            return Ok(());
+        }
+        Err(SyncError::Busy {
+            provider,
+            contact_id: pair.contact.id.clone(),
+            until: until.min(now + chrono::Duration::seconds(BUSY_RECHECK_SECS)),
+        })
     }
 
     /// A CRM record found by email that another contact already links is not taken over.

@@ -105,6 +105,18 @@ impl SyncService {
                 Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
             }
         }
+        // What is left of the round's time: records deleted with their webhook lost.
+        for provider in self.tenants.providers(tenant) {
+            progress.phase = format!("deleted records {provider}");
+            self.state.save_sync_now_progress(tenant, &progress).await?;
+            match self.find_gone(tenant, provider, queue, deadline).await {
+                Ok(n) => progress.enqueued += n,
+                Err(e) if e.is_out_of_time() => {}
+                Err(e) => progress
+                    .errors
+                    .push(format!("{provider} deleted records: {e}")),
+            }
+        }
         progress.phase = "retry failed".into();
         let (mut retry, checks) = self.unsynced_contacts(tenant).await?;
         retry.sort();
@@ -249,6 +261,61 @@ impl SyncService {
             info!(%tenant, %provider, enqueued, "poll found changed records");
         }
         Ok(enqueued)
+    }
+
+    /// Records deleted in a CRM whose webhook was lost: a poll lists changed records only, and
+    /// a deleted one is not among them. Where the CRM reads records in batches (HubSpot, 100 a
+    /// call), Sync Now reads every linked record and queues a trigger for each one gone, which
+    /// the worker turns into a tombstone, in what is left of the round's time. Returns how
+    /// many were queued.
+    async fn find_gone(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        queue: &dyn JobQueue,
+        deadline: std::time::Instant,
+    ) -> Result<usize, SyncError> {
+        let Some(client) = self.tenants.client(tenant, provider) else {
+            return Ok(0);
+        };
+        if !client.reads_in_batches() {
+            return Ok(0);
+        }
+        let ctx = self.crm_context(tenant, client.as_ref()).await?;
+        let linked: Vec<String> = self
+            .links
+            .links_for_tenant(tenant)
+            .await?
+            .into_iter()
+            .filter(|l| l.provider == provider && l.status == LinkStatus::Synced)
+            .map(|l| l.external_id)
+            .collect();
+        let mut jobs = Vec::new();
+        for chunk in linked.chunks(100) {
+            // Not worth a round of its own: what the time left does not cover waits for the
+            // next Sync Now.
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            let live = client.get_many(&ctx, chunk).await?;
+            for id in chunk.iter().filter(|id| !live.contains_key(*id)) {
+                let mut e = ChangeEvent::new(
+                    tenant.clone(),
+                    provider.into(),
+                    id.clone(),
+                    ChangeKind::Upsert,
+                );
+                e.provenance = Some("gone".into());
+                jobs.push(Job::Change(e));
+            }
+        }
+        for chunk in jobs.chunks(100) {
+            queue.enqueue(chunk).await?;
+        }
+        if !jobs.is_empty() {
+            info!(%tenant, %provider, gone = jobs.len(), "Sync Now found records deleted in the CRM");
+        }
+        Ok(jobs.len())
     }
 
     /// First sync of a tenant's unlinked contacts with one CRM, in chunks of 100: the chunk's

@@ -149,6 +149,10 @@ impl CrmClient for WorkerCrm {
         self.client.echo_shows_what_a_write_replaced()
     }
 
+    fn reads_in_batches(&self) -> bool {
+        self.client.reads_in_batches()
+    }
+
     fn custom_fields(&self) -> &'static [CustomField] {
         self.client.custom_fields()
     }

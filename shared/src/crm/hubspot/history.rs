@@ -2,10 +2,9 @@
 //! what our writes replaced.
 
 use chrono::{DateTime, Utc};
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{HubSpotClient, Lane, error_for, mapping};
+use super::{HubSpotClient, mapping};
 use crate::domain::{CrmRecord, CustomField, Field, Reported};
 use crate::error::CrmError;
 use crate::ports::CrmContext;
@@ -25,32 +24,20 @@ impl HubSpotClient {
             .iter()
             .filter_map(|f| mapping::property_name(*f, key))
             .collect();
-        let mut query = vec![("properties", mapping::read_properties(key).join(","))];
+        let mut extra = Vec::new();
         if !with_history.is_empty() {
-            query.push(("propertiesWithHistory", with_history.join(",")));
+            extra.push(("propertiesWithHistory", with_history.join(",")));
         }
-        let (status, mut body) = self
-            .call(
-                Lane::Standard,
-                Method::GET,
-                &Self::object_path(id),
-                &query,
-                None,
-            )
-            .await?;
-        match status {
-            StatusCode::OK => {
-                let history = match body.get("propertiesWithHistory") {
-                    Some(Value::Object(h)) => mapping::history(h, key, fields, since),
-                    _ => Vec::new(),
-                };
-                if let Value::Object(o) = &mut body {
-                    o.remove("propertiesWithHistory");
-                }
-                Ok((Some(Self::parse_object(body, key)?), history))
-            }
-            StatusCode::NOT_FOUND => Ok((None, Vec::new())),
-            s => Err(error_for(s, &body)),
+        let Some(mut body) = self.read_object(ctx, id, extra).await? else {
+            return Ok((None, Vec::new()));
+        };
+        let history = match body.get("propertiesWithHistory") {
+            Some(Value::Object(h)) => mapping::history(h, key, fields, since),
+            _ => Vec::new(),
+        };
+        if let Value::Object(o) = &mut body {
+            o.remove("propertiesWithHistory");
         }
+        Ok((Some(Self::parse_object(body, key)?), history))
     }
 }

@@ -88,7 +88,11 @@ pub fn history(
                 .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned);
-            out.push(Reported::set(field, value, at));
+            let via_api = matches!(
+                entry.get("sourceType").and_then(Value::as_str),
+                Some("INTEGRATION" | "API")
+            );
+            out.push(Reported::set(field, value, at).via_api(via_api));
         }
     }
     out.sort_by_key(|r| r.at);

@@ -318,11 +318,27 @@ impl HubSpotClient {
         id: &str,
         id_property: Option<&str>,
     ) -> Result<Option<CrmRecord>, CrmError> {
+        let extra = id_property
+            .map(|p| vec![("idProperty", p.to_string())])
+            .unwrap_or_default();
+        let key = ctx.field(CustomField::Pronouns);
+        self.read_object(ctx, id, extra)
+            .await?
+            .map(|body| Self::parse_object(body, key))
+            .transpose()
+    }
+
+    /// `GET /crm/v3/objects/contacts/{id}` with our properties (and `extra` query pairs): the
+    /// contact as HubSpot answers it, `None` when there is none.
+    pub(super) async fn read_object(
+        &self,
+        ctx: &CrmContext,
+        id: &str,
+        extra: Vec<(&'static str, String)>,
+    ) -> Result<Option<Value>, CrmError> {
         let key = ctx.field(CustomField::Pronouns);
         let mut query = vec![("properties", mapping::read_properties(key).join(","))];
-        if let Some(p) = id_property {
-            query.push(("idProperty", p.to_string()));
-        }
+        query.extend(extra);
         let (status, body) = self
             .call(
                 Lane::Standard,
@@ -333,15 +349,7 @@ impl HubSpotClient {
             )
             .await?;
         match status {
-            StatusCode::OK => {
-                let obj: ObjectJson =
-                    serde_json::from_value(body).map_err(|e| CrmError::Rejected {
-                        provider: P,
-                        status: 200,
-                        message: format!("unexpected contact shape: {e}"),
-                    })?;
-                Ok(Some(obj.into_record(key)))
-            }
+            StatusCode::OK => Ok(Some(body)),
             StatusCode::NOT_FOUND => Ok(None),
             s => Err(error_for(s, &body)),
         }
@@ -516,6 +524,10 @@ impl CrmClient for HubSpotClient {
         cursor: Option<&str>,
     ) -> Result<ChangedRecords, CrmError> {
         self.search_changed(ctx, cursor).await
+    }
+
+    fn reads_in_batches(&self) -> bool {
+        true
     }
 
     fn custom_fields(&self) -> &'static [CustomField] {

@@ -76,7 +76,8 @@ impl PipedriveClient {
                     Value::Number(n) => Some(n.to_string()),
                     _ => None,
                 };
-                out.push(Reported::set(field, value, at));
+                let via_api = item["change_source"].as_str() == Some("api");
+                out.push(Reported::set(field, value, at).via_api(via_api));
             }
             cursor = body["additional_data"]["next_cursor"]
                 .as_str()

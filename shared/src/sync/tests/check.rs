@@ -31,6 +31,19 @@ fn with_clock(f: &Fixture) -> (SyncService, Arc<Mutex<Duration>>) {
 async fn overwritten_in_hubspot(f: &Fixture, service: &SyncService) -> ContactLink {
     f.hubspot.echo_what_writes_replace();
     f.pipedrive.echo_what_writes_replace();
+    app_edit_over_a_hubspot_edit(f, service).await;
+    let hs = link(f, "c1", Provider::HubSpot).await;
+    assert_eq!(
+        f.hubspot.record(&hs.external_id).unwrap().fields.first_name,
+        Some("Anna".into()),
+        "our write replaced the user's edit"
+    );
+    hs
+}
+
+/// Contact c1 synced as "Ann"; then an app edit to "Anna" synced, whose HubSpot write lands
+/// over a HubSpot user's "Annie" made after the sync read the record. Returns the sync's report.
+async fn app_edit_over_a_hubspot_edit(f: &Fixture, service: &SyncService) -> SyncReport {
     create_app_contact(f, "c1", "ann@x.io", "Ann").await;
     service.handle(&app_event("c1")).await.unwrap();
     let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
@@ -39,14 +52,7 @@ async fn overwritten_in_hubspot(f: &Fixture, service: &SyncService) -> ContactLi
     let mut users = FieldPatch::default();
     users.insert(Field::FirstName, Some("Annie".into()));
     f.hubspot.edit_before_next_update(users);
-    service.handle(&app_event("c1")).await.unwrap();
-    let hs = link(f, "c1", Provider::HubSpot).await;
-    assert_eq!(
-        f.hubspot.record(&hs.external_id).unwrap().fields.first_name,
-        Some("Anna".into()),
-        "our write replaced the user's edit"
-    );
-    hs
+    service.handle(&app_event("c1")).await.unwrap()
 }
 
 fn first_names(f: &Fixture, app: &Contact, hs: &str, pd: &str) -> Vec<Option<String>> {
@@ -132,15 +138,7 @@ async fn an_overwritten_edit_whose_event_was_lost_is_found_by_the_check() {
 #[tokio::test]
 async fn a_write_the_echo_will_not_check_is_checked_at_once() {
     let f = fixture(true).await;
-    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
-    f.service.handle(&app_event("c1")).await.unwrap();
-    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
-    c1.fields.first_name = Some("Anna".into());
-    f.store.update(&c1).await.unwrap();
-    let mut users = FieldPatch::default();
-    users.insert(Field::FirstName, Some("Annie".into()));
-    f.hubspot.edit_before_next_update(users);
-    let report = f.service.handle(&app_event("c1")).await.unwrap();
+    let report = app_edit_over_a_hubspot_edit(&f, &f.service).await;
     assert_eq!(report.conflicts, 1, "{report:?}");
     let conflicts = f.store.conflicts(&tenant(), 10).await.unwrap();
     let x = &conflicts[0].conflict;
@@ -273,4 +271,56 @@ async fn the_poll_and_sync_now_queue_the_checks_owed() {
         provider: Provider::Pipedrive,
         record_id: pd.external_id,
     }));
+}
+
+/// A sync's app write lands but its answer is lost (the link is not updated after it); the
+/// user then edits the field in the app. The retry knows from the contact's stamp that our
+/// write landed, so the user's newer edit is the app's change and wins — not a "conflict" the
+/// CRM's older value would win.
+#[tokio::test]
+async fn an_app_write_whose_answer_was_lost_is_known_as_ours() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let losing = Arc::new(FaultyContacts::losing_answers(f.store.clone()));
+    let mut tenants = Tenants::new();
+    tenants.add(
+        TenantConfig::new("acme"),
+        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+    );
+    let arc = Arc::new(f.store.clone());
+    let service = SyncService::new(losing, arc.clone(), arc, Arc::new(tenants));
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    let hubspot_event = ChangeEvent::new(
+        tenant(),
+        Origin::Crm(Provider::HubSpot),
+        hs.external_id.clone(),
+        ChangeKind::Upsert,
+    );
+    assert!(
+        service.handle(&hubspot_event).await.is_err(),
+        "the answer was lost"
+    );
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Anne"), "it landed");
+    c1.fields.first_name = Some("Annika".into());
+    f.store.update(&c1).await.unwrap();
+
+    let r = service.handle(&hubspot_event).await.unwrap();
+    assert_eq!(r.conflicts, 0, "{r:?}");
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.first_name.as_deref(), Some("Annika"));
+    assert_eq!(
+        f.hubspot
+            .record(&hs.external_id)
+            .unwrap()
+            .fields
+            .first_name
+            .as_deref(),
+        Some("Annika")
+    );
+    assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
 }

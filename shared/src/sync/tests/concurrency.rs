@@ -5,42 +5,6 @@ use std::sync::Arc;
 
 use super::*;
 
-/// A contact store whose first update loses a race: just before it, another writer changes the
-/// contact's last name.
-struct RacingContacts {
-    inner: EmbeddedStore,
-    raced: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl ContactStore for RacingContacts {
-    async fn get(&self, t: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
-        self.inner.get(t, id).await
-    }
-    async fn find_by_email(&self, t: &TenantId, e: &str) -> Result<Option<Contact>, StoreError> {
-        self.inner.find_by_email(t, e).await
-    }
-    async fn list(
-        &self,
-        t: &TenantId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<crate::ports::Page<Contact>, StoreError> {
-        self.inner.list(t, after, limit).await
-    }
-    async fn insert(&self, c: &Contact) -> Result<Contact, StoreError> {
-        self.inner.insert(c).await
-    }
-    async fn update(&self, c: &Contact) -> Result<Contact, StoreError> {
-        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let mut other = self.inner.get(&c.tenant, &c.id).await?.unwrap();
-            other.fields.last_name = Some("Racer".into());
-            self.inner.update(&other).await?;
-        }
-        self.inner.update(c).await
-    }
-}
-
 /// The app write of a sync loses its version race to a user's edit: the sync re-reads and
 /// re-plans, so both the CRM's change and the user's edit survive, everywhere.
 #[tokio::test]
@@ -49,10 +13,7 @@ async fn a_lost_write_race_is_re_read_and_re_planned() {
     create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
-    let racing = Arc::new(RacingContacts {
-        inner: f.store.clone(),
-        raced: false.into(),
-    });
+    let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
     let mut tenants = Tenants::new();
     tenants.add(
         TenantConfig::new("acme"),
@@ -72,10 +33,7 @@ async fn a_lost_write_race_is_re_read_and_re_planned() {
         ))
         .await
         .unwrap();
-    assert!(
-        racing.raced.load(std::sync::atomic::Ordering::SeqCst),
-        "the race happened"
-    );
+    assert!(racing.raced(), "the race happened");
     let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
     assert_eq!(c1.fields.first_name.as_deref(), Some("Anne"));
     assert_eq!(
@@ -303,10 +261,7 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
 
     // The sync writes "Lee" to HubSpot, then its app write ("Anne") loses to a user's edit
     // of the last name ("Racer").
-    let racing = Arc::new(RacingContacts {
-        inner: f.store.clone(),
-        raced: false.into(),
-    });
+    let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
     let arc = Arc::new(f.store.clone());
     let service = SyncService::new(racing.clone(), arc.clone(), arc, f.service.tenants.clone());
     service
@@ -318,7 +273,7 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
         ))
         .await
         .unwrap();
-    assert!(racing.raced.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(racing.raced());
     let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
     let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
     for (side, fields) in [("app", &c1.fields), ("HubSpot", &hs_fields)] {

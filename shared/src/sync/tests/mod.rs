@@ -26,6 +26,74 @@ mod check;
 mod concurrency;
 mod custom_fields;
 
+/// The embedded store's contacts with a fault armed for the next update: another writer
+/// changes the contact's last name just before it (`race`: it loses its version race), or it
+/// happens but answers as if the connection dropped (`lose`). Each fires once.
+struct FaultyContacts {
+    inner: EmbeddedStore,
+    race: std::sync::atomic::AtomicBool,
+    lose: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyContacts {
+    fn racing(inner: EmbeddedStore) -> Self {
+        Self {
+            inner,
+            race: true.into(),
+            lose: false.into(),
+        }
+    }
+
+    fn losing_answers(inner: EmbeddedStore) -> Self {
+        Self {
+            inner,
+            race: false.into(),
+            lose: true.into(),
+        }
+    }
+
+    /// Whether the armed race happened.
+    fn raced(&self) -> bool {
+        !self.race.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl ContactStore for FaultyContacts {
+    async fn get(&self, t: &TenantId, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.get(t, id).await
+    }
+    async fn find_by_email(&self, t: &TenantId, e: &str) -> Result<Option<Contact>, StoreError> {
+        self.inner.find_by_email(t, e).await
+    }
+    async fn list(
+        &self,
+        t: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::ports::Page<Contact>, StoreError> {
+        self.inner.list(t, after, limit).await
+    }
+    async fn insert(&self, c: &Contact) -> Result<Contact, StoreError> {
+        self.inner.insert(c).await
+    }
+    async fn update(&self, c: &Contact) -> Result<Contact, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.race.swap(false, SeqCst) {
+            let mut other = self.inner.get(&c.tenant, &c.id).await?.unwrap();
+            other.fields.last_name = Some("Racer".into());
+            self.inner.update(&other).await?;
+        }
+        let stored = self.inner.update(c).await?;
+        if self.lose.swap(false, SeqCst) {
+            return Err(StoreError::Backend(
+                "connection reset after the write".into(),
+            ));
+        }
+        Ok(stored)
+    }
+}
+
 struct Fixture {
     store: EmbeddedStore,
     hubspot: MemoryCrm,
