@@ -561,7 +561,8 @@ pub trait CrmClient: Send + Sync {
     }
 
     /// Whether [`get_many`](Self::get_many) reads many records in one call (HubSpot's batch
-    /// read): then Sync Now can afford to read every linked record, to find deleted ones.
+    /// read, Pipedrive's listing by ids): then Sync Now can afford to read every linked
+    /// record, to find deleted ones.
     fn reads_in_batches(&self) -> bool {
         false
     }

@@ -172,9 +172,18 @@ async fn exercise_every_operation() -> Vec<Value> {
     let batch: Vec<_> = (1..6).map(full).collect();
     let emails: Vec<String> = batch.iter().filter_map(|f| f.email.clone()).collect();
     c.find_many_by_email(&ctx, &emails).await.unwrap();
+    let mut live = vec![a.id.clone()];
     for r in c.create_many(&ctx, &batch).await.unwrap() {
-        r.unwrap();
+        live.push(r.unwrap().id);
     }
+    // Many ids read in one listing (`ids`); unknown ones are left out.
+    let mut ids = live.clone();
+    ids.extend((0..10).map(|i| format!("{}", 900_000 + i)));
+    let read = c.get_many(&ctx, &ids).await.unwrap();
+    let mut found: Vec<&String> = read.keys().collect();
+    found.sort();
+    live.sort();
+    assert_eq!(found, live.iter().collect::<Vec<_>>());
     let mut cursor = None;
     for _ in 0..20 {
         let page = c.changed_since(&ctx, cursor.as_deref()).await.unwrap();

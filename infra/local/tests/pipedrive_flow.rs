@@ -607,3 +607,91 @@ async fn a_merge_into_an_unlinked_person_rekeys_the_link_whatever_the_event_orde
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Pipedrive user deletes a synced person and the webhook never comes (delivery paused):
+/// the poll lists changed persons only, so nothing sees it, until Sync Now reads every linked
+/// person (a dozen here: in one listing by ids) and finds it gone: the link becomes a
+/// tombstone, the app keeps its contact, and nothing is recreated in Pipedrive.
+#[tokio::test]
+async fn a_pipedrive_delete_whose_webhook_was_lost_is_found_by_sync_now() {
+    let dir = temp_dir("pipedrive-lost-delete");
+    let http = common::http();
+    let p = LocalProcess::start(&dir, &env("3600")).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let created: Value = http
+            .post(format!("{}/contacts", p.url))
+            .json(&json!({"email": format!("gone{i}@example.com"), "first_name": "Ada"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let id = ids[5].clone();
+    let linked = eventually(20, "the contact linked in Pipedrive", || {
+        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+        async move {
+            let c = get_json(&http, url).await;
+            (c["sync"]["crms"]["pipedrive"]["status"] == "synced").then_some(c)
+        }
+    })
+    .await;
+    let pd_id = linked["sync"]["crms"]["pipedrive"]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    settled(&http, &p).await;
+    let r = http
+        .post(format!("{}/_sim/pipedrive/webhooks", p.sim))
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = http
+        .delete(format!("{}/_sim/pipedrive/persons/{pd_id}", p.sim))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let before = settled(&http, &p).await;
+    let c = get_json(&http, format!("{}/contacts/{id}", p.url)).await;
+    assert_eq!(
+        c["sync"]["crms"]["pipedrive"]["status"], "synced",
+        "nothing told us yet: {c}"
+    );
+
+    let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let after = eventually(30, "the Pipedrive link to become a tombstone", || {
+        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
+        async move {
+            let c = get_json(&http, url).await;
+            (c["sync"]["crms"]["pipedrive"]["status"] == "deleted").then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(after["first_name"], "Ada", "the app keeps its contact");
+    let stats = settled(&http, &p).await;
+    assert!(
+        person_by_email(&http, &p.sim, "gone5@example.com")
+            .await
+            .is_none(),
+        "nothing recreated in Pipedrive"
+    );
+    let single_reads = endpoint_calls(&stats, "GET /api/v2/persons/{id}")
+        - endpoint_calls(&before, "GET /api/v2/persons/{id}");
+    assert!(
+        single_reads <= 1,
+        "a dozen linked persons read in one listing, then only the gone one by the worker: {stats}"
+    );
+    for other in ids.iter().filter(|o| **o != id) {
+        let c = get_json(&http, format!("{}/contacts/{other}", p.url)).await;
+        assert_eq!(c["sync"]["crms"]["pipedrive"]["status"], "synced", "{c}");
+    }
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -264,8 +264,9 @@ impl SyncService {
     }
 
     /// Records deleted in a CRM whose webhook was lost: a poll lists changed records only, and
-    /// a deleted one is not among them. Where the CRM reads records in batches (HubSpot, 100 a
-    /// call), Sync Now reads every linked record and queues a trigger for each one gone, which
+    /// a deleted one is not among them. Where the CRM reads records in batches (HubSpot's batch
+    /// read, Pipedrive's listing by ids; 100 a call), Sync Now reads every linked record and
+    /// queues a trigger for each one gone, which
     /// the worker turns into a tombstone, in what is left of the round's time. Returns how
     /// many were queued.
     async fn find_gone(

@@ -508,6 +508,20 @@ impl CrmClient for PipedriveClient {
         }
     }
 
+    #[tracing::instrument(name = "pipedrive.get_many", skip_all, fields(tenant = %ctx.tenant, n = ids.len()))]
+    async fn get_many(
+        &self,
+        ctx: &CrmContext,
+        ids: &[String],
+    ) -> Result<HashMap<String, CrmRecord>, CrmError> {
+        self.persons_by_id(ctx, ids).await
+    }
+
+    /// Up to 100 persons in one listing by their ids.
+    fn reads_in_batches(&self) -> bool {
+        true
+    }
+
     #[tracing::instrument(name = "pipedrive.find_many_by_email", skip_all, fields(tenant = %ctx.tenant, n = emails.len()))]
     async fn find_many_by_email(
         &self,
