@@ -68,7 +68,8 @@ impl PendingWrites {
     /// value due to the app that the CRM holds while a user has changed the app since the plan
     /// (an edit made over the app write still owed: the value was agreed with the CRM, the
     /// edit is the app's change on top of it). A change another sync wrote into the app is no
-    /// user's edit (`app`'s [`synced`](super::Contact::synced) writes say which).
+    /// user's edit (`app`'s [`synced`](super::Contact::synced) writes say which). A field due to
+    /// the app that the app still holds as read (its write did not land) is agreed at that.
     pub fn settle(&self, base: &mut ContactFields, app: &super::Contact, crm: &ContactFields) {
         for (patch, side) in [(&self.to_crm, crm), (&self.to_app, &app.fields)] {
             for (field, value) in &patch.0 {
@@ -86,6 +87,24 @@ impl PendingWrites {
                 .any(|w| w.written.get(*field).is_some_and(|v| v.as_deref() == now));
             if crm.get(*field) == value.as_deref() && read.is_some_and(|r| now != r) && !by_a_sync {
                 base.set(*field, value.clone());
+            }
+        }
+        // An app write that did not land (no stamp of it on the contact, which still holds what
+        // the plan read): the app did not change, so it is what the app agreed to, whatever the
+        // CRM write of the same value (a conflict's winner, written to both sides) did. The
+        // value is still owed to the app, and the next plan writes it, or the CRM's newer one.
+        let app_landed = app
+            .synced
+            .values()
+            .any(|w| Some(&w.stamp) == self.app_write.as_ref());
+        if !app_landed {
+            for (field, value) in &self.to_app.0 {
+                if let Some(read) = self.app_read.get(*field)
+                    && app.fields.get(*field) == read.as_deref()
+                    && read != value
+                {
+                    base.set(*field, read.clone());
+                }
             }
         }
     }
@@ -242,7 +261,11 @@ mod tests {
             base.first_name.unwrap()
         };
         assert_eq!(settled(&contact("U"), "U"), "U", "the app shows it");
-        assert_eq!(settled(&contact("A"), "U"), "O", "still owed");
+        assert_eq!(
+            settled(&contact("A"), "U"),
+            "A",
+            "still owed: the app agreed to nothing new"
+        );
         assert_eq!(settled(&contact("B"), "U"), "U", "a user's edit over it");
         assert_eq!(settled(&contact("B"), "C"), "O", "the CRM moved on too");
         // B written by another CRM's sync: no user's edit.
@@ -257,5 +280,40 @@ mod tests {
             },
         );
         assert_eq!(settled(&by_sync, "U"), "O");
+    }
+
+    /// A conflict's winner written to both sides: the CRM write landed, the app write did not
+    /// (the app still holds what the plan read). The app agreed to nothing new: its value is
+    /// not taken for a user's edit to push over the winner (seed 5122 with 6 workers), and the
+    /// winner is still owed to it. Once the app write landed (its stamp), the winner is agreed.
+    #[test]
+    fn a_winner_written_to_the_crm_only_is_still_owed_to_the_app() {
+        let mut winner = FieldPatch::default();
+        winner.insert(Field::FirstName, Some("U".into()));
+        let mut app_read = FieldPatch::default();
+        app_read.insert(Field::FirstName, Some("A".into()));
+        let pending = PendingWrites {
+            to_crm: winner.clone(),
+            to_app: winner.clone(),
+            app_write: Some("7@5".into()),
+            app_read,
+            ..Default::default()
+        };
+        let mut app =
+            crate::domain::Contact::new(TenantId::new("t"), "c1", first("A"), chrono::Utc::now());
+        let mut base = first("A");
+        pending.settle(&mut base, &app, &first("U"));
+        assert_eq!(base.first_name.as_deref(), Some("A"));
+        app.fields = first("U");
+        app.synced.insert(
+            Provider::HubSpot,
+            crate::domain::AppWrite {
+                stamp: "7@5".into(),
+                written: winner,
+            },
+        );
+        let mut base = first("A");
+        pending.settle(&mut base, &app, &first("U"));
+        assert_eq!(base.first_name.as_deref(), Some("U"));
     }
 }

@@ -127,9 +127,11 @@ impl SyncService {
             // The writes it replaces were settled by this sync's reads: what they show landed
             // is kept (the base they agreed on, the write among ours), or the next sync would
             // take our own landed write for a user's change.
-            let settled = match &base {
-                Some(b) if !l.is_placeholder() => b.clone(),
-                _ => l.base.clone(),
+            // (With the app write it includes: the one the contact shows, as the final link
+            // write would say.)
+            let (settled, settled_app) = match &base {
+                Some(b) if !l.is_placeholder() => (b.clone(), app_synced.clone()),
+                _ => (l.base.clone(), l.app_synced.clone()),
             };
             if !pending.to_app.is_empty() {
                 pending.app_write = Some(PendingWrites::app_stamp(&l));
@@ -138,6 +140,7 @@ impl SyncService {
                 pending: Some(pending),
                 base_hash: settled.content_hash(),
                 base: settled,
+                app_synced: settled_app,
                 // Resolved only once this plan's writes are done.
                 writes: unresolved,
                 ..l
@@ -210,7 +213,8 @@ impl SyncService {
                             }
                         }),
                         writes: recent.clone(),
-                        app_synced: link.as_ref().and_then(|l| l.app_synced.clone()),
+                        // The base it agreed on includes the app write the contact shows.
+                        app_synced: app_synced.clone(),
                         ..ContactLink::synced(
                             tenant,
                             &contact.id,

@@ -324,3 +324,63 @@ async fn an_app_write_whose_answer_was_lost_is_known_as_ours() {
     );
     assert!(f.store.conflicts(&tenant(), 10).await.unwrap().is_empty());
 }
+
+/// An app write of ours (HubSpot's "Lee") lands with its answer lost, so the contact keeps its
+/// stamp; the app moves on ("Nan"). The next sync writes "Nan" to HubSpot and stores what that
+/// agreed before its app write, which a user's newer edit ("Racer") then beats. The agreed base
+/// must say it includes the stamped write, or the retry takes "Lee" for the base again, sees
+/// both sides changed, and the CRM's "Nan" wins over the user's newer "Racer" (seed 7087 with
+/// 8 workers).
+#[tokio::test]
+async fn a_base_agreed_mid_plan_knows_the_app_write_it_includes() {
+    let f = fixture(true).await;
+    create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
+    f.service.handle(&app_event("c1")).await.unwrap();
+    let hs = link(&f, "c1", Provider::HubSpot).await;
+    let service_over = |contacts: Arc<FaultyContacts>| {
+        let mut tenants = Tenants::new();
+        tenants.add(
+            TenantConfig::new("acme"),
+            vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+        );
+        let arc = Arc::new(f.store.clone());
+        SyncService::new(contacts, arc.clone(), arc, Arc::new(tenants))
+    };
+    let hubspot_event = ChangeEvent::new(
+        tenant(),
+        Origin::Crm(Provider::HubSpot),
+        hs.external_id.clone(),
+        ChangeKind::Upsert,
+    );
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::LastName, Some("Lee".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    let losing = service_over(Arc::new(FaultyContacts::losing_answers(f.store.clone())));
+    assert!(losing.handle(&hubspot_event).await.is_err(), "answer lost");
+    let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    assert_eq!(c1.fields.last_name.as_deref(), Some("Lee"), "it landed");
+    c1.fields.last_name = Some("Nan".into());
+    f.store.update(&c1).await.unwrap();
+    // HubSpot's first name changes too: the next sync writes both ways, and its app write
+    // loses to the user's "Racer".
+    let mut patch = FieldPatch::default();
+    patch.insert(Field::FirstName, Some("Anne".into()));
+    f.hubspot.user_edit(&hs.external_id, &patch);
+    let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
+    service_over(racing.clone())
+        .handle(&hubspot_event)
+        .await
+        .unwrap();
+    assert!(racing.raced());
+
+    let c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
+    let hs_fields = f.hubspot.record(&hs.external_id).unwrap().fields;
+    for (side, fields) in [("app", &c1.fields), ("HubSpot", &hs_fields)] {
+        assert_eq!(fields.last_name.as_deref(), Some("Racer"), "{side}");
+        assert_eq!(fields.first_name.as_deref(), Some("Anne"), "{side}");
+    }
+    assert!(
+        f.store.conflicts(&tenant(), 10).await.unwrap().is_empty(),
+        "no false conflict"
+    );
+}
