@@ -342,6 +342,53 @@ async fn a_merge_of_two_linked_persons_retires_the_merged_away_link_without_recr
         keep["sync"]["crms"]["pipedrive"]["external_id"],
         pd_ids[0].to_string()
     );
+
+    // The survivor keeps the merged-away email among its other emails. A new contact with
+    // that email is not this person's (it is linked to another contact, and not by its own
+    // email): it gets a person of its own, instead of a conflict retried into the DLQ. (Once
+    // Pipedrive's search shows the merge: its index lags writes by a second.)
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let r = http
+        .delete(format!("{}/contacts/{}", p.url, ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let again: Value = http
+        .post(format!("{}/contacts", p.url))
+        .json(&json!({"email": "gone@example.com", "first_name": "N"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again_id = again["id"].as_str().unwrap().to_string();
+    let linked = eventually(15, "the new contact linked to a person of its own", || {
+        let http = http.clone();
+        let url = format!("{}/contacts/{again_id}", p.url);
+        async move {
+            let c = get_json(&http, url).await;
+            (c["sync"]["crms"]["pipedrive"]["status"] == "synced").then_some(c)
+        }
+    })
+    .await;
+    let own = linked["sync"]["crms"]["pipedrive"]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(own, pd_ids[0].to_string(), "{linked}");
+    let person = get_json(&http, format!("{}/_sim/pipedrive/persons/{own}", p.sim)).await;
+    assert_eq!(person["data"]["first_name"], "N", "{person}");
+    assert_eq!(
+        person["data"]["emails"][0]["value"], "gone@example.com",
+        "{person}"
+    );
+    let keep = get_json(&http, format!("{}/contacts/{}", p.url, ids[0])).await;
+    assert_eq!(
+        keep["first_name"], "M",
+        "the survivor's contact is untouched"
+    );
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -251,7 +251,10 @@ impl SyncService {
             record: None,
         };
         pair.record = Self::read_crm_side(client, &ctx, &pair, known).await?;
-        self.check_unclaimed(tenant, provider, &pair).await?;
+        if !self.check_unclaimed(tenant, provider, &pair).await? {
+            // Found by one of its other emails, and another contact's: not this one's record.
+            pair.record = None;
+        }
         self.check_no_write_in_flight(provider, &pair)?;
         // Decided now, after every read: a conflict is stamped later than the edits it saw.
         let now = self.now();
@@ -367,18 +370,37 @@ impl SyncService {
         })
     }
 
-    /// A CRM record found by email that another contact already links is not taken over.
+    /// A CRM record found by email that another contact already links is not taken over: a
+    /// conflict while the email is the record's own (primary) one, which the other contact's
+    /// sync may yet change; `false` (not this contact's record) when the record has it only
+    /// among its other emails (a Pipedrive merge keeps the merged person's), so one is created.
     async fn check_unclaimed(
         &self,
         tenant: &TenantId,
         provider: Provider,
         pair: &PairState,
-    ) -> Result<(), SyncError> {
+    ) -> Result<bool, SyncError> {
         if pair.linked_id().is_none()
             && let Some(r) = &pair.record
             && let Some(other) = self.links.get_link(tenant, provider, &r.id).await?
             && other.contact_id != pair.contact.id
         {
+            let own = |e: &str| {
+                r.fields
+                    .email
+                    .as_deref()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case(e.trim()))
+            };
+            let intent_email = pair
+                .link
+                .as_ref()
+                .filter(|l| l.is_placeholder())
+                .and_then(|l| l.base.email.as_deref());
+            if !pair.contact.fields.email.as_deref().is_some_and(own)
+                && !intent_email.is_some_and(own)
+            {
+                return Ok(false);
+            }
             return Err(CrmError::Rejected {
                 provider,
                 status: 409,
@@ -406,6 +428,6 @@ impl SyncService {
                 until: self.now() + chrono::Duration::seconds(BUSY_RECHECK_SECS),
             });
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -166,6 +166,13 @@ impl Person {
             .any(|c| c.value.trim().eq_ignore_ascii_case(email.trim()))
     }
 
+    /// Whether the primary entry of `emails` is `email` (case-insensitive).
+    pub fn has_primary_email(&self, email: &str) -> bool {
+        self.emails
+            .iter()
+            .any(|c| c.primary && c.value.trim().eq_ignore_ascii_case(email.trim()))
+    }
+
     /// First and last name, with our placeholder (the email as the whole name) read as none.
     fn names(&self) -> (Option<String>, Option<String>) {
         let first = self.first_name.clone().filter(|s| !s.trim().is_empty());

@@ -116,7 +116,8 @@ impl PipedriveClient {
         }
     }
 
-    /// The oldest live person having `email` (exact, case-insensitive search + a read).
+    /// The live person whose primary email is `email`, else the oldest having it among its
+    /// other emails (exact, case-insensitive search + reads).
     pub(super) async fn search_person(
         &self,
         ctx: &CrmContext,
@@ -156,15 +157,21 @@ impl PipedriveClient {
             .collect();
         ids.sort_unstable();
         ids.dedup();
+        // A person whose primary email it is comes first; else the oldest that has it among
+        // its other emails (a merge keeps the merged person's emails on the survivor).
+        let mut other = None;
         for id in ids {
             if let Some(p) = self.get_person(ctx, id).await?
                 && !p.is_deleted
                 && p.has_email(&email)
             {
-                return Ok(Some(p));
+                if p.has_primary_email(&email) {
+                    return Ok(Some(p));
+                }
+                other.get_or_insert(p);
             }
         }
-        Ok(None)
+        Ok(other)
     }
 
     pub(super) async fn update_person(
@@ -277,7 +284,8 @@ impl PipedriveClient {
 
     /// The persons with these emails, keyed by the email lowercased: from the listing while
     /// listing is cheaper in tokens than one search per email left (the listing does not lag
-    /// like the search; of two persons with one email the oldest wins), else searched.
+    /// like the search; of two persons with one email the one whose primary email it is wins,
+    /// then the oldest), else searched.
     pub(super) async fn find_persons_by_email(
         &self,
         ctx: &CrmContext,
@@ -314,7 +322,11 @@ impl PipedriveClient {
             for p in persons.into_iter().filter(|p| !p.is_deleted) {
                 for e in &p.emails {
                     let key = e.value.trim().to_lowercase();
-                    if wanted_set.contains(&key) && index.get(&key).is_none_or(|q| q.id > p.id) {
+                    // Primary first, then the oldest (as the search's pick).
+                    let rank = |q: &Person| (!q.has_primary_email(&key), q.id);
+                    if wanted_set.contains(&key)
+                        && index.get(&key).is_none_or(|q| rank(q) > rank(&p))
+                    {
                         index.insert(key, p.clone());
                     }
                 }
