@@ -81,10 +81,7 @@ impl PendingWrites {
         for (field, value) in &self.to_app.0 {
             let now = app.fields.get(*field);
             let read = self.app_read.get(*field).map(Option::as_deref);
-            let by_a_sync = app
-                .synced
-                .values()
-                .any(|w| w.written.get(*field).is_some_and(|v| v.as_deref() == now));
+            let by_a_sync = app.synced.values().any(|w| w.put(*field, now));
             if crm.get(*field) == value.as_deref() && read.is_some_and(|r| now != r) && !by_a_sync {
                 base.set(*field, value.clone());
             }
@@ -277,9 +274,32 @@ mod tests {
             crate::domain::AppWrite {
                 stamp: "7@3".into(),
                 written,
+                kept: FieldPatch::default(),
             },
         );
         assert_eq!(settled(&by_sync, "U"), "O");
+        // B put there by an earlier write of that sync's pair, which its latest write (of
+        // another field) kept: still no user's edit (seed 11147 with 8 workers).
+        let mut earlier = FieldPatch::default();
+        earlier.insert(Field::FirstName, Some("B".into()));
+        let mut job = FieldPatch::default();
+        job.insert(Field::JobTitle, Some("J".into()));
+        let first_write = crate::domain::AppWrite::after("7@3".into(), &earlier, None, &first("A"));
+        let mut kept_sync = contact("B");
+        kept_sync.synced.insert(
+            Provider::Pipedrive,
+            crate::domain::AppWrite::after(
+                "7@9".into(),
+                &job,
+                Some(&first_write),
+                &kept_sync.fields,
+            ),
+        );
+        assert_eq!(settled(&kept_sync, "U"), "O");
+        // Not once the app has moved on from it: a later write keeps only what is still there.
+        let moved_on =
+            crate::domain::AppWrite::after("7@11".into(), &job, Some(&first_write), &first("C"));
+        assert!(!moved_on.put(Field::FirstName, Some("B")));
     }
 
     /// A conflict's winner written to both sides: the CRM write landed, the app write did not
@@ -310,6 +330,7 @@ mod tests {
             crate::domain::AppWrite {
                 stamp: "7@5".into(),
                 written: winner,
+                kept: FieldPatch::default(),
             },
         );
         let mut base = first("A");

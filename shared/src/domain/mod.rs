@@ -304,6 +304,44 @@ pub struct Contact {
 pub struct AppWrite {
     pub stamp: String,
     pub written: FieldPatch,
+    /// What earlier writes of the pair put in the app that it still held when this one was
+    /// made (fields this one did not write): values a sync wrote, not a user's edits.
+    #[serde(default, skip_serializing_if = "FieldPatch::is_empty")]
+    pub kept: FieldPatch,
+}
+
+impl AppWrite {
+    /// Whether this write, or an earlier one of the pair it kept, put `value` in `field`.
+    pub fn put(&self, field: Field, value: Option<&str>) -> bool {
+        [&self.written, &self.kept]
+            .iter()
+            .any(|p| p.get(field).is_some_and(|v| v.as_deref() == value))
+    }
+
+    /// The write `stamp` makes of `patch` to `contact`, keeping what the pair's previous write
+    /// (`previous`) put there that the contact still holds and `patch` leaves alone.
+    pub fn after(
+        stamp: String,
+        patch: &FieldPatch,
+        previous: Option<&AppWrite>,
+        contact: &ContactFields,
+    ) -> Self {
+        let mut kept = FieldPatch::default();
+        if let Some(prev) = previous {
+            for source in [&prev.kept, &prev.written] {
+                for (field, value) in &source.0 {
+                    if !patch.contains(*field) && contact.get(*field) == value.as_deref() {
+                        kept.insert(*field, value.clone());
+                    }
+                }
+            }
+        }
+        Self {
+            stamp,
+            written: patch.clone(),
+            kept,
+        }
+    }
 }
 
 impl Contact {

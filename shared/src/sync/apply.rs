@@ -247,13 +247,13 @@ impl SyncService {
             {
                 Some(stamp) => {
                     app_synced = Some(stamp.clone());
-                    updated.synced.insert(
-                        provider,
-                        AppWrite {
-                            stamp,
-                            written: patch.clone(),
-                        },
+                    let write = AppWrite::after(
+                        stamp,
+                        patch,
+                        contact.synced.get(&provider),
+                        &contact.fields,
                     );
+                    updated.synced.insert(provider, write);
                 }
                 None => {
                     updated.synced.remove(&provider);
