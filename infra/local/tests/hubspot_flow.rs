@@ -439,36 +439,15 @@ async fn a_hubspot_delete_whose_webhook_was_lost_is_found_by_sync_now() {
     let dir = temp_dir("hubspot-lost-delete");
     let http = common::http();
     let p = LocalProcess::start(&dir, &[("POLL_INTERVAL_SECS", "3600")]).await;
-    let created: Value = http
-        .post(format!("{}/contacts", p.url))
-        .json(&json!({"email": "ada@example.com", "first_name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let linked = eventually(10, "the contact linked in HubSpot", || {
-        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
-        async move {
-            let c = get_json(&http, url).await;
-            (c["sync"]["badge"] == "synced").then_some(c)
-        }
-    })
-    .await;
+    let body = json!({"email": "ada@example.com", "first_name": "Ada"});
+    let id = common::create_contact(&http, &p.url, body).await;
+    let linked = common::crm_status_becomes(&http, &p.url, &id, "hubspot", "synced", 10).await;
     let hs_id = linked["sync"]["crms"]["hubspot"]["external_id"]
         .as_str()
         .unwrap()
         .to_string();
     p.settled().await;
-    let r = http
-        .post(format!("{}/_sim/hubspot/webhooks", p.sim))
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    common::sim_webhooks(&http, &p.sim, "hubspot", false).await;
     let r = http
         .delete(format!("{}/_sim/hubspot/contacts/{hs_id}", p.sim))
         .send()
@@ -484,14 +463,7 @@ async fn a_hubspot_delete_whose_webhook_was_lost_is_found_by_sync_now() {
 
     let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let after = eventually(30, "the HubSpot link to become a tombstone", || {
-        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
-        async move {
-            let c = get_json(&http, url).await;
-            (c["sync"]["crms"]["hubspot"]["status"] == "deleted").then_some(c)
-        }
-    })
-    .await;
+    let after = common::crm_status_becomes(&http, &p.url, &id, "hubspot", "deleted", 30).await;
     assert_eq!(after["first_name"], "Ada", "the app keeps its contact");
     p.settled().await;
     let all = get_json(&http, format!("{}/_sim/hubspot/contacts", p.sim)).await;

@@ -666,38 +666,17 @@ async fn a_pipedrive_delete_whose_webhook_was_lost_is_found_by_sync_now() {
     let p = LocalProcess::start(&dir, &env("3600")).await;
     let mut ids = Vec::new();
     for i in 0..12 {
-        let created: Value = http
-            .post(format!("{}/contacts", p.url))
-            .json(&json!({"email": format!("gone{i}@example.com"), "first_name": "Ada"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(created["id"].as_str().unwrap().to_string());
+        let body = json!({"email": format!("gone{i}@example.com"), "first_name": "Ada"});
+        ids.push(common::create_contact(&http, &p.url, body).await);
     }
     let id = ids[5].clone();
-    let linked = eventually(20, "the contact linked in Pipedrive", || {
-        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
-        async move {
-            let c = get_json(&http, url).await;
-            (c["sync"]["crms"]["pipedrive"]["status"] == "synced").then_some(c)
-        }
-    })
-    .await;
+    let linked = common::crm_status_becomes(&http, &p.url, &id, "pipedrive", "synced", 20).await;
     let pd_id = linked["sync"]["crms"]["pipedrive"]["external_id"]
         .as_str()
         .unwrap()
         .to_string();
     settled(&http, &p).await;
-    let r = http
-        .post(format!("{}/_sim/pipedrive/webhooks", p.sim))
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    common::sim_webhooks(&http, &p.sim, "pipedrive", false).await;
     let r = http
         .delete(format!("{}/_sim/pipedrive/persons/{pd_id}", p.sim))
         .send()
@@ -713,14 +692,7 @@ async fn a_pipedrive_delete_whose_webhook_was_lost_is_found_by_sync_now() {
 
     let r = http.post(format!("{}/sync", p.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let after = eventually(30, "the Pipedrive link to become a tombstone", || {
-        let (http, url) = (http.clone(), format!("{}/contacts/{id}", p.url));
-        async move {
-            let c = get_json(&http, url).await;
-            (c["sync"]["crms"]["pipedrive"]["status"] == "deleted").then_some(c)
-        }
-    })
-    .await;
+    let after = common::crm_status_becomes(&http, &p.url, &id, "pipedrive", "deleted", 30).await;
     assert_eq!(after["first_name"], "Ada", "the app keeps its contact");
     let stats = settled(&http, &p).await;
     assert!(

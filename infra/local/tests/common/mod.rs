@@ -205,3 +205,49 @@ impl Drop for LocalProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `POST /contacts` with `body`; the new contact's id.
+pub async fn create_contact(http: &reqwest::Client, url: &str, body: serde_json::Value) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{url}/contacts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().expect("a contact id").to_string()
+}
+
+/// Waits up to `secs` until contact `id`'s link with `crm` (`hubspot`, `pipedrive`) has
+/// `status`; the contact as then read.
+pub async fn crm_status_becomes(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    crm: &str,
+    status: &str,
+    secs: u64,
+) -> serde_json::Value {
+    let what = format!("the {crm} link of {id} to become {status}");
+    eventually(secs, &what, || {
+        let (http, url) = (http.clone(), format!("{url}/contacts/{id}"));
+        async move {
+            let c: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            (c["sync"]["crms"][crm]["status"] == status).then_some(c)
+        }
+    })
+    .await
+}
+
+/// Switches the CRM simulator's webhook deliveries (`crm`: `hubspot`, `pipedrive`) on or off.
+pub async fn sim_webhooks(http: &reqwest::Client, sim: &str, crm: &str, enabled: bool) {
+    let r = http
+        .post(format!("{sim}/_sim/{crm}/webhooks"))
+        .json(&serde_json::json!({ "enabled": enabled }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
