@@ -283,14 +283,10 @@ async fn an_app_write_whose_answer_was_lost_is_known_as_ours() {
     create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
-    let losing = Arc::new(FaultyContacts::losing_answers(f.store.clone()));
-    let mut tenants = Tenants::new();
-    tenants.add(
-        TenantConfig::new("acme"),
-        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
+    let service = over_contacts(
+        &f,
+        Arc::new(FaultyContacts::losing_answers(f.store.clone())),
     );
-    let arc = Arc::new(f.store.clone());
-    let service = SyncService::new(losing, arc.clone(), arc, Arc::new(tenants));
     let mut patch = FieldPatch::default();
     patch.insert(Field::FirstName, Some("Anne".into()));
     f.hubspot.user_edit(&hs.external_id, &patch);
@@ -337,15 +333,6 @@ async fn a_base_agreed_mid_plan_knows_the_app_write_it_includes() {
     create_app_contact(&f, "c1", "ann@x.io", "Ann").await;
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
-    let service_over = |contacts: Arc<FaultyContacts>| {
-        let mut tenants = Tenants::new();
-        tenants.add(
-            TenantConfig::new("acme"),
-            vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
-        );
-        let arc = Arc::new(f.store.clone());
-        SyncService::new(contacts, arc.clone(), arc, Arc::new(tenants))
-    };
     let hubspot_event = ChangeEvent::new(
         tenant(),
         Origin::Crm(Provider::HubSpot),
@@ -355,7 +342,10 @@ async fn a_base_agreed_mid_plan_knows_the_app_write_it_includes() {
     let mut patch = FieldPatch::default();
     patch.insert(Field::LastName, Some("Lee".into()));
     f.hubspot.user_edit(&hs.external_id, &patch);
-    let losing = service_over(Arc::new(FaultyContacts::losing_answers(f.store.clone())));
+    let losing = over_contacts(
+        &f,
+        Arc::new(FaultyContacts::losing_answers(f.store.clone())),
+    );
     assert!(losing.handle(&hubspot_event).await.is_err(), "answer lost");
     let mut c1 = f.store.get(&tenant(), "c1").await.unwrap().unwrap();
     assert_eq!(c1.fields.last_name.as_deref(), Some("Lee"), "it landed");
@@ -367,7 +357,7 @@ async fn a_base_agreed_mid_plan_knows_the_app_write_it_includes() {
     patch.insert(Field::FirstName, Some("Anne".into()));
     f.hubspot.user_edit(&hs.external_id, &patch);
     let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
-    service_over(racing.clone())
+    over_contacts(&f, racing.clone())
         .handle(&hubspot_event)
         .await
         .unwrap();

@@ -14,13 +14,7 @@ async fn a_lost_write_race_is_re_read_and_re_planned() {
     f.service.handle(&app_event("c1")).await.unwrap();
     let hs = link(&f, "c1", Provider::HubSpot).await;
     let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
-    let mut tenants = Tenants::new();
-    tenants.add(
-        TenantConfig::new("acme"),
-        vec![Arc::new(f.hubspot.clone()), Arc::new(f.pipedrive.clone())],
-    );
-    let arc = Arc::new(f.store.clone());
-    let service = SyncService::new(racing.clone(), arc.clone(), arc, Arc::new(tenants));
+    let service = over_contacts(&f, racing.clone());
     let mut patch = FieldPatch::default();
     patch.insert(Field::FirstName, Some("Anne".into()));
     f.hubspot.user_edit(&hs.external_id, &patch);
@@ -262,8 +256,7 @@ async fn a_plan_cut_after_its_crm_write_keeps_the_newest_app_edit() {
     // The sync writes "Lee" to HubSpot, then its app write ("Anne") loses to a user's edit
     // of the last name ("Racer").
     let racing = Arc::new(FaultyContacts::racing(f.store.clone()));
-    let arc = Arc::new(f.store.clone());
-    let service = SyncService::new(racing.clone(), arc.clone(), arc, f.service.tenants.clone());
+    let service = over_contacts(&f, racing.clone());
     service
         .handle(&ChangeEvent::new(
             tenant(),

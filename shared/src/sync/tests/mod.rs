@@ -94,6 +94,12 @@ impl ContactStore for FaultyContacts {
     }
 }
 
+/// The fixture's service, its contacts read and written through `contacts`.
+fn over_contacts(f: &Fixture, contacts: Arc<FaultyContacts>) -> SyncService {
+    let arc = Arc::new(f.store.clone());
+    SyncService::new(contacts, arc.clone(), arc, f.service.tenants.clone())
+}
+
 struct Fixture {
     store: EmbeddedStore,
     hubspot: MemoryCrm,
