@@ -15,8 +15,8 @@ use shared::tenant::{TenantConfig, Tenants};
 use shared::{Contact, ContactFields, TenantId};
 use tower::ServiceExt;
 
-fn setup() -> (EmbeddedStore, axum::Router) {
-    let store = EmbeddedStore::in_memory().unwrap();
+/// Two tenants, each with its API key and app webhook secret.
+fn tenants() -> Tenants {
     let mut tenants = Tenants::new();
     for (id, key, secret) in [
         ("acme", "key-acme", "secret-acme"),
@@ -27,8 +27,13 @@ fn setup() -> (EmbeddedStore, axum::Router) {
         t.app_webhook_secret = Some(secret.into());
         tenants.add(t, vec![]);
     }
+    tenants
+}
+
+fn setup() -> (EmbeddedStore, axum::Router) {
+    let store = EmbeddedStore::in_memory().unwrap();
     let s = Arc::new(store.clone());
-    let service = SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants));
+    let service = SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants()));
     let router = shared::http::router(AppState {
         service,
         queue: s,
@@ -539,4 +544,193 @@ async fn a_batch_that_fails_part_way_is_accepted_whole_on_retry() {
         "no event of the retried batch is a duplicate: {answer}"
     );
     assert_eq!(store.depth(&TenantId::new("acme")).await.unwrap().jobs, 3);
+}
+
+/// Globex's state in every store: a contact, its HubSpot link, a conflict, a cursor, a Sync Now
+/// progress and a dead letter.
+async fn globex_everywhere(store: &EmbeddedStore) -> String {
+    use shared::ports::{ConflictLog, Cursors, LinkStore, SyncNowLog, SyncNowProgress};
+    use shared::{Conflict, ConflictRecord, ContactLink, Field, Job, Provider, Side};
+    let globex = TenantId::new("globex");
+    let id = globex_contact(store).await;
+    let now = Utc::now();
+    let base = ContactFields {
+        email: Some("boss@globex.example".into()),
+        ..Default::default()
+    };
+    store
+        .put_link(&ContactLink::synced(
+            &globex,
+            &id,
+            Provider::HubSpot,
+            "hs-9",
+            Some(now),
+            base,
+            Vec::new(),
+            now,
+        ))
+        .await
+        .unwrap();
+    store
+        .log_conflict(&ConflictRecord {
+            tenant: globex.clone(),
+            contact_id: id.clone(),
+            provider: Provider::HubSpot,
+            external_id: "hs-9".into(),
+            conflict: Conflict {
+                field: Field::FirstName,
+                base_value: Some("A".into()),
+                app_value: Some("B".into()),
+                crm_value: Some("C".into()),
+                winner: Side::Crm,
+                resolved_value: Some("C".into()),
+                at: now,
+            },
+        })
+        .await
+        .unwrap();
+    store
+        .set_cursor(&globex, "poll#hubspot", "cursor-globex")
+        .await
+        .unwrap();
+    let progress = SyncNowProgress {
+        phase: "done".into(),
+        backfilled: 7,
+        ..Default::default()
+    };
+    store
+        .save_sync_now_progress(&globex, &progress)
+        .await
+        .unwrap();
+    // A dead letter: a job that failed all its attempts.
+    store
+        .enqueue(&[Job::Reconcile {
+            tenant: globex.clone(),
+            round: 1,
+        }])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let d = store.receive(10).await.unwrap().pop().expect("the job");
+        store
+            .fail(&d, "boom", std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.dlq_depth(&globex).await.unwrap().jobs, 1);
+    id
+}
+
+/// Tenant isolation, route by route: with its own key (and its own webhook secret), acme cannot
+/// read or change any of globex's contacts, links, conflicts, cursors, Sync Now progress or
+/// dead letters; a job of acme's naming a globex contact touches nothing of globex's.
+#[tokio::test]
+async fn one_tenants_credentials_reach_nothing_of_anothers_on_any_route() {
+    use shared::ports::{ConflictLog, Cursors, LinkStore, SyncNowLog};
+    use shared::{ChangeEvent, ChangeKind, Origin, Provider};
+    let (store, router) = setup();
+    let id = globex_everywhere(&store).await;
+    let globex = TenantId::new("globex");
+    let acme = TenantId::new("acme");
+    let before = (
+        store.get(&globex, &id).await.unwrap(),
+        store.links_for_tenant(&globex).await.unwrap(),
+    );
+    let key = Some("key-acme");
+    let path = format!("/contacts/{id}");
+
+    // Reads: nothing of globex's shows.
+    let (status, list) = call(&router, "GET", "/contacts", key, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+    assert_eq!(
+        call(&router, "GET", &path, key, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, conflicts) = call(&router, "GET", "/conflicts", key, None).await;
+    assert_eq!(conflicts["items"], serde_json::json!([]), "{conflicts}");
+    let (_, status_json) = call(&router, "GET", "/sync/status", key, None).await;
+    assert_eq!(status_json["tenant"], "acme", "{status_json}");
+    assert_eq!(status_json["dlq_depth"], 0, "{status_json}");
+    assert_eq!(status_json["sync_now"], Value::Null, "{status_json}");
+    let (status, _) = call(&router, "GET", "/setup/pronouns-status", key, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Changes: refused, or made in acme's own namespace only.
+    for (method, body) in [
+        ("PUT", Some(r#"{"email":"x@acme.example"}"#)),
+        ("DELETE", None),
+    ] {
+        let (status, _) = call(&router, method, &path, key, body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} across tenants");
+    }
+    let (_, replayed) = call(&router, "POST", "/dlq/replay", key, None).await;
+    assert_eq!(replayed["moved"], 0, "{replayed}");
+    assert_eq!(
+        call(&router, "POST", "/sync", key, None).await.0,
+        StatusCode::ACCEPTED
+    );
+    let body = format!(
+        r#"{{"events":[{{"action":"upsert","contact":{{"id":"{id}","email":"x@acme.example"}}}},{{"action":"delete","id":"{id}"}}]}}"#
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/webhooks/app")
+        .header("content-type", "application/json")
+        .header("x-contact-sync-tenant", "acme")
+        .header(
+            "x-webhook-signature",
+            app_webhook_signature("secret-acme", body.as_bytes()),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    let status = router.clone().oneshot(req).await.unwrap().status();
+    assert!(status.is_success(), "{status}");
+    // Every job queued meanwhile is acme's.
+    let deliveries = store.receive(100).await.unwrap();
+    assert!(!deliveries.is_empty());
+    for d in &deliveries {
+        assert_eq!(d.job.tenant(), &acme, "{:?}", d.job);
+    }
+    // A job of acme's naming globex's contact, as a worker runs it.
+    let s = Arc::new(store.clone());
+    let service = SyncService::new(s.clone(), s.clone(), s, Arc::new(tenants()));
+    let _ = service
+        .handle(&ChangeEvent::new(
+            acme.clone(),
+            Origin::App,
+            id.clone(),
+            ChangeKind::Upsert,
+        ))
+        .await;
+
+    // Globex's state is as it was.
+    assert_eq!(store.get(&globex, &id).await.unwrap(), before.0);
+    assert_eq!(store.links_for_tenant(&globex).await.unwrap(), before.1);
+    assert_eq!(store.conflicts(&globex, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .cursor(&globex, "poll#hubspot")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cursor-globex")
+    );
+    assert_eq!(
+        store
+            .sync_now_progress(&globex)
+            .await
+            .unwrap()
+            .map(|p| p.backfilled),
+        Some(7)
+    );
+    assert_eq!(store.dlq_depth(&globex).await.unwrap().jobs, 1);
+    assert!(
+        store
+            .link_for_contact(&acme, &id, Provider::HubSpot)
+            .await
+            .unwrap()
+            .is_none(),
+        "no link of acme's to globex's record"
+    );
 }
