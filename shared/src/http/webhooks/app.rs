@@ -55,6 +55,45 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// One change an app webhook asks for: the contact's id (if given) and its fields, or none for
+/// a delete.
+pub type AppChange = (Option<String>, Option<ContactFields>);
+
+/// Reads and validates an app webhook's event batch (after its signature held): every event or
+/// none (a bad one rejects the request). Never panics, whatever the bytes.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<AppChange>, ApiError> {
+    let batch: AppBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid app webhook body: {e}")))?;
+    if batch.events.len() > MAX_APP_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_APP_EVENTS} events per request"
+        )));
+    }
+    let mut changes = Vec::with_capacity(batch.events.len());
+    for e in batch.events {
+        match e {
+            AppEvent::Upsert { contact } => {
+                if let Some(id) = &contact.id
+                    && !valid_id(id)
+                {
+                    return Err(ApiError::bad_request(format!("invalid contact id {id:?}")));
+                }
+                let fields = validate_fields(ContactFields {
+                    email: contact.email,
+                    first_name: contact.first_name,
+                    last_name: contact.last_name,
+                    phone: contact.phone,
+                    job_title: contact.job_title,
+                    pronouns: contact.pronouns,
+                })?;
+                changes.push((contact.id, Some(fields)));
+            }
+            AppEvent::Delete { id } => changes.push((Some(id), None)),
+        }
+    }
+    Ok(changes)
+}
+
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -84,37 +123,8 @@ pub async fn receive(
     verify_app_webhook(secret, signature, &body)
         .map_err(|e| ApiError::unauthorized(format!("webhook signature rejected: {e}")))?;
     require_json(&headers, &body)?;
-    let batch: AppBatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid app webhook body: {e}")))?;
-    if batch.events.len() > MAX_APP_EVENTS {
-        return Err(ApiError::too_large(format!(
-            "at most {MAX_APP_EVENTS} events per request"
-        )));
-    }
+    let changes = parse_batch(&body)?;
     let tenant_id = tenant.id.clone();
-    // Validate everything first: a bad event rejects the request and nothing is stored.
-    let mut changes = Vec::with_capacity(batch.events.len());
-    for e in batch.events {
-        match e {
-            AppEvent::Upsert { contact } => {
-                if let Some(id) = &contact.id
-                    && !valid_id(id)
-                {
-                    return Err(ApiError::bad_request(format!("invalid contact id {id:?}")));
-                }
-                let fields = validate_fields(ContactFields {
-                    email: contact.email,
-                    first_name: contact.first_name,
-                    last_name: contact.last_name,
-                    phone: contact.phone,
-                    job_title: contact.job_title,
-                    pronouns: contact.pronouns,
-                })?;
-                changes.push((contact.id, Some(fields)));
-            }
-            AppEvent::Delete { id } => changes.push((Some(id), None)),
-        }
-    }
     let mut events = Vec::with_capacity(changes.len());
     for (id, fields) in changes {
         if let Some(id) = apply(&state, &tenant_id, id, fields).await? {

@@ -19,7 +19,7 @@ use crate::tenant::TenantKey;
 
 /// The portal of a batch's first event, read without taking the body for an event batch
 /// (its items are kept as read, to be taken as events once the signature holds).
-fn portal_of(body: &[u8]) -> Option<(u64, Vec<Value>)> {
+pub fn portal_of(body: &[u8]) -> Option<(u64, Vec<Value>)> {
     let items: Vec<Value> = serde_json::from_slice(body).ok()?;
     let portal = items.first()?.get("portalId")?.as_u64()?;
     Some((portal, items))
