@@ -734,3 +734,136 @@ async fn one_tenants_credentials_reach_nothing_of_anothers_on_any_route() {
         "no link of acme's to globex's record"
     );
 }
+
+/// The CRM webhooks in the isolation matrix: a HubSpot batch of globex's portal signed with
+/// acme's app secret, a Pipedrive delivery of globex's company with acme's Basic login, and a
+/// batch that slips a globex event behind an acme one are refused, and nothing is queued for
+/// anyone; each tenant's own credentials reach its own tenant only.
+#[tokio::test]
+async fn one_tenants_crm_webhooks_cannot_speak_for_another() {
+    use shared::{CrmAccount, Provider, WebhookAuth};
+    let store = EmbeddedStore::in_memory().unwrap();
+    let mut tenants = Tenants::new();
+    for (id, portal, company) in [("acme", "111", "1001"), ("globex", "222", "2002")] {
+        let mut t = TenantConfig::new(id);
+        t.api_key = Some(format!("key-{id}"));
+        t.accounts.push(CrmAccount {
+            provider: Provider::HubSpot,
+            account_id: portal.into(),
+            our_writer: None,
+            webhook_auth: Some(WebhookAuth::Signature {
+                secret: format!("hs-{id}"),
+            }),
+        });
+        t.accounts.push(CrmAccount {
+            provider: Provider::Pipedrive,
+            account_id: company.into(),
+            our_writer: None,
+            webhook_auth: Some(WebhookAuth::Basic {
+                user: format!("pd-{id}"),
+                password: format!("pw-{id}"),
+            }),
+        });
+        tenants.add(t, vec![]);
+    }
+    let s = Arc::new(store.clone());
+    let router = shared::http::router(AppState {
+        service: SyncService::new(s.clone(), s.clone(), s.clone(), Arc::new(tenants)),
+        queue: s,
+        settings: Arc::new(HttpSettings::default()),
+    });
+    let hubspot_event = |portal: u64, event: u64| {
+        format!(
+            r#"{{"eventId":{event},"subscriptionId":1,"portalId":{portal},"occurredAt":1795773600000,"subscriptionType":"contact.propertyChange","objectId":501,"propertyName":"firstname","propertyValue":"A","changeSource":"CRM_UI","sourceId":"userId:1"}}"#
+        )
+    };
+    let hubspot = |body: String, secret: &'static str| {
+        let router = router.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/webhooks/hubspot")
+                .header("content-type", "application/json")
+                .header("x-hubspot-signature-version", "v1")
+                .header(
+                    "x-hubspot-signature",
+                    shared::signature::hubspot_v1(secret, body.as_bytes()),
+                )
+                .body(Body::from(body))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        }
+    };
+    let pipedrive_body = |company: u64| {
+        serde_json::json!({
+            "meta": {"action": "change", "entity": "person", "company_id": company.to_string(),
+                     "entity_id": "77", "id": format!("evt-{company}"), "timestamp": "2026-01-01T00:00:00.000Z",
+                     "user_id": "5", "version": "2.0", "webhook_id": "1", "change_source": "app"},
+            "data": {"id": 77, "name": "X", "emails": [], "phones": [], "custom_fields": {}},
+            "previous": {"name": "Y"}
+        })
+        .to_string()
+    };
+    let pipedrive = |body: String, user: &'static str, password: &'static str| {
+        let router = router.clone();
+        async move {
+            use base64::Engine;
+            let login =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let req = Request::builder()
+                .method("POST")
+                .uri("/webhooks/pipedrive")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Basic {login}"))
+                .body(Body::from(body))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        }
+    };
+    let (acme, globex) = (TenantId::new("acme"), TenantId::new("globex"));
+    let queued = |t: TenantId| {
+        let store = store.clone();
+        async move { store.depth(&t).await.unwrap().jobs }
+    };
+
+    // Across tenants: refused, nothing queued.
+    assert_eq!(
+        hubspot(format!("[{}]", hubspot_event(222, 1)), "hs-acme").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mixed = format!("[{},{}]", hubspot_event(111, 2), hubspot_event(222, 3));
+    assert_eq!(hubspot(mixed, "hs-acme").await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        pipedrive(pipedrive_body(2002), "pd-acme", "pw-acme").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        pipedrive(pipedrive_body(2002), "pd-globex", "pw-acme").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        (queued(acme.clone()).await, queued(globex.clone()).await),
+        (0, 0)
+    );
+
+    // Each with its own: accepted, for itself only.
+    assert_eq!(
+        hubspot(format!("[{}]", hubspot_event(222, 4)), "hs-globex").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        pipedrive(pipedrive_body(1001), "pd-acme", "pw-acme").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        (queued(acme.clone()).await, queued(globex.clone()).await),
+        (1, 1)
+    );
+    for d in store.receive(10).await.unwrap() {
+        let expected = match d.job.change().and_then(|e| e.origin.provider()) {
+            Some(Provider::HubSpot) => &globex,
+            _ => &acme,
+        };
+        assert_eq!(d.job.tenant(), expected, "{:?}", d.job);
+    }
+}
