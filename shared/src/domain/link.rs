@@ -82,7 +82,14 @@ impl PendingWrites {
             let now = app.fields.get(*field);
             let read = self.app_read.get(*field).map(Option::as_deref);
             let by_a_sync = app.synced.values().any(|w| w.put(*field, now));
-            if crm.get(*field) == value.as_deref() && read.is_some_and(|r| now != r) && !by_a_sync {
+            // (Made after the plan: an edit from before it, made while the plan read the CRM,
+            // is concurrent with the CRM's value, a conflict the policy settles.)
+            let after_plan = self.since.is_none_or(|s| app.last_app_modified > s);
+            if crm.get(*field) == value.as_deref()
+                && read.is_some_and(|r| now != r)
+                && !by_a_sync
+                && after_plan
+            {
                 base.set(*field, value.clone());
             }
         }
@@ -300,6 +307,13 @@ mod tests {
         let moved_on =
             crate::domain::AppWrite::after("7@11".into(), &job, Some(&first_write), &first("C"));
         assert!(!moved_on.put(Field::FirstName, Some("B")));
+        // An app edit made before the plan was fenced (while it read the CRM) is no edit over
+        // the owed value: concurrent with the CRM's, a conflict (seed 40048 with 12 workers).
+        let mut fenced_later = pending.clone();
+        fenced_later.since = Some(contact("B").last_app_modified + chrono::Duration::seconds(1));
+        let mut base = first("O");
+        fenced_later.settle(&mut base, &contact("B"), &first("U"));
+        assert_eq!(base.first_name.as_deref(), Some("O"));
     }
 
     /// A conflict's winner written to both sides: the CRM write landed, the app write did not
