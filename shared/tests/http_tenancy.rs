@@ -42,6 +42,21 @@ fn setup() -> (EmbeddedStore, axum::Router) {
     (store, router)
 }
 
+/// A `POST /webhooks/hubspot` of `body`, signed (v1) with `secret`.
+fn hubspot_request(body: &str, secret: &str) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/webhooks/hubspot")
+        .header("content-type", "application/json")
+        .header("x-hubspot-signature-version", "v1")
+        .header(
+            "x-hubspot-signature",
+            shared::signature::hubspot_v1(secret, body.as_bytes()),
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
 async fn call(
     router: &axum::Router,
     method: &str,
@@ -344,18 +359,10 @@ async fn a_webhook_that_could_not_be_enqueued_is_accepted_on_redelivery() {
     let send = || {
         let router = router.clone();
         async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/webhooks/hubspot")
-                .header("content-type", "application/json")
-                .header("x-hubspot-signature-version", "v1")
-                .header(
-                    "x-hubspot-signature",
-                    shared::signature::hubspot_v1("hs-secret", body.as_bytes()),
-                )
-                .body(Body::from(body))
+            let res = router
+                .oneshot(hubspot_request(body, "hs-secret"))
+                .await
                 .unwrap();
-            let res = router.oneshot(req).await.unwrap();
             let status = res.status();
             let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
                 .await
@@ -780,17 +787,7 @@ async fn one_tenants_crm_webhooks_cannot_speak_for_another() {
     let hubspot = |body: String, secret: &'static str| {
         let router = router.clone();
         async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/webhooks/hubspot")
-                .header("content-type", "application/json")
-                .header("x-hubspot-signature-version", "v1")
-                .header(
-                    "x-hubspot-signature",
-                    shared::signature::hubspot_v1(secret, body.as_bytes()),
-                )
-                .body(Body::from(body))
-                .unwrap();
+            let req = hubspot_request(&body, secret);
             router.oneshot(req).await.unwrap().status()
         }
     };
