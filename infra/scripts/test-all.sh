@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of contact-sync, installing what it needs on a fresh machine:
-# the Rust crates, a Python venv with moto server (AWS APIs) and openapi-core (Pipedrive spec
-# checks), one with aws-sam-cli + cargo-lambda (template checks, Lambda builds), Debian's
+# the Rust crates, a Python venv with moto server (AWS APIs), openapi-core (Pipedrive spec
+# checks) and schemathesis (API fuzzing), one with aws-sam-cli + cargo-lambda (template checks, Lambda builds), Debian's
 # chromium and playwright-core from npm (the dashboard's browser test).
 # Usage: bash infra/scripts/test-all.sh
 set -euo pipefail
@@ -19,7 +19,7 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "python tools (moto server, openapi-core)"
+step "python tools (moto server, openapi-core, schemathesis)"
 venv="$(bash infra/scripts/venv.sh)"
 export CONTACT_SYNC_PYTHON="$venv/bin/python"
 
@@ -40,6 +40,9 @@ echo "moto server on $AWS_ENDPOINT_URL"
 
 step "tests"
 cargo test --workspace --locked
+
+step "schema-driven fuzzing of the running service (schemathesis against GET /openapi.json)"
+bash infra/scripts/api-fuzz.sh
 
 step "simulation: 200 seeds, real clients against the simulators (release)"
 cargo test --release -p contact-sync-sim --locked -- --nocapture

@@ -19,5 +19,6 @@ pub mod settings;
 pub mod signature;
 pub mod sync;
 pub mod tenant;
+pub mod whole;
 
 pub use domain::*;

@@ -123,7 +123,7 @@ impl ProviderStats {
 }
 
 /// Progress of a Sync Now run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncNowProgress {
     pub running: bool,
     pub phase: String,
@@ -347,7 +347,7 @@ pub struct QueueDepth {
 }
 
 /// Whose jobs a [`QueueDepth`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DepthScope {
     /// Only the tenant's (the embedded queue).

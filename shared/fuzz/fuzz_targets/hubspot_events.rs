@@ -4,14 +4,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use shared::TenantId;
-use shared::crm::hubspot::webhook::HubSpotEvent;
+use shared::crm::hubspot::webhook::HubSpotBatch;
 
 fuzz_target!(|data: &[u8]| {
     let Some((_portal, items)) = shared::http::webhooks::hubspot::portal_of(data) else {
         return;
     };
-    let Ok(events) = serde_json::from_value::<Vec<HubSpotEvent>>(serde_json::Value::Array(items))
-    else {
+    let Ok(HubSpotBatch(events)) = serde_json::from_value(serde_json::Value::Array(items)) else {
         return;
     };
     let tenant = TenantId::new("fuzz");

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::errors::{ApiError, json_body, parse_json, require_json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::errors::{ApiError, ErrorBody, json_body, parse_json, require_json};
 use super::{AppState, Tenant};
 use crate::domain::{
     ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, LinkStatus, Origin, Provider,
@@ -19,7 +21,7 @@ use crate::domain::{
 use crate::ports::ContactIssue;
 
 /// A contact's overall sync badge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Badge {
     /// Not in any CRM (none configured, or not synced yet).
@@ -31,9 +33,10 @@ pub enum Badge {
 }
 
 /// One CRM's view of a contact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CrmLinkView {
     /// synced / pending / error / deleted / not_linked
+    #[schema(pattern = "^(synced|pending|error|deleted|not_linked)$")]
     pub status: String,
     pub external_id: Option<String>,
     pub last_synced_at: Option<DateTime<Utc>>,
@@ -41,7 +44,7 @@ pub struct CrmLinkView {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SyncView {
     pub badge: Badge,
     pub crms: BTreeMap<Provider, CrmLinkView>,
@@ -108,7 +111,7 @@ pub fn sync_view(
 }
 
 /// A contact as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ContactView {
     pub id: String,
     #[serde(flatten)]
@@ -119,18 +122,38 @@ pub struct ContactView {
     pub sync: SyncView,
 }
 
-/// Body of POST /contacts and PUT /contacts/{id}.
-#[derive(Debug, Deserialize)]
+/// Body of POST /contacts and PUT /contacts/{id}. A field left out or `null` has no value;
+/// values are trimmed (an empty one is no value) and the email lower-cased.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
+    /// Required: `local@domain`, the domain of two or more labels.
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     pub email: Option<String>,
+    #[schema(max_length = 255)]
     pub first_name: Option<String>,
+    #[schema(max_length = 255)]
     pub last_name: Option<String>,
+    #[schema(max_length = 255)]
     pub phone: Option<String>,
+    #[schema(max_length = 255)]
     pub job_title: Option<String>,
+    #[schema(max_length = 255)]
     pub pronouns: Option<String>,
     /// With PUT: the version the client read; a stale version gets 409.
-    pub version: Option<u64>,
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    pub version: Option<serde_json::Number>,
+}
+
+/// A version as JSON carries it: a whole number (`3.0` is 3, as JSON Schema counts it) from 0
+/// to 2^53 - 1.
+fn version_of(n: &serde_json::Number) -> Result<u64, ApiError> {
+    use crate::whole::{MAX_SAFE, of};
+    of(n, 0, MAX_SAFE).map(|v| v as u64).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "version must be a whole number from 0 to {MAX_SAFE}"
+        ))
+    })
 }
 
 /// The longest value both CRMs store: Pipedrive's text fields take 255 characters (HubSpot's
@@ -147,7 +170,8 @@ impl ContactInput {
             job_title: self.job_title,
             pronouns: self.pronouns,
         };
-        Ok((validate_fields(fields)?, self.version))
+        let version = self.version.as_ref().map(version_of).transpose()?;
+        Ok((validate_fields(fields)?, version))
     }
 }
 
@@ -250,6 +274,25 @@ async fn enqueue(
     Ok(())
 }
 
+/// Creates a contact; it is synced to every configured CRM.
+#[utoipa::path(post, path = "/contacts", tag = "contacts", operation_id = "createContact",
+    request_body(content = ContactInput, content_type = "application/json"),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created; the sync is queued", body = ContactView,
+            links(
+                ("readContact" = (operation_id = "readContact", parameters(("id" = "$response.body#/id")))),
+                ("replaceContact" = (operation_id = "replaceContact", parameters(("id" = "$response.body#/id")))),
+                ("deleteContact" = (operation_id = "deleteContact", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "Not a valid contact (email missing or malformed, a value too long, unknown field)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 409, description = "A contact with this email exists", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -274,18 +317,34 @@ pub async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
+    /// The `next` of the previous page.
     pub after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of contacts, in id order.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ContactPage {
     pub items: Vec<ContactView>,
+    /// Pass as `after` for the next page; null on the last.
     pub next: Option<String>,
 }
 
+/// Lists the tenant's contacts, each with its sync badge and per-CRM status.
+#[utoipa::path(get, path = "/contacts", tag = "contacts", operation_id = "listContacts",
+    params(ListQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of contacts", body = ContactPage),
+        (status = 400, description = "A bad query (limit out of range, unknown form)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -311,6 +370,16 @@ pub async fn list(
     }))
 }
 
+/// Reads one contact.
+#[utoipa::path(get, path = "/contacts/{id}", tag = "contacts", operation_id = "readContact",
+    params(("id" = String, Path, description = "The contact's id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The contact", body = ContactView),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such contact (or it was deleted)", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+    ))]
 pub async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -320,6 +389,23 @@ pub async fn read(
     Ok(Json(view(&state, &tenant, contact).await?))
 }
 
+/// Replaces a contact's fields (a field left out has no value). With `version`, a stale
+/// write gets 409.
+#[utoipa::path(put, path = "/contacts/{id}", tag = "contacts", operation_id = "replaceContact",
+    params(("id" = String, Path, description = "The contact's id")),
+    request_body(content = ContactInput, content_type = "application/json"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Replaced; the sync is queued", body = ContactView),
+        (status = 400, description = "Not a valid contact", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such contact (or it was deleted)", body = ErrorBody),
+        (status = 409, description = "A stale version, a concurrent write, or another contact has this email", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn replace(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -353,6 +439,18 @@ pub async fn replace(
     Ok(Json(view(&state, &tenant, stored).await?))
 }
 
+/// Deletes a contact (idempotent); the delete is synced to every CRM.
+#[utoipa::path(delete, path = "/contacts/{id}", tag = "contacts", operation_id = "deleteContact",
+    params(("id" = String, Path, description = "The contact's id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted; the sync is queued"),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        (status = 409, description = "A concurrent write (retry)", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::error::{QueueError, StoreError, SyncError};
 
@@ -49,13 +48,31 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, for programs: `bad_request`, `unauthorized`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `method_not_allowed`, `retry`,
+    /// `queue_unavailable`, `crm_error` or `internal`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -161,4 +178,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (GET /openapi.json lists every route)",
+    )
 }

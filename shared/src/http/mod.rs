@@ -2,6 +2,7 @@
 
 mod contacts;
 mod errors;
+mod openapi;
 mod setup;
 mod status;
 pub mod webhooks;
@@ -11,14 +12,17 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::domain::TenantId;
 use crate::ports::JobQueue;
 use crate::sync::SyncService;
 use crate::tenant::TenantKey;
 
-pub use errors::ApiError;
+pub use errors::{ApiError, ErrorBody};
+pub use openapi::document as openapi_document;
 
 /// Largest request body accepted (webhook batches included).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -74,36 +78,47 @@ impl FromRequestParts<AppState> for Tenant {
 }
 
 /// The app-facing routes.
-fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/contacts", get(contacts::list).post(contacts::create))
-        .route(
-            "/contacts/{id}",
-            get(contacts::read)
-                .put(contacts::replace)
-                .delete(contacts::delete),
-        )
-        .route("/sync/status", get(status::sync_status))
-        .route("/sync", post(status::sync_now))
-        .route("/dlq/replay", post(status::replay_dlq))
-        .route("/conflicts", get(status::conflicts))
-        .route("/setup/pronouns-fields", post(setup::create_fields))
-        .route("/setup/pronouns-status", get(setup::status))
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(contacts::list, contacts::create))
+        .routes(routes!(contacts::read, contacts::replace, contacts::delete))
+        .routes(routes!(status::sync_status))
+        .routes(routes!(status::sync_now))
+        .routes(routes!(status::replay_dlq))
+        .routes(routes!(status::conflicts))
+        .routes(routes!(setup::create_fields))
+        .routes(routes!(setup::status))
 }
 
 /// The webhook receivers: verify, enqueue, answer fast.
-fn webhook_routes() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/hubspot", post(webhooks::hubspot::receive))
-        .route("/webhooks/pipedrive", post(webhooks::pipedrive::receive))
-        .route("/webhooks/app", post(webhooks::app::receive))
+fn webhook_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::hubspot::receive))
+        .routes(routes!(webhooks::pipedrive::receive))
+        .routes(routes!(webhooks::app::receive))
 }
 
-fn finish(routes: Router<AppState>, state: AppState) -> Router {
-    routes
-        .route("/health", get(health))
+/// What every function serves.
+fn service_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+}
+
+/// Every route, in the document.
+fn all_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api_routes())
+        .merge(webhook_routes())
+        .merge(service_routes())
+}
+
+fn finish(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
+    let (router, _) = routes.merge(service_routes()).split_for_parts();
+    router
         .fallback(errors::not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -123,11 +138,26 @@ pub fn router(state: AppState) -> Router {
     finish(api_routes().merge(webhook_routes()), state)
 }
 
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `{"status": "ok"}` while the function runs.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
 }
 
-/// The dashboard page: static HTML + JavaScript over the JSON API; it asks for the API key.
+/// Liveness: answers while the function runs (no key needed).
+#[utoipa::path(get, path = "/health", tag = "service", operation_id = "health",
+    responses((status = 200, description = "Running", body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The dashboard: static HTML and JavaScript over this API; it asks for the API key.
+#[utoipa::path(get, path = "/", tag = "service", operation_id = "dashboard",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("dashboard.html"))
 }

@@ -5,12 +5,14 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::errors::ApiError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::errors::{ApiError, ErrorBody};
 use super::{AppState, Tenant};
-use crate::domain::{CustomField, Job, LinkStatus, Provider, TenantId};
+use crate::domain::{ConflictRecord, CustomField, Job, LinkStatus, Provider, TenantId};
 use crate::ports::{DepthScope, SyncNowProgress};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CrmStatus {
     pub provider: Provider,
     pub last_sync_at: Option<DateTime<Utc>>,
@@ -22,6 +24,7 @@ pub struct CrmStatus {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     /// "ok", or "paused" while the CRM's daily quota is spent.
+    #[schema(pattern = "^(ok|paused)$")]
     pub quota: String,
     pub paused_until: Option<DateTime<Utc>>,
     pub pronouns_field: bool,
@@ -29,7 +32,7 @@ pub struct CrmStatus {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SyncStatus {
     pub tenant: TenantId,
     /// Sync jobs waiting or in flight.
@@ -44,12 +47,40 @@ pub struct SyncStatus {
     pub sync_now: Option<SyncNowProgress>,
 }
 
-/// `POST /sync`: Sync Now. Queues a reconcile of the whole tenant; progress shows in
-/// `GET /sync/status` under `sync_now`.
+/// The answer to Sync Now.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Queued {
+    /// Always `queued`.
+    #[schema(pattern = "^queued$")]
+    pub status: String,
+}
+
+/// The answer to a DLQ replay.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Replayed {
+    /// Dead-lettered jobs moved back to the sync queue.
+    pub moved: usize,
+}
+
+/// The conflict log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConflictPage {
+    pub items: Vec<ConflictRecord>,
+}
+
+/// Sync Now: queues a reconcile of the whole tenant; progress shows in `GET /sync/status`
+/// under `sync_now`.
+#[utoipa::path(post, path = "/sync", tag = "sync", operation_id = "syncNow",
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Queued", body = Queued),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn sync_now(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(axum::http::StatusCode, Json<Queued>), ApiError> {
     let job = Job::Reconcile {
         tenant: tenant.clone(),
         round: 1,
@@ -58,10 +89,22 @@ pub async fn sync_now(
     tracing::info!(%tenant, "sync now queued");
     Ok((
         axum::http::StatusCode::ACCEPTED,
-        Json(serde_json::json!({"status": "queued"})),
+        Json(Queued {
+            status: "queued".into(),
+        }),
     ))
 }
 
+/// Per CRM: last sync, errors, conflicts, pending contacts, quota; queue and DLQ depth; the
+/// last Sync Now.
+#[utoipa::path(get, path = "/sync/status", tag = "sync", operation_id = "syncStatus",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tenant's sync status", body = SyncStatus),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn sync_status(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -120,32 +163,51 @@ pub async fn sync_status(
     }))
 }
 
-/// `POST /dlq/replay`: moves the tenant's dead-lettered sync jobs back to the sync queue.
+/// Moves the tenant's dead-lettered sync jobs back to the sync queue.
+#[utoipa::path(post, path = "/dlq/replay", tag = "sync", operation_id = "replayDlq",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Replayed", body = Replayed),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn replay_dlq(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     let moved = state.queue.replay_dlq(&tenant).await?;
     tracing::info!(%tenant, moved, "DLQ replayed");
-    Ok(Json(serde_json::json!({"moved": moved})))
+    Ok(Json(Replayed { moved }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConflictQuery {
+    /// How many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
-/// `GET /conflicts?limit=`: the conflict log, newest first, with both values and the winner.
+/// The conflict log, newest first, with the base, both values and the winner.
+#[utoipa::path(get, path = "/conflicts", tag = "sync", operation_id = "listConflicts",
+    params(ConflictQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Conflicts, newest first", body = ConflictPage),
+        (status = 400, description = "A bad query (limit out of range)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+    ))]
 pub async fn conflicts(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     query: Result<axum::extract::Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConflictPage>, ApiError> {
     let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
     let items = state.service.state.conflicts(&tenant, limit).await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(ConflictPage { items }))
 }

@@ -15,9 +15,22 @@ pub const MAX_EVENTS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
-    Num(u64),
+    Num(#[serde(deserialize_with = "crate::whole::id")] u64),
     Str(String),
 }
+
+impl utoipa::PartialSchema for Id {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(crate::whole::id_schema())
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("An id, as a number or a string"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Id {}
 
 impl Id {
     pub fn as_string(&self) -> String {
@@ -28,12 +41,22 @@ impl Id {
     }
 }
 
+/// A delivery: 1 to [`MAX_EVENTS`] notifications, all of one portal.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(min_items = 1, max_items = 100)]
+pub struct HubSpotBatch(pub Vec<HubSpotEvent>);
+
 /// One notification. Only `objectId`, `portalId`, `occurredAt` and the type are required.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubSpotEvent {
     pub object_id: Id,
+    #[serde(deserialize_with = "crate::whole::id")]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub portal_id: u64,
+    /// Milliseconds since the epoch.
+    #[serde(deserialize_with = "crate::whole::int")]
+    #[schema(minimum = -9_007_199_254_740_991_i64, maximum = 9_007_199_254_740_991_i64)]
     pub occurred_at: i64,
     #[serde(alias = "eventType")]
     pub subscription_type: String,
@@ -41,9 +64,11 @@ pub struct HubSpotEvent {
     pub event_id: Option<Value>,
     #[serde(default)]
     pub subscription_id: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::opt_id")]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub app_id: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub attempt_number: Option<u32>,
     #[serde(default)]
     pub change_source: Option<String>,

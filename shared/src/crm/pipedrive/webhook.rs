@@ -15,10 +15,11 @@ use super::mapping::{Person, STANDARD_JOB_TITLE, Slots, parse_id, parse_time, to
 use crate::domain::{ChangeEvent, ChangeKind, Field, Origin, Provider, Reported, TenantId};
 
 /// `meta` of a webhooks v2 payload. Ids are strings in v2 (numbers accepted too).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Meta {
     pub action: String,
     pub entity: String,
+    #[schema(value_type = CompanyId)]
     pub company_id: Value,
     pub entity_id: Value,
     /// Event id (UUID): the idempotency key; the same on every delivery attempt.
@@ -35,18 +36,60 @@ pub struct Meta {
     pub merged_from_id: Option<Value>,
     #[serde(default)]
     pub timestamp: Option<Value>,
+    /// `2.0`: other versions are refused.
     #[serde(default)]
+    #[schema(pattern = "^2")]
     pub version: Option<String>,
     #[serde(default)]
     pub correlation_id: Option<String>,
     #[serde(default)]
     pub webhook_id: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub attempt: Option<u32>,
 }
 
+/// `meta.company_id`: a string of digits (webhooks v2), or a number. It names the tenant, so
+/// nothing looser is taken.
+pub struct CompanyId;
+
+impl CompanyId {
+    /// The longest id a string may spell: 15 digits (every one below 2^53).
+    const MAX_DIGITS: usize = 15;
+
+    pub fn parse(v: &Value) -> Option<u64> {
+        match v {
+            Value::Number(n) => crate::whole::of(n, 0, crate::whole::MAX_SAFE).map(|v| v as u64),
+            Value::String(s)
+                if (1..=Self::MAX_DIGITS).contains(&s.len())
+                    && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                s.parse().ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl utoipa::PartialSchema for CompanyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(crate::whole::id_schema())
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(format!("^[0-9]{{1,{}}}$", Self::MAX_DIGITS))),
+            )
+            .description(Some("A string of digits (webhooks v2), or a number"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CompanyId {}
+
 /// One webhooks v2 delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct PipedriveWebhook {
     pub meta: Meta,
     #[serde(default)]
@@ -81,7 +124,7 @@ impl PipedriveWebhook {
     }
 
     pub fn company_id(&self) -> Option<u64> {
-        parse_id(&self.meta.company_id)
+        CompanyId::parse(&self.meta.company_id)
     }
 
     fn user_id(&self) -> Option<u64> {

@@ -9,41 +9,55 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::domain::{ChangeEvent, ChangeKind, Contact, ContactFields, Origin, TenantId};
 use crate::error::StoreError;
 use crate::http::AppState;
 use crate::http::contacts::validate_fields;
-use crate::http::errors::{ApiError, require_json};
+use crate::http::errors::{ApiError, ErrorBody, require_json};
+use crate::http::webhooks::Accepted;
 use crate::signature::verify_app_webhook;
 
 /// At most this many changes per request.
 pub const MAX_APP_EVENTS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppContact {
+pub(crate) struct AppContact {
     /// The app's id for the contact (kept as our id); without it the email matches.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     id: Option<String>,
+    /// Required, as with `POST /contacts`.
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     email: Option<String>,
+    #[schema(max_length = 255)]
     first_name: Option<String>,
+    #[schema(max_length = 255)]
     last_name: Option<String>,
+    #[schema(max_length = 255)]
     phone: Option<String>,
+    #[schema(max_length = 255)]
     job_title: Option<String>,
+    #[schema(max_length = 255)]
     pronouns: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-enum AppEvent {
-    Upsert { contact: AppContact },
-    Delete { id: String },
+pub(crate) enum AppEvent {
+    Upsert {
+        contact: AppContact,
+    },
+    Delete {
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+        id: String,
+    },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppBatch {
+pub(crate) struct AppBatch {
+    #[schema(max_items = 100)]
     events: Vec<AppEvent>,
 }
 
@@ -88,17 +102,38 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<AppChange>, ApiError> {
                 })?;
                 changes.push((contact.id, Some(fields)));
             }
-            AppEvent::Delete { id } => changes.push((Some(id), None)),
+            AppEvent::Delete { id } => {
+                if !valid_id(&id) {
+                    return Err(ApiError::bad_request(format!("invalid contact id {id:?}")));
+                }
+                changes.push((Some(id), None))
+            }
         }
     }
     Ok(changes)
 }
 
+/// An external app pushes its contact changes (up to 100), signed with the tenant's app
+/// webhook secret: `X-Webhook-Signature: hex(HMAC-SHA256(secret, raw body))`.
+#[utoipa::path(post, path = "/webhooks/app", tag = "webhooks", operation_id = "appWebhook",
+    params(("X-Contact-Sync-Tenant" = String, Header, description = "The tenant whose secret signed the body")),
+    request_body(content = AppBatch, content_type = "application/json"),
+    security(("app_signature" = [])),
+    responses(
+        (status = 200, description = "Stored, and the syncs queued", body = Accepted),
+        (status = 400, description = "Not a valid batch (every event is checked before any is stored)", body = ErrorBody),
+        (status = 401, description = "No tenant or signature, or a wrong one (whatever the body)", body = ErrorBody),
+        (status = 409, description = "Another contact has this email", body = ErrorBody),
+        (status = 413, description = "Over 100 events, or a body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "A concurrent write, or the sync queue is unavailable (retry)", body = ErrorBody),
+    ))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let body = body?;
     // Authenticated first, whatever the body: without a tenant there is no secret to verify
     // the signature with, and an unknown tenant is not told apart from a wrong signature.
@@ -138,7 +173,7 @@ pub async fn receive(
     }
     state.queue.enqueue_changes(&events).await?;
     tracing::info!(tenant = %tenant_id, accepted = events.len(), "app webhook");
-    Ok(Json(json!({"accepted": events.len()})))
+    Ok(Accepted::new(events.len(), 0))
 }
 
 /// Stores one change; returns the contact id to sync (None when there was nothing to do).

@@ -7,13 +7,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{DEDUPE_TTL, header, public_url};
-use crate::crm::hubspot::webhook::{HubSpotEvent, MAX_EVENTS, coalesce};
+use super::{Accepted, DEDUPE_TTL, header, public_url};
+use crate::crm::hubspot::webhook::{HubSpotBatch, MAX_EVENTS, coalesce};
 use crate::domain::{Provider, WebhookAuth};
 use crate::http::AppState;
-use crate::http::errors::{ApiError, require_json};
+use crate::http::errors::{ApiError, ErrorBody, require_json};
 use crate::signature::{HubSpotSignatureHeaders, SignatureError, verify_hubspot};
 use crate::tenant::TenantKey;
 
@@ -21,7 +21,10 @@ use crate::tenant::TenantKey;
 /// (its items are kept as read, to be taken as events once the signature holds).
 pub fn portal_of(body: &[u8]) -> Option<(u64, Vec<Value>)> {
     let items: Vec<Value> = serde_json::from_slice(body).ok()?;
-    let portal = items.first()?.get("portalId")?.as_u64()?;
+    let portal = match items.first()?.get("portalId")? {
+        Value::Number(n) => crate::whole::of(n, 0, crate::whole::MAX_SAFE)? as u64,
+        _ => return None,
+    };
     Some((portal, items))
 }
 
@@ -29,14 +32,33 @@ fn signature_error(e: SignatureError) -> ApiError {
     ApiError::unauthorized(format!("webhook signature rejected: {e}"))
 }
 
-/// `POST /webhooks/hubspot`
+/// HubSpot webhook deliveries: up to 100 contact events, signed (v3, or v1/v2) with the app's
+/// client secret; the portal names the tenant.
+#[utoipa::path(post, path = "/webhooks/hubspot", tag = "webhooks", operation_id = "hubspotWebhook",
+    params(
+        ("X-HubSpot-Signature-v3" = Option<String>, Header, description = "base64 HMAC-SHA256 of method, URL, body and timestamp (v3)"),
+        ("X-HubSpot-Request-Timestamp" = Option<String>, Header, description = "ms since the epoch (v3); at most 5 minutes old"),
+        ("X-HubSpot-Signature" = Option<String>, Header, description = "hex SHA-256 (v1, v2)"),
+        ("X-HubSpot-Signature-Version" = Option<String>, Header, description = "v1 or v2"),
+    ),
+    request_body(content = HubSpotBatch, content_type = "application/json"),
+    security(("hubspot_signature" = [])),
+    responses(
+        (status = 200, description = "Accepted", body = Accepted),
+        (status = 400, description = "Not a HubSpot event batch", body = ErrorBody),
+        (status = 401, description = "No signature, or a wrong or stale one (whatever the body)", body = ErrorBody),
+        (status = 413, description = "Over 100 events, or a body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (HubSpot retries)", body = ErrorBody),
+    ))]
 pub async fn receive(
     State(state): State<AppState>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let body = body?;
     // Authenticated before the body is read as events: an absent or wrong signature is a 401
     // whatever the body. The tenant (whose secret verifies the signature) is found by the
@@ -77,7 +99,7 @@ pub async fn receive(
     .map_err(signature_error)?;
 
     require_json(&headers, &body)?;
-    let events: Vec<HubSpotEvent> = serde_json::from_value(Value::Array(items))
+    let HubSpotBatch(events) = serde_json::from_value(Value::Array(items))
         .map_err(|e| ApiError::bad_request(format!("not a HubSpot event batch: {e}")))?;
     if events.len() > MAX_EVENTS {
         return Err(ApiError::too_large(format!(
@@ -140,5 +162,5 @@ pub async fn receive(
         return Err(e.into());
     }
     tracing::info!(tenant = %tenant_id, received = events.len(), enqueued = changes.len(), dropped, "HubSpot webhook");
-    Ok(Json(json!({"accepted": changes.len(), "dropped": dropped})))
+    Ok(Accepted::new(changes.len(), dropped))
 }

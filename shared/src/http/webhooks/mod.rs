@@ -14,6 +14,21 @@ use axum::http::HeaderMap;
 
 use crate::http::AppState;
 
+/// What a webhook receiver did with a delivery.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Sync triggers queued.
+    pub accepted: usize,
+    /// Events dropped: our own writes' echoes, repeated deliveries, events of no interest.
+    pub dropped: usize,
+}
+
+impl Accepted {
+    pub(crate) fn new(accepted: usize, dropped: usize) -> axum::Json<Self> {
+        axum::Json(Self { accepted, dropped })
+    }
+}
+
 /// How long a webhook event is remembered for dedupe (HubSpot retries for up to a day,
 /// Pipedrive within minutes).
 pub(crate) const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -7,14 +7,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
 
-use super::DEDUPE_TTL;
+use super::{Accepted, DEDUPE_TTL};
 use crate::crm::pipedrive::mapping::Slots;
 use crate::crm::pipedrive::webhook::{PayloadError, PipedriveWebhook};
 use crate::domain::{CustomField, Provider, TenantId};
 use crate::http::AppState;
-use crate::http::errors::{ApiError, require_json};
+use crate::http::errors::{ApiError, ErrorBody, require_json};
 use crate::signature::basic_auth_login;
 use crate::tenant::TenantKey;
 
@@ -34,12 +33,26 @@ async fn authenticated_tenant(
         .map(|t| t.id))
 }
 
-/// `POST /webhooks/pipedrive`
+/// Pipedrive webhooks v2 deliveries (person events), with the HTTP Basic login registered
+/// for the tenant's webhooks.
+#[utoipa::path(post, path = "/webhooks/pipedrive", tag = "webhooks", operation_id = "pipedriveWebhook",
+    request_body(content = PipedriveWebhook, content_type = "application/json"),
+    security(("pipedrive_basic" = [])),
+    responses(
+        (status = 200, description = "Accepted (or dropped as a repeat or of no interest)", body = Accepted),
+        (status = 400, description = "Not a webhooks v2 payload", body = ErrorBody),
+        (status = 401, description = "No Basic auth, or a wrong login", body = ErrorBody),
+        (status = 404, description = "No tenant has this Pipedrive company", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 500, description = "Storage is unavailable", body = ErrorBody),
+        (status = 503, description = "The sync queue is unavailable (Pipedrive retries)", body = ErrorBody),
+    ))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let body = body?;
     // Credentials first: an unauthenticated caller learns nothing about companies.
     let auth = headers
@@ -96,7 +109,7 @@ pub async fn receive(
     // fields held just before it (the check of that write).
     let Some(change) = hook.trigger(&tenant_id, slots, our_user) else {
         tracing::debug!(tenant = %tenant_id, entity = %hook.meta.entity, action, "Pipedrive webhook ignored");
-        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
+        return Ok(Accepted::new(0, 1));
     };
     if !state
         .service
@@ -105,7 +118,7 @@ pub async fn receive(
         .await?
     {
         tracing::debug!(tenant = %tenant_id, action, "Pipedrive webhook: repeated delivery, dropped");
-        return Ok(Json(json!({"accepted": 0, "dropped": 1})));
+        return Ok(Accepted::new(0, 1));
     }
     if let Err(e) = state
         .queue
@@ -121,5 +134,5 @@ pub async fn receive(
         return Err(e.into());
     }
     tracing::info!(tenant = %tenant_id, action, record = %change.record_id, attempt = ?hook.meta.attempt, "Pipedrive webhook");
-    Ok(Json(json!({"accepted": 1, "dropped": 0})))
+    Ok(Accepted::new(1, 0))
 }
