@@ -588,6 +588,35 @@ async fn searches_are_paced_to_five_per_second() {
     assert_eq!(c.stats().rate_limited, 0);
 }
 
+/// An access token HubSpot stops taking before the time its response gave (revoked, or
+/// expired early) is refreshed at the first 401 and the call retried once, not used until then.
+#[tokio::test]
+async fn an_oauth_token_refused_before_its_expiry_is_refreshed_and_the_call_retried() {
+    let s = sim(SimConfig::default()).await;
+    let c = client(
+        &s,
+        HubSpotAuth::OAuth {
+            client_id: "sim-hubspot-client-id".into(),
+            client_secret: "sim-hubspot-secret".into(),
+            refresh_token: "sim-hubspot-refresh-token".into(),
+        },
+    );
+    let created = c
+        .create(&ctx(false), &fields("early@x.io", "Early"))
+        .await
+        .unwrap();
+    assert_eq!(s.hubspot.stats().refreshes, 1);
+    s.hubspot.expire_oauth_tokens();
+    let read = c.get(&ctx(false), &created.id).await.unwrap();
+    assert_eq!(read.map(|r| r.id), Some(created.id));
+    assert_eq!(
+        s.hubspot.stats().refreshes,
+        2,
+        "one refresh after the 401, then the token is used again"
+    );
+    assert_eq!(c.stats().token_refreshes, 2);
+}
+
 /// An OAuth access token is refreshed before it expires (60 s ahead), not after a 401.
 #[tokio::test]
 async fn oauth_tokens_are_refreshed_before_they_expire() {

@@ -187,36 +187,95 @@ async fn the_hubspot_app_secret_and_portal_given_are_the_simulated_ones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Secrets of the log test: each must never appear in a log line.
-const SECRETS: [(&str, &str); 6] = [
+/// Secrets of the log tests, each distinct: none may appear in a log line or a response body.
+const SECRETS: [(&str, &str); 4] = [
     ("API_KEY", "api-key-9f3c1d"),
     ("APP_WEBHOOK_SECRET", "app-hook-secret-51be"),
-    ("HUBSPOT_ACCESS_TOKEN", "pat-na1-hubspot-token-7a2e"),
     ("HUBSPOT_CLIENT_SECRET", "hubspot-client-secret-c0de"),
-    ("PIPEDRIVE_API_TOKEN", "pipedrive-api-token-44d1"),
     ("PIPEDRIVE_WEBHOOK_PASSWORD", "pipedrive-hook-password-e9"),
 ];
 
+/// How the runner reaches the CRMs in a log test.
+#[derive(Clone, Copy, PartialEq)]
+enum Credentials {
+    /// A HubSpot private-app token and a Pipedrive API token.
+    Static,
+    /// HubSpot OAuth (a refresh token; access tokens issued by the simulator, refreshed when it
+    /// expires them) and a Pipedrive OAuth access token.
+    OAuth,
+}
+
+impl Credentials {
+    fn secrets(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Credentials::Static => &[
+                ("HUBSPOT_ACCESS_TOKEN", "pat-na1-hubspot-token-7a2e"),
+                ("PIPEDRIVE_API_TOKEN", "pipedrive-api-token-44d1"),
+            ],
+            Credentials::OAuth => &[
+                ("HUBSPOT_REFRESH_TOKEN", "hubspot-refresh-token-3b9f"),
+                ("PIPEDRIVE_ACCESS_TOKEN", "pipedrive-oauth-token-8c21"),
+            ],
+        }
+    }
+}
+
+/// Sends `req` and keeps its status and body.
+async fn call(req: reqwest::RequestBuilder, responses: &mut String) -> (u16, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    responses.push_str(&text);
+    responses.push('\n');
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A runner process, killed if the test fails before stopping it.
+struct Stopped(Option<std::process::Child>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs the runner against a separate simulator with real-looking credentials (so the clients
-/// use them as they would with the real CRMs), drives a sync both ways and a few refused
-/// requests carrying wrong secrets, and returns the log.
-async fn drive_and_read_log(name: &str, extra: &[(&str, &str)]) -> String {
+/// use them as they would with the real CRMs), drives a sync both ways, a CRM outage and its
+/// recovery, (with OAuth) access tokens expired under it, and requests refused for wrong
+/// secrets; then checks that no secret is in the log or in any response.
+async fn drive_and_read_log(name: &str, creds: Credentials, extra: &[(&str, &str)]) -> String {
     let dir = temp_dir(name);
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let secret = |k: &str| SECRETS.iter().find(|(n, _)| *n == k).unwrap().1;
+    let secrets: Vec<(&str, &str)> = SECRETS.iter().chain(creds.secrets()).copied().collect();
+    let secret = |k: &str| secrets.iter().find(|(n, _)| *n == k).unwrap().1;
     let mut cfg = crm_sim::SimConfig::default();
-    cfg.hubspot.access_tokens = vec![secret("HUBSPOT_ACCESS_TOKEN").into()];
     cfg.hubspot.client_secret = secret("HUBSPOT_CLIENT_SECRET").into();
     cfg.hubspot.webhook_url = Some(format!("{url}/webhooks/hubspot"));
-    cfg.pipedrive.api_tokens = vec![secret("PIPEDRIVE_API_TOKEN").into()];
+    let client_id = "hubspot-client-id-0421";
+    match creds {
+        Credentials::Static => {
+            cfg.hubspot.access_tokens = vec![secret("HUBSPOT_ACCESS_TOKEN").into()];
+            cfg.pipedrive.api_tokens = vec![secret("PIPEDRIVE_API_TOKEN").into()];
+        }
+        Credentials::OAuth => {
+            cfg.hubspot.access_tokens = Vec::new();
+            cfg.hubspot.client_id = client_id.into();
+            cfg.hubspot.refresh_tokens = vec![secret("HUBSPOT_REFRESH_TOKEN").into()];
+            cfg.pipedrive.api_tokens = Vec::new();
+            cfg.pipedrive.oauth_tokens = vec![secret("PIPEDRIVE_ACCESS_TOKEN").into()];
+        }
+    }
     let sim = crm_sim::start(cfg.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let sim_url = sim.base_url();
     let portal = cfg.hubspot.portal_id.to_string();
     let app_id = cfg.hubspot.app_id.to_string();
-    let mut env: Vec<(&str, &str)> = SECRETS.to_vec();
+    let mut env: Vec<(&str, &str)> = secrets.clone();
     env.extend([
         ("HUBSPOT_API_BASE", sim_url.as_str()),
         ("HUBSPOT_PORTAL_ID", portal.as_str()),
@@ -230,45 +289,61 @@ async fn drive_and_read_log(name: &str, extra: &[(&str, &str)]) -> String {
             "info,shared=trace,contact_sync_local=trace,crm_sim=trace",
         ),
     ]);
+    if creds == Credentials::OAuth {
+        env.push(("HUBSPOT_CLIENT_ID", client_id));
+    }
     env.extend_from_slice(extra);
     let log_path = dir.join("run.log");
     let mut cmd = runner_command(&dir.join("data"), port, &env);
     cmd.stdout(std::fs::File::create(&log_path).unwrap());
-    let mut child = cmd.spawn().expect("start contact-sync-local");
+    let mut child = Stopped(Some(cmd.spawn().expect("start contact-sync-local")));
 
     let client = reqwest::Client::new();
+    let mut responses = String::new();
     eventually(30, "the runner's /health", || {
         let r = client.get(format!("{url}/health")).send();
         async move { r.await.ok().filter(|r| r.status().is_success()) }
     })
     .await;
     let auth = format!("Bearer {}", secret("API_KEY"));
-    let created: Value = client
-        .post(format!("{url}/contacts"))
-        .header("authorization", &auth)
-        .json(&json!({"email": "log@example.com", "first_name": "Log", "pronouns": "they/them"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let contact = eventually(20, "the contact synced to both CRMs", || {
+    let contact_is = |pred: fn(&Value) -> bool| {
         let r = client
-            .get(format!("{url}/contacts/{id}"))
+            .get(format!("{url}/contacts"))
             .header("authorization", &auth)
             .send();
         async move {
-            let c: Value = r.await.ok()?.json().await.ok()?;
-            (c["sync"]["badge"] == "synced").then_some(c)
+            let page: Value = r.await.ok()?.json().await.ok()?;
+            page["items"].as_array()?.iter().find(|c| pred(c)).cloned()
         }
+    };
+    let (status, created) = call(
+        client
+            .post(format!("{url}/contacts"))
+            .header("authorization", &auth)
+            .json(
+                &json!({"email": "log@example.com", "first_name": "Log", "pronouns": "they/them"}),
+            ),
+        &mut responses,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let contact = eventually(20, "the contact synced to both CRMs", || {
+        contact_is(|c| c["sync"]["badge"] == "synced")
     })
     .await;
+    let id = created["id"].as_str().unwrap();
     let hs_id = contact["sync"]["crms"]["hubspot"]["external_id"]
         .as_str()
         .unwrap()
         .to_string();
+    if creds == Credentials::OAuth {
+        // Every access token issued so far expires: the next call gets a 401 and refreshes.
+        client
+            .post(format!("{sim_url}/_sim/hubspot/oauth/expire"))
+            .send()
+            .await
+            .unwrap();
+    }
     client
         .patch(format!("{sim_url}/_sim/hubspot/contacts/{hs_id}"))
         .json(&json!({"properties": {"lastname": "Logged"}}))
@@ -276,52 +351,129 @@ async fn drive_and_read_log(name: &str, extra: &[(&str, &str)]) -> String {
         .await
         .unwrap();
     eventually(20, "the HubSpot edit in the app", || {
-        let r = client
-            .get(format!("{url}/contacts/{id}"))
-            .header("authorization", &auth)
-            .send();
-        async move {
-            let c: Value = r.await.ok()?.json().await.ok()?;
-            (c["last_name"] == "Logged").then_some(())
-        }
+        contact_is(|c| c["last_name"] == "Logged")
     })
     .await;
+    // HubSpot goes down while the contact is edited: the failure is shown, then recovered.
+    let outage = |down: bool| {
+        client
+            .post(format!("{sim_url}/_sim/hubspot/outage"))
+            .json(&json!({"down": down}))
+            .send()
+    };
+    outage(true).await.unwrap();
+    let (status, _) = call(
+        client
+            .put(format!("{url}/contacts/{id}"))
+            .header("authorization", &auth)
+            .json(&json!({"email": "log@example.com", "first_name": "Outage"})),
+        &mut responses,
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(30, "the outage shown on the contact", || {
+        contact_is(|c| c["sync"]["badge"] == "error")
+    })
+    .await;
+    outage(false).await.unwrap();
+    call(
+        client
+            .post(format!("{url}/sync"))
+            .header("authorization", &auth),
+        &mut responses,
+    )
+    .await;
+    eventually(30, "the contact synced again", || {
+        contact_is(|c| c["first_name"] == "Outage" && c["sync"]["badge"] == "synced")
+    })
+    .await;
+    for path in [
+        "/contacts",
+        "/sync/status",
+        "/conflicts",
+        "/setup/pronouns-status",
+    ] {
+        let (status, _) = call(
+            client
+                .get(format!("{url}{path}"))
+                .header("authorization", &auth),
+            &mut responses,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+    }
     // Refused requests that carry (wrong) secrets.
-    let r = client
-        .get(format!("{url}/contacts"))
-        .header("authorization", "Bearer wrong-key-0000")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = client
-        .post(format!("{url}/webhooks/pipedrive"))
-        .basic_auth("hook-user", Some("wrong-password-1111"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let (status, _) = call(
+        client
+            .get(format!("{url}/contacts"))
+            .header("authorization", "Bearer wrong-key-0000"),
+        &mut responses,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = call(
+        client
+            .post(format!("{url}/webhooks/pipedrive"))
+            .basic_auth("hook-user", Some("wrong-password-1111"))
+            .body("{}"),
+        &mut responses,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = call(
+        client
+            .post(format!("{url}/webhooks/app"))
+            .header("x-contact-sync-tenant", "default")
+            .header("x-webhook-signature", "wrong-signature-2222")
+            .header("content-type", "application/json")
+            .body(r#"{"events": []}"#),
+        &mut responses,
+    )
+    .await;
+    assert_eq!(status, 401);
+    if creds == Credentials::OAuth {
+        let stats: Value = client
+            .get(format!("{sim_url}/_sim/hubspot/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            stats["refreshes"].as_u64() >= Some(2),
+            "the access token was not refreshed after it expired: {stats}"
+        );
+    }
 
+    // Stopped gracefully (SIGTERM), so the log is complete.
+    let mut runner = child.0.take().unwrap();
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &runner.id().to_string()])
         .status();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let _ = tokio::task::spawn_blocking(move || runner.wait()).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     drop(sim);
     let _ = std::fs::remove_dir_all(&dir);
-    for (name, value) in SECRETS.iter().chain(&[
+    for (name, value) in secrets.iter().chain(&[
         ("a wrong API key", "wrong-key-0000"),
         ("a wrong password", "wrong-password-1111"),
+        ("a wrong signature", "wrong-signature-2222"),
+        // Every access token the simulated HubSpot issues starts so.
+        ("an issued OAuth access token", "sim-oauth-"),
     ]) {
         assert!(!log.contains(value), "the log holds {name}:\n{log}");
+        assert!(
+            !responses.contains(value),
+            "a response holds {name}:\n{responses}"
+        );
     }
     log
 }
 
 #[tokio::test]
 async fn a_log_to_a_file_is_plain_text_without_secrets() {
-    let log = drive_and_read_log("log-text", &[]).await;
+    let log = drive_and_read_log("log-text", Credentials::Static, &[]).await;
     assert!(
         log.contains("contact-sync-local is up"),
         "no start-up line:\n{log}"
@@ -335,7 +487,7 @@ async fn a_log_to_a_file_is_plain_text_without_secrets() {
 
 #[tokio::test]
 async fn log_format_json_writes_one_object_per_line_without_secrets() {
-    let log = drive_and_read_log("log-json", &[("LOG_FORMAT", "json")]).await;
+    let log = drive_and_read_log("log-json", Credentials::Static, &[("LOG_FORMAT", "json")]).await;
     let mut messages = Vec::new();
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line)
@@ -351,4 +503,10 @@ async fn log_format_json_writes_one_object_per_line_without_secrets() {
         messages.iter().any(|m| m == "contact-sync-local is up"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn oauth_refreshes_and_crm_failures_leave_no_secret_in_the_log_or_a_response() {
+    let log = drive_and_read_log("log-oauth", Credentials::OAuth, &[]).await;
+    assert!(log.contains("contact-sync-local is up"), "{log}");
 }

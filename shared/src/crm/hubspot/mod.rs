@@ -389,6 +389,16 @@ impl Credentials for HubSpotClient {
             format!("Bearer {token}"),
         ))
     }
+
+    /// A 401 on an OAuth token (revoked, or expired before the time its response gave):
+    /// forget it, so the retry refreshes it.
+    async fn refused(&self) -> bool {
+        if matches!(self.cfg.auth, HubSpotAuth::OAuth { .. }) {
+            self.token.clear().await;
+            return true;
+        }
+        false
+    }
 }
 
 #[async_trait]
