@@ -7,13 +7,17 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::adapters::aws::dynamo::{DynamoStore, TableNames};
+use crate::adapters::aws::secrets::SecretsManager;
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::error::StoreError;
 use crate::http::{AppState, HttpSettings};
 use crate::provision::{self, ClientKit, Preparation, RegistrySource};
 use crate::settings::{SettingsError, var};
 use crate::sync::SyncService;
-use crate::tenant::{DEFAULT_TTL, TenantConfig, Tenants};
+use crate::tenant::{DEFAULT_TTL, SealedRegistry, TenantConfig, TenantRegistry, Tenants};
+
+/// Where tenants' credentials are kept in Secrets Manager when `TENANT_SECRET_PREFIX` is unset.
+pub const DEFAULT_TENANT_SECRET_PREFIX: &str = "contact-sync/tenants/";
 
 #[derive(Debug, Error)]
 pub enum DeployError {
@@ -29,12 +33,15 @@ pub struct Deployment {
     pub service: SyncService,
     pub queue: Arc<SqsQueue>,
     pub store: Arc<DynamoStore>,
+    /// Registered tenants: records in the SyncState table, credentials in Secrets Manager.
+    pub registry: Arc<dyn TenantRegistry>,
     pub settings: Arc<HttpSettings>,
 }
 
 impl Deployment {
     /// Reads `CONTACTS_TABLE`, `LINKS_TABLE`, `STATE_TABLE`, `SYNC_QUEUE_URL`, `SYNC_DLQ_URL`,
-    /// the tenant (`TENANT_ID`, `API_KEY`, `APP_WEBHOOK_SECRET`) and the CRM settings.
+    /// the tenant (`TENANT_ID`, `API_KEY`, `APP_WEBHOOK_SECRET`), the CRM settings, and
+    /// `TENANT_SECRET_PREFIX` (registered tenants' secrets in Secrets Manager).
     pub async fn from_env() -> Result<Self, DeployError> {
         let aws = aws_config::load_from_env().await;
         let store = Arc::new(DynamoStore::new(
@@ -70,7 +77,15 @@ impl Deployment {
             })?),
             None => DEFAULT_TTL,
         };
-        let tenants = tenants.with_source(Arc::new(RegistrySource::new(store.clone(), kit)), ttl);
+        let registry: Arc<dyn TenantRegistry> = Arc::new(SealedRegistry::new(
+            store.clone(),
+            Arc::new(SecretsManager::new(
+                aws_sdk_secretsmanager::Client::new(&aws),
+                var("TENANT_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_TENANT_SECRET_PREFIX.into()),
+            )),
+        ));
+        let tenants =
+            tenants.with_source(Arc::new(RegistrySource::new(registry.clone(), kit)), ttl);
         let mut service = SyncService::new(
             store.clone(),
             store.clone(),
@@ -95,6 +110,7 @@ impl Deployment {
             service,
             queue,
             store,
+            registry,
             settings: Arc::new(HttpSettings {
                 public_base_url: var("PUBLIC_BASE_URL"),
             }),

@@ -384,8 +384,8 @@ impl CountingRegistry {
 
 #[async_trait::async_trait]
 impl TenantRegistry for CountingRegistry {
-    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        self.inner.put_tenant(record).await
+    async fn put_record(&self, record: &TenantRecord, index: &[String]) -> Result<(), StoreError> {
+        self.inner.put_record(record, index).await
     }
     async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);

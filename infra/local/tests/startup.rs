@@ -453,6 +453,17 @@ async fn drive_and_read_log(name: &str, creds: Credentials, extra: &[(&str, &str
         .status();
     let _ = tokio::task::spawn_blocking(move || runner.wait()).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
+    // The data folder it created, and the store in it, are its user's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let data = dir.join("data");
+        assert_eq!(mode(&data), 0o700, "the data folder's mode");
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}'s mode", path.display());
+        }
+    }
     drop(sim);
     let _ = std::fs::remove_dir_all(&dir);
     for (name, value) in secrets.iter().chain(&[

@@ -10,7 +10,7 @@ use shared::crm::pipedrive::settings::PipedriveSettings;
 use shared::deploy::Deployment;
 use shared::ports::JobQueue;
 use shared::provision::{self, Preparation};
-use shared::tenant::{TenantConfig, TenantRegistry};
+use shared::tenant::TenantConfig;
 
 #[derive(Parser)]
 #[command(name = "contact-sync-ops", version, about)]
@@ -169,7 +169,10 @@ async fn main() -> anyhow::Result<()> {
             let provisioned = provision::connect(config, crms, &kit).await?;
             let id = provisioned.config.id.clone();
             provisioned.register_webhooks(&o.public_base_url).await;
-            deployment.store.put_tenant(&provisioned.record()).await?;
+            deployment
+                .registry
+                .put_tenant(&provisioned.record())
+                .await?;
             println!("tenant {id} registered");
             // Serve it from this process too, to prepare its CRM fields now.
             let mut tenants = shared::tenant::Tenants::new();

@@ -5,13 +5,19 @@
 mod moto;
 
 use std::process::Command;
+use std::sync::Arc;
 
 use shared::adapters::aws::dynamo::{DynamoStore, TableNames};
-use shared::tenant::TenantRegistry;
+use shared::adapters::aws::secrets::SecretsManager;
+use shared::tenant::{SEALED, SealedRegistry, TenantRegistry};
 use shared::{ChangeEvent, ChangeKind, Origin, Provider, TenantId};
 
 struct Deployment {
-    store: DynamoStore,
+    store: Arc<DynamoStore>,
+    /// The registry as the functions read it: records in the table, credentials in Secrets
+    /// Manager under `secret_prefix`.
+    registry: SealedRegistry,
+    secret_prefix: String,
     tables: TableNames,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
@@ -20,12 +26,26 @@ struct Deployment {
 
 async fn deployment() -> Deployment {
     let cfg = moto::sdk_config().await;
-    let tables = TableNames::with_prefix(&format!("ops{}", uuid::Uuid::new_v4().simple()));
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&cfg), tables.clone());
+    let name = format!("ops{}", uuid::Uuid::new_v4().simple());
+    let tables = TableNames::with_prefix(&name);
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        tables.clone(),
+    ));
     store.create_tables().await.unwrap();
     let (sqs, queue_url, dlq_url) = moto::sync_queues(30).await;
+    let secret_prefix = format!("{name}/tenants/");
+    let registry = SealedRegistry::new(
+        store.clone(),
+        Arc::new(SecretsManager::new(
+            aws_sdk_secretsmanager::Client::new(&cfg),
+            secret_prefix.clone(),
+        )),
+    );
     Deployment {
         store,
+        registry,
+        secret_prefix,
         tables,
         sqs,
         queue_url,
@@ -49,7 +69,8 @@ impl Deployment {
             .env("LINKS_TABLE", &self.tables.links)
             .env("STATE_TABLE", &self.tables.state)
             .env("SYNC_QUEUE_URL", &self.queue_url)
-            .env("SYNC_DLQ_URL", &self.dlq_url);
+            .env("SYNC_DLQ_URL", &self.dlq_url)
+            .env("TENANT_SECRET_PREFIX", &self.secret_prefix);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -140,8 +161,15 @@ async fn onboard_tenant_then_setup_crm_fields_then_replay_dlq() {
         assert!(!out.contains(secret), "the output holds a secret: {out}");
     }
 
-    // The registry holds the tenant with its resolved Pipedrive identity.
-    let registered = d.store.registered_tenants().await.unwrap();
+    // The table holds the tenant's record without its credentials...
+    let stored = d.store.registered_tenants().await.unwrap();
+    let sealed = stored
+        .iter()
+        .find(|r| r.config.id == TenantId::new("acme"))
+        .expect("acme registered");
+    assert_eq!(sealed.config.api_key.as_deref(), Some(SEALED));
+    // ...and read as the functions read it, with them and its resolved Pipedrive identity.
+    let registered = d.registry.registered_tenants().await.unwrap();
     let acme = registered
         .iter()
         .find(|r| r.config.id == TenantId::new("acme"))

@@ -350,12 +350,12 @@ impl<K: StateKv> ContactIssues for K {
 
 #[async_trait]
 impl<K: StateKv> TenantRegistry for K {
-    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+    async fn put_record(&self, record: &TenantRecord, index: &[String]) -> Result<(), StoreError> {
         let id = &record.config.id;
         // The record before its index entries: an entry never points to a tenant not there.
         self.kv_put(REGISTRY, &format!("tenant#{id}"), &to_json(record)?)
             .await?;
-        for index in record.config.keys() {
+        for index in index {
             self.kv_put(REGISTRY, &format!("key#{index}"), id.as_str())
                 .await?;
         }

@@ -3,8 +3,10 @@
 //! deployment serves many tenants; locally there is one.
 
 mod directory;
+mod sealed;
 
 pub use directory::{DEFAULT_TTL, TenantSource, Tenants};
+pub use sealed::{SEALED, SealedRegistry, SecretStore, seal, unseal};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -141,7 +143,12 @@ pub struct TenantRecord {
 #[async_trait]
 pub trait TenantRegistry: Send + Sync {
     /// Registers (or replaces) a tenant, with an index entry for each of its keys.
-    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.put_record(record, &record.config.keys()).await
+    }
+    /// Stores `record` as given, with these index entries ([`TenantKey::index`]): they are
+    /// derived from the whole record, which may differ from the one stored (credentials sealed).
+    async fn put_record(&self, record: &TenantRecord, index: &[String]) -> Result<(), StoreError>;
     /// Every registered tenant (the schedule polls them all).
     async fn registered_tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
     /// One registered tenant.

@@ -1,6 +1,7 @@
-//! AWS adapters: DynamoDB for the stores, SQS for the job queue.
+//! AWS adapters: DynamoDB for the stores, SQS for the job queue, Secrets Manager for tenants' credentials.
 
 pub mod dynamo;
+pub mod secrets;
 pub mod sqs;
 
 /// Renders an SDK error with its full context (service code and message).

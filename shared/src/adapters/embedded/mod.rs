@@ -88,13 +88,36 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir` (file `contact-sync.db`).
+    /// Opens (or creates) the store in `dir` (file `contact-sync.db`). A folder it creates is
+    /// its owner's only (mode 0700), as is the file (0600): it holds contacts and the state.
     pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(backend)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(backend)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(backend)?;
+            }
+        }
         Self::open_file(&dir.join("contact-sync.db"))
     }
 
+    /// Opens (or creates, mode 0600) the store in the file `path`. SQLite gives its journal
+    /// files the same mode.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(backend)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(backend)?;
+        }
         let conn = Connection::open(path).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
