@@ -300,17 +300,19 @@ async fn a_daily_429_latches_until_the_reset_with_no_request_meanwhile() {
     );
 }
 
+/// The simulated HubSpot app's OAuth credentials with `refresh_token`.
+fn oauth(refresh_token: &str) -> HubSpotAuth {
+    HubSpotAuth::OAuth {
+        client_id: "sim-hubspot-client-id".into(),
+        client_secret: "sim-hubspot-secret".into(),
+        refresh_token: refresh_token.into(),
+    }
+}
+
 #[tokio::test]
 async fn oauth_refresh_is_coalesced_across_concurrent_calls() {
     let s = sim(SimConfig::default()).await;
-    let c = Arc::new(client(
-        &s,
-        HubSpotAuth::OAuth {
-            client_id: "sim-hubspot-client-id".into(),
-            client_secret: "sim-hubspot-secret".into(),
-            refresh_token: "sim-hubspot-refresh-token".into(),
-        },
-    ));
+    let c = Arc::new(client(&s, oauth("sim-hubspot-refresh-token")));
     let mut tasks = Vec::new();
     for i in 0..10 {
         let c = c.clone();
@@ -325,14 +327,7 @@ async fn oauth_refresh_is_coalesced_across_concurrent_calls() {
     assert_eq!(s.hubspot.stats().refreshes, 1);
     assert_eq!(c.stats().token_refreshes, 1);
 
-    let bad = client(
-        &s,
-        HubSpotAuth::OAuth {
-            client_id: "sim-hubspot-client-id".into(),
-            client_secret: "sim-hubspot-secret".into(),
-            refresh_token: "revoked".into(),
-        },
-    );
+    let bad = client(&s, oauth("revoked"));
     assert!(matches!(
         bad.get(&ctx(false), "1").await,
         Err(CrmError::Auth { .. })
@@ -593,14 +588,7 @@ async fn searches_are_paced_to_five_per_second() {
 #[tokio::test]
 async fn an_oauth_token_refused_before_its_expiry_is_refreshed_and_the_call_retried() {
     let s = sim(SimConfig::default()).await;
-    let c = client(
-        &s,
-        HubSpotAuth::OAuth {
-            client_id: "sim-hubspot-client-id".into(),
-            client_secret: "sim-hubspot-secret".into(),
-            refresh_token: "sim-hubspot-refresh-token".into(),
-        },
-    );
+    let c = client(&s, oauth("sim-hubspot-refresh-token"));
     let created = c
         .create(&ctx(false), &fields("early@x.io", "Early"))
         .await
@@ -624,14 +612,7 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
     // Every token the simulator issues is within the client's 60-second margin at once.
     cfg.hubspot.access_token_ttl_secs = 60;
     let s = sim(cfg).await;
-    let c = client(
-        &s,
-        HubSpotAuth::OAuth {
-            client_id: "sim-hubspot-client-id".into(),
-            client_secret: "sim-hubspot-secret".into(),
-            refresh_token: "sim-hubspot-refresh-token".into(),
-        },
-    );
+    let c = client(&s, oauth("sim-hubspot-refresh-token"));
     for i in 0..2 {
         c.create(&ctx(false), &fields(&format!("o{i}@x.io"), "O"))
             .await
