@@ -29,14 +29,19 @@ pub fn of(n: &Number, min: i64, max: i64) -> Option<i64> {
         .then_some(v)
 }
 
-/// The OpenAPI schema of an [`id`]: an integer from 0 to [`MAX_SAFE`].
-pub fn id_schema() -> utoipa::openapi::schema::ObjectBuilder {
+/// The OpenAPI schema of a [`natural`] number: an integer from 0 to [`MAX_SAFE`].
+pub fn natural_schema() -> utoipa::openapi::schema::ObjectBuilder {
     use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
         .minimum(Some(0))
         .maximum(Some(MAX_SAFE))
+}
+
+/// The [`natural`] number `n` is, if it is one.
+pub fn natural_of(n: &Number) -> Option<u64> {
+    of(n, 0, MAX_SAFE).map(|v| v as u64)
 }
 
 fn read<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Result<i64, D::Error> {
@@ -55,13 +60,14 @@ fn read_opt<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Result<Optio
     }
 }
 
-/// An id: 0 to [`MAX_SAFE`] (HubSpot's and Pipedrive's ids are far below).
-pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+/// A natural number, 0 to [`MAX_SAFE`]: an id (HubSpot's and Pipedrive's are far below), a
+/// version.
+pub fn natural<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     read(d, 0, MAX_SAFE).map(|v| v as u64)
 }
 
-/// An optional [`id`] (`null` or absent is none).
-pub fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// An optional [`natural`] number (`null` or absent is none).
+pub fn opt_natural<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     read_opt(d, 0, MAX_SAFE).map(|v| v.map(|v| v as u64))
 }
 

@@ -57,6 +57,18 @@ fn hubspot_request(body: &str, secret: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// A `POST /webhooks/app` of `body` for `tenant`, with the signature header `signature`.
+fn app_request(tenant: &str, signature: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/webhooks/app")
+        .header("content-type", "application/json")
+        .header("x-contact-sync-tenant", tenant)
+        .header("x-webhook-signature", signature)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
 async fn call(
     router: &axum::Router,
     method: &str,
@@ -194,14 +206,7 @@ async fn app_webhook_checks_the_tenants_signature_and_enqueues_nothing_when_wron
     let send = |tenant: &'static str, sig: String| {
         let router = router.clone();
         async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/webhooks/app")
-                .header("content-type", "application/json")
-                .header("x-contact-sync-tenant", tenant)
-                .header("x-webhook-signature", sig)
-                .body(Body::from(body))
-                .unwrap();
+            let req = app_request(tenant, &sig, body);
             router.oneshot(req).await.unwrap().status()
         }
     };
@@ -680,17 +685,11 @@ async fn one_tenants_credentials_reach_nothing_of_anothers_on_any_route() {
     let body = format!(
         r#"{{"events":[{{"action":"upsert","contact":{{"id":"{id}","email":"x@acme.example"}}}},{{"action":"delete","id":"{id}"}}]}}"#
     );
-    let req = Request::builder()
-        .method("POST")
-        .uri("/webhooks/app")
-        .header("content-type", "application/json")
-        .header("x-contact-sync-tenant", "acme")
-        .header(
-            "x-webhook-signature",
-            app_webhook_signature("secret-acme", body.as_bytes()),
-        )
-        .body(Body::from(body))
-        .unwrap();
+    let req = app_request(
+        "acme",
+        &app_webhook_signature("secret-acme", body.as_bytes()),
+        &body,
+    );
     let status = router.clone().oneshot(req).await.unwrap().status();
     assert!(status.is_success(), "{status}");
     // Every job queued meanwhile is acme's.

@@ -140,20 +140,11 @@ pub struct ContactInput {
     pub job_title: Option<String>,
     #[schema(max_length = 255)]
     pub pronouns: Option<String>,
-    /// With PUT: the version the client read; a stale version gets 409.
-    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9_007_199_254_740_991_i64)]
-    pub version: Option<serde_json::Number>,
-}
-
-/// A version as JSON carries it: a whole number (`3.0` is 3, as JSON Schema counts it) from 0
-/// to 2^53 - 1.
-fn version_of(n: &serde_json::Number) -> Result<u64, ApiError> {
-    use crate::whole::{MAX_SAFE, of};
-    of(n, 0, MAX_SAFE).map(|v| v as u64).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "version must be a whole number from 0 to {MAX_SAFE}"
-        ))
-    })
+    /// With PUT: the version the client read; a stale version gets 409. A whole number as
+    /// JSON carries it (`3.0` is 3).
+    #[serde(default, deserialize_with = "crate::whole::opt_natural")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    pub version: Option<u64>,
 }
 
 /// The longest value both CRMs store: Pipedrive's text fields take 255 characters (HubSpot's
@@ -170,8 +161,7 @@ impl ContactInput {
             job_title: self.job_title,
             pronouns: self.pronouns,
         };
-        let version = self.version.as_ref().map(version_of).transpose()?;
-        Ok((validate_fields(fields)?, version))
+        Ok((validate_fields(fields)?, self.version))
     }
 }
 

@@ -6,7 +6,7 @@ mod directory;
 mod sealed;
 
 pub use directory::{DEFAULT_TTL, TenantSource, Tenants};
-pub use sealed::{SEALED, SealedRegistry, SecretStore, seal, unseal};
+pub use sealed::{SEALED, SealedRegistry, SecretStore};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

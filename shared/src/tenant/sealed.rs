@@ -39,7 +39,7 @@ const CREDENTIALS: [&str; 9] = [
 pub const SEALED: &str = "<sealed>";
 
 /// The record with every credential sealed, and the credentials by their JSON pointer.
-pub fn seal(record: &TenantRecord) -> Result<(Value, BTreeMap<String, String>), StoreError> {
+fn seal(record: &TenantRecord) -> Result<(Value, BTreeMap<String, String>), StoreError> {
     let mut value = serde_json::to_value(record).map_err(backend)?;
     let mut secrets = BTreeMap::new();
     walk(&mut value, String::new(), &mut |pointer, v| {
@@ -52,7 +52,7 @@ pub fn seal(record: &TenantRecord) -> Result<(Value, BTreeMap<String, String>), 
 
 /// The record `sealed` stood for, its credentials put back from `secrets`. A sealed credential
 /// missing from `secrets` is an error: a tenant is never served with a marker for a secret.
-pub fn unseal(
+fn unseal(
     mut sealed: Value,
     secrets: &BTreeMap<String, String>,
 ) -> Result<TenantRecord, StoreError> {

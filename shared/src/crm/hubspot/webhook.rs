@@ -15,7 +15,7 @@ pub const MAX_EVENTS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
-    Num(#[serde(deserialize_with = "crate::whole::id")] u64),
+    Num(#[serde(deserialize_with = "crate::whole::natural")] u64),
     Str(String),
 }
 
@@ -23,7 +23,7 @@ impl utoipa::PartialSchema for Id {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(crate::whole::id_schema())
+            .item(crate::whole::natural_schema())
             .item(ObjectBuilder::new().schema_type(Type::String))
             .description(Some("An id, as a number or a string"))
             .into()
@@ -51,7 +51,7 @@ pub struct HubSpotBatch(pub Vec<HubSpotEvent>);
 #[serde(rename_all = "camelCase")]
 pub struct HubSpotEvent {
     pub object_id: Id,
-    #[serde(deserialize_with = "crate::whole::id")]
+    #[serde(deserialize_with = "crate::whole::natural")]
     #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub portal_id: u64,
     /// Milliseconds since the epoch.
@@ -64,7 +64,7 @@ pub struct HubSpotEvent {
     pub event_id: Option<Value>,
     #[serde(default)]
     pub subscription_id: Option<Value>,
-    #[serde(default, deserialize_with = "crate::whole::opt_id")]
+    #[serde(default, deserialize_with = "crate::whole::opt_natural")]
     #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub app_id: Option<u64>,
     #[serde(default, deserialize_with = "crate::whole::opt_u32")]

@@ -59,7 +59,7 @@ impl CompanyId {
 
     pub fn parse(v: &Value) -> Option<u64> {
         match v {
-            Value::Number(n) => crate::whole::of(n, 0, crate::whole::MAX_SAFE).map(|v| v as u64),
+            Value::Number(n) => crate::whole::natural_of(n),
             Value::String(s)
                 if (1..=Self::MAX_DIGITS).contains(&s.len())
                     && s.bytes().all(|b| b.is_ascii_digit()) =>
@@ -75,7 +75,7 @@ impl utoipa::PartialSchema for CompanyId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(crate::whole::id_schema())
+            .item(crate::whole::natural_schema())
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)

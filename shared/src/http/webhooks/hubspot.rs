@@ -22,7 +22,7 @@ use crate::tenant::TenantKey;
 pub fn portal_of(body: &[u8]) -> Option<(u64, Vec<Value>)> {
     let items: Vec<Value> = serde_json::from_slice(body).ok()?;
     let portal = match items.first()?.get("portalId")? {
-        Value::Number(n) => crate::whole::of(n, 0, crate::whole::MAX_SAFE)? as u64,
+        Value::Number(n) => crate::whole::natural_of(n)?,
         _ => return None,
     };
     Some((portal, items))
