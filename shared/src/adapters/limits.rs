@@ -5,7 +5,7 @@
 //! workers never take the same place.
 //!
 //! A CRM counts a request when it arrives, a little after we sent it. A lane's shared window is
-//! therefore a margin longer than the CRM's (a tenth, at least 200 ms): sends spaced so never
+//! therefore a margin longer than the CRM's (a twentieth, at least 100 ms): sends spaced so never
 //! arrive closer together than the CRM allows. Each process also holds a request's place from
 //! send to answer in its own window ([`crate::crm::pacer::RollingWindow`]).
 
@@ -63,7 +63,7 @@ fn render(state: &LimitsState) -> Result<Option<String>, StoreError> {
 /// The shared window of a lane: the CRM's, plus the margin for the way to the CRM.
 fn shared_window(limit: &LaneLimit) -> i64 {
     let w = limit.window.as_millis() as i64;
-    w + (w / 10).max(200)
+    w + (w / 20).max(100)
 }
 
 /// The decision for one request at `now` (ms), and the state to store when it goes.
@@ -185,12 +185,12 @@ mod tests {
         for t in [0, 10, 20] {
             assert_eq!(decide(&mut s, &[BURST], 1, None, at(t)), Admission::Go);
         }
-        // 2 s window + 200 ms margin from the first send.
+        // 2 s window + 100 ms margin from the first send.
         assert_eq!(
             decide(&mut s, &[BURST], 1, None, at(100)),
-            Admission::Wait(Duration::from_millis(2_101))
+            Admission::Wait(Duration::from_millis(2_001))
         );
-        assert_eq!(decide(&mut s, &[BURST], 1, None, at(2_200)), Admission::Go);
+        assert_eq!(decide(&mut s, &[BURST], 1, None, at(2_100)), Admission::Go);
     }
 
     #[test]
