@@ -137,6 +137,10 @@ pub struct SyncNowProgress {
     /// Sync jobs queued (changed CRM records, failed contacts).
     pub enqueued: usize,
     pub errors: Vec<String>,
+    /// CRMs whose backfill is through and which this Sync Now polled already (a CRM done
+    /// early is polled while the others still backfill).
+    #[serde(default)]
+    pub polled: Vec<Provider>,
 }
 
 /// A sync problem of a contact that has no link yet (e.g. the create failed).
@@ -524,6 +528,18 @@ pub trait CrmClient: Send + Sync {
             }
         }
         Ok(out)
+    }
+
+    /// The live records whose email is one of `emails`, keyed by the email lowercased, from
+    /// one listing of all the CRM's records (a listing does not lag like a search index), or
+    /// `None` when listing them all would cost more than looking these emails up; the backfill
+    /// then looks them up chunk by chunk ([`CrmClient::find_many_by_email`]).
+    async fn email_index(
+        &self,
+        _ctx: &CrmContext,
+        _emails: &[String],
+    ) -> Result<Option<std::collections::HashMap<String, CrmRecord>>, CrmError> {
+        Ok(None)
     }
 
     /// Creates many records, in as few calls as the API allows. One result per input, in order.

@@ -14,6 +14,9 @@ use crate::engine;
 use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{ChangedRecord, CrmClient, CrmContext, JobQueue, SyncNowProgress};
 
+mod index;
+use index::BackfillIndex;
+
 /// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
 const MAX_RECONCILE_ROUNDS: u32 = 500;
 
@@ -41,6 +44,15 @@ pub(super) fn already_agreed(
         }
         _ => false,
     }
+}
+
+/// `hubspot, pipedrive`.
+fn names(providers: &[Provider]) -> String {
+    providers
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl SyncService {
@@ -78,28 +90,61 @@ impl SyncService {
             None => self.reconcile_budget,
         };
         let deadline = std::time::Instant::now() + budget;
-        for provider in self.tenants.providers(tenant) {
-            progress.phase = format!("backfill {provider}");
-            self.state.save_sync_now_progress(tenant, &progress).await?;
-            match self.backfill(tenant, provider, Some(deadline)).await {
-                Ok((n, more)) => {
+        // Every CRM backfills at once, each at its own limits: the round takes as long as the
+        // slowest CRM's share, not the sum of them. A CRM whose backfill is through is polled
+        // at once (once per Sync Now), while the others go on.
+        let providers = self.tenants.providers(tenant);
+        let todo: Vec<Provider> = providers
+            .iter()
+            .filter(|p| !progress.polled.contains(p))
+            .copied()
+            .collect();
+        progress.phase = format!("backfill {}", names(&todo));
+        self.state.save_sync_now_progress(tenant, &progress).await?;
+        let outcomes = futures::future::join_all(todo.iter().map(|&provider| async move {
+            let backfill = self.backfill(tenant, provider, Some(deadline)).await;
+            let poll = match backfill {
+                Ok((_, true)) => None,
+                _ => Some(self.poll(tenant, provider, queue, 50).await),
+            };
+            (provider, backfill, poll)
+        }))
+        .await;
+        let mut more = Vec::new();
+        for (provider, backfill, poll) in outcomes {
+            match backfill {
+                Ok((n, cut)) => {
                     progress.backfilled += n;
-                    if more && progress.rounds < MAX_RECONCILE_ROUNDS {
-                        progress.phase = format!("backfill {provider} (continuing)");
-                        self.state.save_sync_now_progress(tenant, &progress).await?;
-                        queue
-                            .enqueue(&[Job::Reconcile {
-                                tenant: tenant.clone(),
-                                round: round + 1,
-                            }])
-                            .await?;
-                        return Ok(progress);
+                    if cut {
+                        more.push(provider);
                     }
                 }
                 Err(e) => progress.errors.push(format!("{provider} backfill: {e}")),
             }
+            if let Some(poll) = poll {
+                progress.polled.push(provider);
+                match poll {
+                    Ok(n) => progress.enqueued += n,
+                    Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
+                }
+            }
+        }
+        if !more.is_empty() && progress.rounds < MAX_RECONCILE_ROUNDS {
+            progress.phase = format!("backfill {} (continuing)", names(&more));
+            self.state.save_sync_now_progress(tenant, &progress).await?;
+            queue
+                .enqueue(&[Job::Reconcile {
+                    tenant: tenant.clone(),
+                    round: round + 1,
+                }])
+                .await?;
+            return Ok(progress);
+        }
+        // Out of rounds: the CRMs still backfilling are polled all the same.
+        for provider in more {
             progress.phase = format!("poll {provider}");
             self.state.save_sync_now_progress(tenant, &progress).await?;
+            progress.polled.push(provider);
             match self.poll(tenant, provider, queue, 50).await {
                 Ok(n) => progress.enqueued += n,
                 Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
@@ -109,7 +154,11 @@ impl SyncService {
         for provider in self.tenants.providers(tenant) {
             progress.phase = format!("deleted records {provider}");
             self.state.save_sync_now_progress(tenant, &progress).await?;
-            match self.find_gone(tenant, provider, queue, deadline).await {
+            let since = progress.started_at;
+            match self
+                .find_gone(tenant, provider, queue, deadline, since)
+                .await
+            {
                 Ok(n) => progress.enqueued += n,
                 Err(e) if e.is_out_of_time() => {}
                 Err(e) => progress
@@ -268,13 +317,15 @@ impl SyncService {
     /// read, Pipedrive's listing by ids; 100 a call), Sync Now reads every linked record and
     /// queues a trigger for each one gone, which
     /// the worker turns into a tombstone, in what is left of the round's time. Returns how
-    /// many were queued.
+    /// many were queued. Links synced since `checked_since` (this Sync Now's start: the ones
+    /// its backfill made) saw their record then and are not read again.
     async fn find_gone(
         &self,
         tenant: &TenantId,
         provider: Provider,
         queue: &dyn JobQueue,
         deadline: std::time::Instant,
+        checked_since: Option<chrono::DateTime<Utc>>,
     ) -> Result<usize, SyncError> {
         let Some(client) = self.tenants.client(tenant, provider) else {
             return Ok(0);
@@ -289,6 +340,9 @@ impl SyncService {
             .await?
             .into_iter()
             .filter(|l| l.provider == provider && l.status == LinkStatus::Synced)
+            .filter(|l| {
+                checked_since.is_none_or(|since| l.last_synced_at.is_none_or(|at| at < since))
+            })
             .map(|l| l.external_id)
             .collect();
         let mut jobs = Vec::new();
@@ -360,36 +414,56 @@ impl SyncService {
                 None => break,
             }
         }
+        let mut index = match self
+            .backfill_index(tenant, provider, client.as_ref(), &ctx, &pending)
+            .await
+        {
+            Ok(index) => index,
+            Err(e) if e.is_out_of_time() => return Ok((0, true)),
+            Err(e) => return Err(e),
+        };
         let mut done = 0;
         for (i, chunk) in pending.chunks(100).enumerate() {
             if i > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok((done, true));
             }
+            // What the index covers is not looked up again; a contact changed since the
+            // listing (its email may be another now) is.
+            let covered = |c: &Contact| index.as_ref().is_some_and(|x| x.covers(c));
             let emails: Vec<String> = chunk
                 .iter()
+                .filter(|c| !covered(c))
                 .filter_map(|c| c.fields.email.clone())
                 .collect();
-            let mut found = match client.find_many_by_email(&ctx, &emails).await {
-                Ok(found) => found,
-                Err(e @ CrmError::OutOfTime { .. }) => {
-                    info!(%tenant, %provider, "{e}; the backfill goes on in the next round");
-                    return Ok((done, true));
+            let mut found = if emails.is_empty() {
+                Default::default()
+            } else {
+                match client.find_many_by_email(&ctx, &emails).await {
+                    Ok(found) => found,
+                    Err(e @ CrmError::OutOfTime { .. }) => {
+                        info!(%tenant, %provider, "{e}; the backfill goes on in the next round");
+                        return Ok((done, true));
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             };
             // A contact that ran out of time is taken up again by the next round.
             let mut cut_short = false;
             let mut fresh = Vec::new();
             for contact in chunk {
                 let email = contact.fields.email.as_deref().unwrap_or_default();
-                match found.remove(&email.trim().to_lowercase()) {
-                    Some(record) => {
-                        // Listed as unlinked: if a link appeared since, the record is read again.
-                        let known = Known {
-                            id: record.id.clone(),
-                            record: Some(record),
-                            link_version: None,
-                        };
+                let email = email.trim().to_lowercase();
+                let known = match index.as_mut().filter(|x| x.covers(contact)) {
+                    Some(x) => x.take(&email),
+                    // Listed as unlinked: if a link appeared since, the record is read again.
+                    None => found.remove(&email).map(|record| Known {
+                        id: record.id.clone(),
+                        record: Some(record),
+                        link_version: None,
+                    }),
+                };
+                match known {
+                    Some(known) => {
                         match self
                             .sync_pair_retrying(
                                 &cfg,
@@ -421,6 +495,52 @@ impl SyncService {
             }
         }
         Ok((done, false))
+    }
+
+    /// The CRM's email index for this backfill: the one an earlier round of the running Sync
+    /// Now listed while it is fresh, else one listing now (kept for the next rounds), or `None`
+    /// where listing costs more than looking the emails up chunk by chunk.
+    async fn backfill_index(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        pending: &[Contact],
+    ) -> Result<Option<BackfillIndex>, SyncError> {
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let name = index::cursor_name(provider);
+        let now = self.now();
+        // Kept only within one Sync Now: a later one lists again.
+        let run_started = self
+            .state
+            .sync_now_progress(tenant)
+            .await?
+            .filter(|p| p.running)
+            .and_then(|p| p.started_at);
+        if let Some(started) = run_started
+            && let Some(kept) = self.state.cursor(tenant, &name).await?
+            && let Some(kept) = BackfillIndex::restore(&kept, started, now)
+        {
+            return Ok(Some(kept));
+        }
+        let emails: Vec<String> = pending
+            .iter()
+            .filter_map(|c| c.fields.email.clone())
+            .collect();
+        let Some(records) = client.email_index(ctx, &emails).await? else {
+            return Ok(None);
+        };
+        let index = BackfillIndex::new(now, records);
+        if run_started.is_some()
+            && let Some(kept) = index.to_kept()
+        {
+            self.state.set_cursor(tenant, &name, &kept).await?;
+        }
+        info!(%tenant, %provider, matches = index.len(), "listed the CRM's emails for the backfill");
+        Ok(Some(index))
     }
 
     /// Creates the records of contacts the CRM does not have, in one batch, each under an

@@ -1,6 +1,7 @@
-//! HubSpot's batch calls: read by record id or by a unique property, and upsert by email.
+//! HubSpot's batch calls: read by record id or by a unique property, and upsert by email;
+//! and the listing of every contact, where it is cheaper than reading by email.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,6 +13,69 @@ use crate::error::CrmError;
 use crate::ports::CrmContext;
 
 impl HubSpotClient {
+    /// The contacts whose primary email is one of `emails` (as a batch read by email finds
+    /// them), from `GET /crm/v3/objects/contacts`, 100 a page, or `None` when listing every
+    /// contact would take more calls than batch reads of the emails not found yet.
+    pub(super) async fn contacts_index(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
+        let key = ctx.field(CustomField::Pronouns);
+        let wanted: HashSet<String> = emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let properties = mapping::read_properties(key).join(",");
+        let mut found = HashMap::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0usize;
+        loop {
+            let unresolved = wanted.len() - found.len();
+            if unresolved == 0 {
+                return Ok(Some(found));
+            }
+            if pages + 1 > unresolved.div_ceil(BATCH_LIMIT) {
+                return Ok(None);
+            }
+            let mut query = vec![
+                ("limit", BATCH_LIMIT.to_string()),
+                ("properties", properties.clone()),
+                ("archived", "false".to_string()),
+            ];
+            if let Some(a) = &after {
+                query.push(("after", a.clone()));
+            }
+            let (status, body) = self
+                .call(
+                    Lane::Standard,
+                    Method::GET,
+                    "/crm/v3/objects/contacts",
+                    &query,
+                    None,
+                )
+                .await?;
+            if status != StatusCode::OK {
+                return Err(error_for(status, &body));
+            }
+            pages += 1;
+            for item in body["results"].as_array().into_iter().flatten() {
+                let record = Self::parse_object(item.clone(), key)?;
+                if let Some(email) = record.fields.email.as_deref() {
+                    let email = email.trim().to_lowercase();
+                    if wanted.contains(&email) {
+                        found.insert(email, record);
+                    }
+                }
+            }
+            match body["paging"]["next"]["after"].as_str() {
+                Some(a) if !a.is_empty() => after = Some(a.to_string()),
+                _ => return Ok(Some(found)),
+            }
+        }
+    }
+
     /// `POST /crm/v3/objects/contacts/batch/read`, 100 inputs per call, by record id or by a
     /// unique property (`id_property`). Inputs that match nothing are absent (HubSpot's 207).
     pub(super) async fn batch_read(

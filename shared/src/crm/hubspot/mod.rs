@@ -514,6 +514,14 @@ impl CrmClient for HubSpotClient {
             .collect())
     }
 
+    async fn email_index(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
+        self.contacts_index(ctx, emails).await
+    }
+
     /// Batch upsert keyed by email, 100 inputs per call: a create repeated after a lost answer
     /// updates the record it made instead of making a second.
     async fn create_many(

@@ -531,6 +531,14 @@ impl CrmClient for PipedriveClient {
         self.find_persons_by_email(ctx, emails).await
     }
 
+    async fn email_index(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
+        self.persons_index(ctx, emails).await
+    }
+
     #[tracing::instrument(name = "pipedrive.changed_since", skip_all, fields(tenant = %ctx.tenant))]
     async fn changed_since(
         &self,

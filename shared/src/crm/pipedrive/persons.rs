@@ -284,61 +284,15 @@ impl PipedriveClient {
 
     /// The persons with these emails, keyed by the email lowercased: from the listing while
     /// listing is cheaper in tokens than one search per email left (the listing does not lag
-    /// like the search; of two persons with one email the one whose primary email it is wins,
-    /// then the oldest), else searched.
+    /// like the search), else searched.
     pub(super) async fn find_persons_by_email(
         &self,
         ctx: &CrmContext,
         emails: &[String],
     ) -> Result<HashMap<String, CrmRecord>, CrmError> {
         let (pronouns, job) = self.slots(ctx).await?;
-        let mut wanted: Vec<String> = Vec::new();
-        for e in emails.iter().map(|e| e.trim().to_lowercase()) {
-            if !e.is_empty() && !wanted.contains(&e) {
-                wanted.push(e);
-            }
-        }
-        let wanted_set: HashSet<&String> = wanted.iter().collect();
-        let mut index: HashMap<String, Person> = HashMap::new();
-        let mut complete = false;
-        let mut cursor: Option<String> = None;
-        let mut pages = 0u64;
-        loop {
-            let unresolved = wanted.iter().filter(|e| !index.contains_key(*e)).count() as u64;
-            if unresolved == 0
-                || (pages + 1) * Op::ListPersons.cost() > unresolved * Op::SearchPersons.cost()
-            {
-                break;
-            }
-            let mut query = vec![("limit", self.cfg.page_limit.to_string())];
-            if let Some(c) = &cursor {
-                query.push(("cursor", c.clone()));
-            }
-            let (status, persons, next, body) = self.list_page(&query).await?;
-            if status != StatusCode::OK {
-                return Err(error_for(status, &body));
-            }
-            pages += 1;
-            for p in persons.into_iter().filter(|p| !p.is_deleted) {
-                for e in &p.emails {
-                    let key = e.value.trim().to_lowercase();
-                    // Primary first, then the oldest (as the search's pick).
-                    let rank = |q: &Person| (!q.has_primary_email(&key), q.id);
-                    if wanted_set.contains(&key)
-                        && index.get(&key).is_none_or(|q| rank(q) > rank(&p))
-                    {
-                        index.insert(key, p.clone());
-                    }
-                }
-            }
-            match next {
-                Some(c) => cursor = Some(c),
-                None => {
-                    complete = true;
-                    break;
-                }
-            }
-        }
+        let wanted = distinct_emails(emails);
+        let (mut index, complete) = self.list_by_email(&wanted).await?;
         let mut out = HashMap::new();
         for e in wanted {
             let person = match index.remove(&e) {
@@ -353,6 +307,78 @@ impl PipedriveClient {
             }
         }
         Ok(out)
+    }
+
+    /// The persons with these emails from one whole listing, or `None` when listing every
+    /// person would cost more tokens than searching these emails.
+    pub(super) async fn persons_index(
+        &self,
+        ctx: &CrmContext,
+        emails: &[String],
+    ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
+        let (pronouns, job) = self.slots(ctx).await?;
+        let wanted = distinct_emails(emails);
+        let (index, complete) = self.list_by_email(&wanted).await?;
+        if !complete {
+            return Ok(None);
+        }
+        Ok(Some(
+            index
+                .into_iter()
+                .map(|(e, p)| {
+                    self.remember(&ctx.tenant, &p);
+                    (e, Self::record(&p, pronouns.as_deref(), &job))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Lists persons page by page while the listing costs fewer tokens than one search per
+    /// email not found yet, keeping the persons with a wanted email (of two persons with one
+    /// email the one whose primary email it is wins, then the oldest, as the search's pick).
+    /// Whether the listing reached its end.
+    async fn list_by_email(
+        &self,
+        wanted: &[String],
+    ) -> Result<(HashMap<String, Person>, bool), CrmError> {
+        let wanted_set: HashSet<&String> = wanted.iter().collect();
+        let mut index: HashMap<String, Person> = HashMap::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0u64;
+        loop {
+            let unresolved = wanted.iter().filter(|e| !index.contains_key(*e)).count() as u64;
+            // Every wanted email found: the rest of the listing cannot change the answer.
+            if unresolved == 0 {
+                return Ok((index, true));
+            }
+            if (pages + 1) * Op::ListPersons.cost() > unresolved * Op::SearchPersons.cost() {
+                return Ok((index, false));
+            }
+            let mut query = vec![("limit", self.cfg.page_limit.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let (status, persons, next, body) = self.list_page(&query).await?;
+            if status != StatusCode::OK {
+                return Err(error_for(status, &body));
+            }
+            pages += 1;
+            for p in persons.into_iter().filter(|p| !p.is_deleted) {
+                for e in &p.emails {
+                    let key = e.value.trim().to_lowercase();
+                    let rank = |q: &Person| (!q.has_primary_email(&key), q.id);
+                    if wanted_set.contains(&key)
+                        && index.get(&key).is_none_or(|q| rank(q) > rank(&p))
+                    {
+                        index.insert(key, p.clone());
+                    }
+                }
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok((index, true)),
+            }
+        }
     }
 
     /// Persons with `update_time >= since` in `update_time` order, `MAX_PAGE` per page. Within
@@ -424,4 +450,14 @@ impl PipedriveClient {
             has_more,
         })
     }
+}
+
+/// The emails trimmed and lowercased, each once, empty ones left out.
+fn distinct_emails(emails: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    emails
+        .iter()
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty() && seen.insert(e.clone()))
+        .collect()
 }

@@ -815,10 +815,11 @@ async fn sync_now_continues_itself_past_its_time_budget() {
     assert_eq!(f.hubspot.records().len(), 350);
     assert_eq!(f.pipedrive.records().len(), 350);
     assert!(progress.errors.is_empty(), "{progress:?}");
+    assert_eq!(progress.polled, [Provider::HubSpot, Provider::Pipedrive]);
     assert_eq!(
-        progress.rounds, 6,
-        "HubSpot 250 left (100, 100, 50), Pipedrive 350 (100, 100, 100, 50); the job that \
-         finishes HubSpot goes on with Pipedrive: 6 jobs: {progress:?}"
+        progress.rounds, 4,
+        "both CRMs backfill in every job: HubSpot 250 left (100, 100, 50) alongside Pipedrive \
+         350 (100, 100, 100, 50): 4 jobs: {progress:?}"
     );
 }
 
