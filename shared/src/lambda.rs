@@ -112,12 +112,15 @@ pub struct PollReport {
     /// Tenant × CRM polls run.
     pub polls: usize,
     pub enqueued: usize,
+    /// Sync Now backfills resumed after the daily budget they waited for reset.
+    pub resumed: usize,
     pub errors: Vec<String>,
 }
 
 /// `pipedrive-poll`: the EventBridge schedule. Polls every CRM of every tenant (Pipedrive and
 /// HubSpot alike: a change whose webhook was lost is found within one period, not at the next
-/// Sync Now) and enqueues what changed. One tenant's failing poll does not stop the others.
+/// Sync Now) and enqueues what changed; resumes a tenant's first sync that waited for a
+/// CRM's daily budget once it reset. One tenant's failing poll does not stop the others.
 ///
 /// `deadline` (see [`job_deadline`]) bounds the polls: one whose wait would cross it stops
 /// there (its cursor at the last page enqueued, so the next run goes on from it), and polls
@@ -140,6 +143,13 @@ pub async fn handle_schedule(
     };
     for tenant in tenants {
         report.tenants += 1;
+        match service.resume_waiting(&tenant, queue).await {
+            Ok(resumed) => report.resumed += usize::from(resumed),
+            Err(e) => {
+                warn!(%tenant, error = %e, "could not resume the waiting backfill");
+                report.errors.push(format!("{tenant} resume: {e}"));
+            }
+        }
         for provider in service.tenants.providers(&tenant) {
             if deadline.is_some_and(|d| Instant::now() + MIN_JOB_TIME > d) {
                 warn!(%tenant, %provider, "no time left in this run; polled by the next");

@@ -123,7 +123,7 @@ impl ProviderStats {
 }
 
 /// Progress of a Sync Now run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncNowProgress {
     pub running: bool,
     pub phase: String,
@@ -141,6 +141,25 @@ pub struct SyncNowProgress {
     /// early is polled while the others still backfill).
     #[serde(default)]
     pub polled: Vec<Provider>,
+    /// Contacts a CRM's spent daily budget holds back; the backfill goes on by itself when
+    /// the budget resets (the schedule resumes it).
+    #[serde(default)]
+    pub waiting: Vec<BudgetWait>,
+}
+
+/// A first sync larger than a day's budget: what waits for which CRM, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BudgetWait {
+    pub provider: Provider,
+    /// Contacts not in the CRM yet.
+    pub contacts: usize,
+    /// When the CRM's budget resets and the backfill goes on.
+    pub resume_at: DateTime<Utc>,
+    /// What one contact cost so far (tokens), when the client counts them.
+    pub cost_per_contact: Option<f64>,
+    /// When the last of them should be in: a day's budget a day from `resume_at`, at the
+    /// cost per contact measured so far (unknown without a daily budget or a measured cost).
+    pub done_by: Option<DateTime<Utc>>,
 }
 
 /// A sync problem of a contact that has no link yet (e.g. the create failed).
@@ -528,6 +547,16 @@ pub trait CrmClient: Send + Sync {
             }
         }
         Ok(out)
+    }
+
+    /// Tokens this client allows itself per day (`None`: no daily budget of its own).
+    fn daily_budget(&self) -> Option<u64> {
+        None
+    }
+
+    /// Tokens this client spent since it started, where the CRM prices calls in tokens.
+    fn tokens_spent(&self) -> Option<u64> {
+        None
     }
 
     /// The live records whose email is one of `emails`, keyed by the email lowercased, from

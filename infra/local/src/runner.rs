@@ -290,7 +290,8 @@ async fn worker_loop(
     }
 }
 
-/// The local stand-in for the EventBridge schedule: polls every CRM of every tenant.
+/// The local stand-in for the EventBridge schedule: polls every CRM of every tenant and resumes
+/// a first sync whose CRM budget has reset.
 async fn poll_schedule(
     service: SyncService,
     store: EmbeddedStore,
@@ -306,6 +307,10 @@ async fn poll_schedule(
         }
         let tenants: Vec<_> = service.tenants.all().into_iter().map(|t| t.id).collect();
         for tenant in tenants {
+            // A first sync that waited for a CRM's daily budget goes on after the reset.
+            if let Err(e) = service.resume_waiting(&tenant, &store).await {
+                tracing::warn!(%tenant, error = %e, "could not resume the waiting backfill");
+            }
             for provider in service.tenants.providers(&tenant) {
                 if let Err(e) = service.poll(&tenant, provider, &store, 20).await {
                     tracing::warn!(%tenant, %provider, error = %e, "poll failed");

@@ -7,15 +7,14 @@ use tracing::info;
 
 use super::{Known, SyncService};
 use crate::domain::{
-    ChangeEvent, ChangeKind, Contact, ContactFields, ContactLink, FieldSupport, Job, LinkStatus,
-    Origin, Provider, TenantId,
+    ChangeEvent, ChangeKind, ContactLink, FieldSupport, Job, LinkStatus, Origin, Provider, TenantId,
 };
-use crate::engine;
-use crate::error::{CrmError, StoreError, SyncError};
-use crate::ports::{ChangedRecord, CrmClient, CrmContext, JobQueue, SyncNowProgress};
+use crate::error::{CrmError, SyncError};
+use crate::ports::{ChangedRecord, JobQueue, SyncNowProgress};
 
+mod backfill;
 mod index;
-use index::BackfillIndex;
+mod wait;
 
 /// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
 const MAX_RECONCILE_ROUNDS: u32 = 500;
@@ -94,31 +93,46 @@ impl SyncService {
         // slowest CRM's share, not the sum of them. A CRM whose backfill is through is polled
         // at once (once per Sync Now), while the others go on.
         let providers = self.tenants.providers(tenant);
+        // A CRM waiting for its daily budget's reset is resumed by the schedule, not here.
         let todo: Vec<Provider> = providers
             .iter()
             .filter(|p| !progress.polled.contains(p))
+            .filter(|p| !progress.waiting.iter().any(|w| w.provider == **p))
             .copied()
             .collect();
         progress.phase = format!("backfill {}", names(&todo));
         self.state.save_sync_now_progress(tenant, &progress).await?;
         let outcomes = futures::future::join_all(todo.iter().map(|&provider| async move {
+            let client = self.tenants.client(tenant, provider);
+            let spent_before = client.as_ref().and_then(|c| c.tokens_spent());
             let backfill = self.backfill(tenant, provider, Some(deadline)).await;
-            let poll = match backfill {
-                Ok((_, true)) => None,
+            if let Err(SyncError::Crm(e)) = &backfill {
+                let _ = self.hold_for_budget(tenant, provider, e).await;
+            }
+            let spent = spent_before
+                .zip(client.as_ref().and_then(|c| c.tokens_spent()))
+                .map(|(before, after)| after.saturating_sub(before));
+            // A spent daily budget: the CRM waits for the reset (polled after it).
+            let paused = self.paused_until(tenant, provider).await.ok().flatten();
+            let poll = match (&backfill, paused) {
+                (_, Some(_)) | (Ok((_, true)), _) => None,
                 _ => Some(self.poll(tenant, provider, queue, 50).await),
             };
-            (provider, backfill, poll)
+            (provider, backfill, poll, paused, spent)
         }))
         .await;
         let mut more = Vec::new();
-        for (provider, backfill, poll) in outcomes {
+        for (provider, backfill, poll, paused, spent) in outcomes {
+            let mut linked = 0;
             match backfill {
                 Ok((n, cut)) => {
                     progress.backfilled += n;
-                    if cut {
+                    linked = n;
+                    if cut && paused.is_none() {
                         more.push(provider);
                     }
                 }
+                Err(SyncError::Crm(CrmError::QuotaExhausted { .. })) if paused.is_some() => {}
                 Err(e) => progress.errors.push(format!("{provider} backfill: {e}")),
             }
             if let Some(poll) = poll {
@@ -127,6 +141,13 @@ impl SyncService {
                     Ok(n) => progress.enqueued += n,
                     Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
                 }
+            }
+            if let Some(until) = paused {
+                let cost = spent
+                    .filter(|_| linked > 0)
+                    .map(|t| t as f64 / linked as f64);
+                let wait = self.budget_wait(tenant, provider, until, cost).await?;
+                progress.waiting.push(wait);
             }
         }
         if !more.is_empty() && progress.rounds < MAX_RECONCILE_ROUNDS {
@@ -187,8 +208,13 @@ impl SyncService {
         }
         progress.enqueued += jobs.len();
         progress.running = false;
-        progress.phase = "done".into();
-        progress.finished_at = Some(self.now());
+        if progress.waiting.is_empty() {
+            progress.phase = "done".into();
+            progress.finished_at = Some(self.now());
+        } else {
+            let waiting: Vec<Provider> = progress.waiting.iter().map(|w| w.provider).collect();
+            progress.phase = format!("waiting for the daily budget of {}", names(&waiting));
+        }
         self.state.save_sync_now_progress(tenant, &progress).await?;
         info!(%tenant, backfilled = progress.backfilled, enqueued = progress.enqueued, errors = progress.errors.len(), "sync now finished");
         Ok(progress)
@@ -371,267 +397,5 @@ impl SyncService {
             info!(%tenant, %provider, gone = jobs.len(), "Sync Now found records deleted in the CRM");
         }
         Ok(jobs.len())
-    }
-
-    /// First sync of a tenant's unlinked contacts with one CRM, in chunks of 100: the chunk's
-    /// emails are looked up in one batch (HubSpot: batch read by email); a contact whose email
-    /// the CRM has goes through the per-contact path (the engine decides, conflicts are logged,
-    /// a record linked to another contact is never taken over); the others are created in one
-    /// batch (HubSpot: batch upsert), each under an intent claimed first, as single creates are.
-    /// Returns how many contacts were linked, and whether the deadline cut the backfill short.
-    pub async fn backfill(
-        &self,
-        tenant: &TenantId,
-        provider: Provider,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(usize, bool), SyncError> {
-        let cfg = self.tenant(tenant).await?;
-        let Some(client) = self.tenants.client(tenant, provider) else {
-            return Ok((0, false));
-        };
-        self.ensure_not_paused(tenant, provider).await?;
-        let ctx = self.crm_context(tenant, client.as_ref()).await?;
-        // The index may lag: a contact it shows unlinked is checked again by key below.
-        let linked: std::collections::HashSet<String> = self
-            .links
-            .links_for_tenant(tenant)
-            .await?
-            .into_iter()
-            .filter(|l| l.provider == provider)
-            .map(|l| l.contact_id)
-            .collect();
-        let mut pending = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.contacts.list(tenant, after.as_deref(), 500).await?;
-            pending.extend(
-                page.items
-                    .into_iter()
-                    .filter(|c| !linked.contains(&c.id) && c.fields.email.is_some()),
-            );
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        let mut index = match self
-            .backfill_index(tenant, provider, client.as_ref(), &ctx, &pending)
-            .await
-        {
-            Ok(index) => index,
-            Err(e) if e.is_out_of_time() => return Ok((0, true)),
-            Err(e) => return Err(e),
-        };
-        let mut done = 0;
-        for (i, chunk) in pending.chunks(100).enumerate() {
-            if i > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok((done, true));
-            }
-            // What the index covers is not looked up again; a contact changed since the
-            // listing (its email may be another now) is.
-            let covered = |c: &Contact| index.as_ref().is_some_and(|x| x.covers(c));
-            let emails: Vec<String> = chunk
-                .iter()
-                .filter(|c| !covered(c))
-                .filter_map(|c| c.fields.email.clone())
-                .collect();
-            let mut found = if emails.is_empty() {
-                Default::default()
-            } else {
-                match client.find_many_by_email(&ctx, &emails).await {
-                    Ok(found) => found,
-                    Err(e @ CrmError::OutOfTime { .. }) => {
-                        info!(%tenant, %provider, "{e}; the backfill goes on in the next round");
-                        return Ok((done, true));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            // A contact that ran out of time is taken up again by the next round.
-            let mut cut_short = false;
-            let mut fresh = Vec::new();
-            for contact in chunk {
-                let email = contact.fields.email.as_deref().unwrap_or_default();
-                let email = email.trim().to_lowercase();
-                let known = match index.as_mut().filter(|x| x.covers(contact)) {
-                    Some(x) => x.take(&email),
-                    // Listed as unlinked: if a link appeared since, the record is read again.
-                    None => found.remove(&email).map(|record| Known {
-                        id: record.id.clone(),
-                        record: Some(record),
-                        link_version: None,
-                    }),
-                };
-                match known {
-                    Some(known) => {
-                        match self
-                            .sync_pair_retrying(
-                                &cfg,
-                                client.as_ref(),
-                                &contact.id,
-                                Some(known),
-                                &[],
-                            )
-                            .await
-                        {
-                            Ok(_) => done += 1,
-                            Err(err) => {
-                                cut_short |= err.is_out_of_time();
-                                self.record_failure(tenant, &contact.id, provider, &err)
-                                    .await
-                            }
-                        }
-                    }
-                    None => fresh.push(contact),
-                }
-            }
-            let (created, cut) = self
-                .create_unlinked(tenant, client.as_ref(), &ctx, &fresh)
-                .await?;
-            done += created;
-            if cut_short || cut {
-                info!(%tenant, %provider, done, "out of time; the backfill goes on in the next round");
-                return Ok((done, true));
-            }
-        }
-        Ok((done, false))
-    }
-
-    /// The CRM's email index for this backfill: the one an earlier round of the running Sync
-    /// Now listed while it is fresh, else one listing now (kept for the next rounds), or `None`
-    /// where listing costs more than looking the emails up chunk by chunk.
-    async fn backfill_index(
-        &self,
-        tenant: &TenantId,
-        provider: Provider,
-        client: &dyn CrmClient,
-        ctx: &CrmContext,
-        pending: &[Contact],
-    ) -> Result<Option<BackfillIndex>, SyncError> {
-        if pending.is_empty() {
-            return Ok(None);
-        }
-        let name = index::cursor_name(provider);
-        let now = self.now();
-        // Kept only within one Sync Now: a later one lists again.
-        let run_started = self
-            .state
-            .sync_now_progress(tenant)
-            .await?
-            .filter(|p| p.running)
-            .and_then(|p| p.started_at);
-        if let Some(started) = run_started
-            && let Some(kept) = self.state.cursor(tenant, &name).await?
-            && let Some(kept) = BackfillIndex::restore(&kept, started, now)
-        {
-            return Ok(Some(kept));
-        }
-        let emails: Vec<String> = pending
-            .iter()
-            .filter_map(|c| c.fields.email.clone())
-            .collect();
-        let Some(records) = client.email_index(ctx, &emails).await? else {
-            return Ok(None);
-        };
-        let index = BackfillIndex::new(now, records);
-        if run_started.is_some()
-            && let Some(kept) = index.to_kept()
-        {
-            self.state.set_cursor(tenant, &name, &kept).await?;
-        }
-        info!(%tenant, %provider, matches = index.len(), "listed the CRM's emails for the backfill");
-        Ok(Some(index))
-    }
-
-    /// Creates the records of contacts the CRM does not have, in one batch, each under an
-    /// intent: a contact another worker is syncing (or one linked already, which the lagging
-    /// index missed) is left to it. Returns how many were linked, and whether the job's
-    /// deadline left some uncreated (their intents withdrawn, for the next round).
-    async fn create_unlinked(
-        &self,
-        tenant: &TenantId,
-        client: &dyn CrmClient,
-        ctx: &CrmContext,
-        contacts: &[&Contact],
-    ) -> Result<(usize, bool), SyncError> {
-        let provider = client.provider();
-        let support = ctx.support();
-        let now = self.now();
-        let mut claimed = Vec::new();
-        for &contact in contacts {
-            if contact.deleted {
-                continue;
-            }
-            let mut fields = contact.fields.clone().normalized();
-            if !support.pronouns {
-                fields.pronouns = None;
-            }
-            let intent = ContactLink::intent(tenant, &contact.id, provider, fields.clone(), now);
-            match self.links.put_link(&intent).await {
-                Ok(intent) => claimed.push((contact, fields, intent)),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if claimed.is_empty() {
-            return Ok((0, false));
-        }
-        let inputs: Vec<ContactFields> = claimed.iter().map(|(_, f, _)| f.clone()).collect();
-        let results = match client.create_many(ctx, &inputs).await {
-            Ok(results) => results,
-            Err(e) => {
-                for (_, _, intent) in &claimed {
-                    self.settle_failed_create(intent, &e).await?;
-                }
-                if let CrmError::OutOfTime { .. } = e {
-                    return Ok((0, true));
-                }
-                return Err(e.into());
-            }
-        };
-        let mut done = 0;
-        let mut cut = false;
-        for ((contact, sent, intent), result) in claimed.into_iter().zip(results) {
-            match result {
-                Ok(record) => {
-                    let warnings = if !support.pronouns && contact.fields.pronouns.is_some() {
-                        vec![engine::pronouns_warning(provider)]
-                    } else {
-                        Vec::new()
-                    };
-                    let moved = self.links.rekey_link(&intent, &record.id).await?;
-                    // What we sent is what both sides now agree on.
-                    let link = ContactLink {
-                        version: moved.version,
-                        ..ContactLink::synced(
-                            tenant,
-                            &contact.id,
-                            provider,
-                            &record.id,
-                            record.updated_at,
-                            sent,
-                            warnings,
-                            self.now(),
-                        )
-                    };
-                    self.links.put_link(&link).await?;
-                    self.state
-                        .set_issue(tenant, &contact.id, provider, None)
-                        .await?;
-                    self.state
-                        .record_outcome(tenant, provider, Ok(()), 0)
-                        .await?;
-                    done += 1;
-                }
-                Err(err) => {
-                    self.settle_failed_create(&intent, &err).await?;
-                    let err = SyncError::from(err);
-                    cut |= err.is_out_of_time();
-                    self.record_failure(tenant, &contact.id, provider, &err)
-                        .await;
-                }
-            }
-        }
-        Ok((done, cut))
     }
 }

@@ -85,6 +85,10 @@ impl Budget {
         }
     }
 
+    pub(super) fn daily(&self) -> Option<u64> {
+        self.daily
+    }
+
     pub(super) fn tokens_spent(&self) -> u64 {
         *self.spent_total.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -539,6 +539,14 @@ impl CrmClient for PipedriveClient {
         self.persons_index(ctx, emails).await
     }
 
+    fn daily_budget(&self) -> Option<u64> {
+        self.budget.daily()
+    }
+
+    fn tokens_spent(&self) -> Option<u64> {
+        Some(self.budget.tokens_spent())
+    }
+
     #[tracing::instrument(name = "pipedrive.changed_since", skip_all, fields(tenant = %ctx.tenant))]
     async fn changed_since(
         &self,

@@ -231,3 +231,81 @@ async fn a_backfill_stops_at_the_job_s_deadline_and_the_next_round_goes_on() {
     assert_eq!((linked + rest, more), (10, false));
     assert_eq!(f.pipedrive.records().len(), 10, "no duplicate");
 }
+
+/// A first sync larger than a CRM's daily budget: the backfill of that CRM stops there (the
+/// contacts that wait are not failures), Sync Now says how many wait for which CRM and until
+/// when, the other CRM goes on, and the schedule resumes the backfill after the reset.
+#[tokio::test]
+async fn a_spent_daily_budget_holds_the_backfill_until_the_reset_then_it_resumes() {
+    let f = fixture(true).await;
+    for i in 0..150 {
+        create_app_contact(&f, &format!("c{i:03}"), &format!("b{i}@x.io"), "B").await;
+    }
+    // A clock the test moves: the budget resets in an hour.
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let moved = offset.clone();
+    let service = f.service.clone().with_clock(Arc::new(move || {
+        Utc::now() + chrono::Duration::seconds(moved.load(std::sync::atomic::Ordering::SeqCst))
+    }));
+    let reset = Utc::now() + chrono::Duration::hours(1);
+    f.pipedrive.fail_with(Some(CrmError::QuotaExhausted {
+        provider: Provider::Pipedrive,
+        until: reset,
+    }));
+    let q: &dyn JobQueue = &f.store;
+    let drain = |service: SyncService| async move {
+        for _ in 0..50 {
+            if worker::run_once(&service, q, 10).await.unwrap() == 0 {
+                break;
+            }
+        }
+    };
+    f.store
+        .enqueue(&[Job::Reconcile {
+            tenant: tenant(),
+            round: 1,
+        }])
+        .await
+        .unwrap();
+    drain(service.clone()).await;
+    let progress = service.sync_now_progress(&tenant()).await.unwrap().unwrap();
+    assert_eq!(progress.phase, "waiting for the daily budget of pipedrive");
+    assert!(
+        !progress.running && progress.finished_at.is_none(),
+        "{progress:?}"
+    );
+    assert_eq!(progress.waiting.len(), 1, "{progress:?}");
+    let wait = &progress.waiting[0];
+    assert_eq!(
+        (wait.provider, wait.contacts, wait.resume_at),
+        (Provider::Pipedrive, 150, reset)
+    );
+    assert!(progress.errors.is_empty(), "{progress:?}");
+    assert_eq!(progress.polled, [Provider::HubSpot]);
+    assert_eq!(f.hubspot.records().len(), 150, "HubSpot went on");
+    assert!(f.pipedrive.records().is_empty());
+    for c in ["c000", "c077", "c149"] {
+        assert!(
+            f.store.issues(&tenant(), c).await.unwrap().is_empty(),
+            "waiting contacts are not failures"
+        );
+    }
+    // Before the reset, the schedule leaves it alone.
+    assert!(!service.resume_waiting(&tenant(), q).await.unwrap());
+
+    // After it, the schedule resumes the backfill by itself.
+    f.pipedrive.fail_with(None);
+    offset.store(2 * 3600, std::sync::atomic::Ordering::SeqCst);
+    assert!(service.resume_waiting(&tenant(), q).await.unwrap());
+    assert!(
+        !service.resume_waiting(&tenant(), q).await.unwrap(),
+        "resumed once"
+    );
+    drain(service.clone()).await;
+    let progress = service.sync_now_progress(&tenant()).await.unwrap().unwrap();
+    assert_eq!(progress.phase, "done", "{progress:?}");
+    assert!(progress.waiting.is_empty(), "{progress:?}");
+    assert_eq!(progress.backfilled, 300);
+    assert_eq!(progress.polled, [Provider::HubSpot, Provider::Pipedrive]);
+    assert_eq!(f.pipedrive.records().len(), 150);
+}
