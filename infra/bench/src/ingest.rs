@@ -150,13 +150,12 @@ pub async fn run(events: usize) -> anyhow::Result<Vec<Figure>> {
         queued == events,
         "{queued} of {events} HubSpot events queued"
     );
-    figures.push(Figure {
-        name: "ingest: HubSpot webhook events/s, one core".into(),
-        value: hubspot,
-        unit: "ev/s",
-        bound: GOAL,
-        higher_is_better: true,
-    });
+    figures.push(Figure::higher(
+        "ingest: HubSpot webhook events/s, one core",
+        hubspot,
+        "ev/s",
+        GOAL,
+    ));
 
     let pipedrive = drive(&router, pipedrive_requests(events), events).await?;
     let queued = store.depth(&tenant).await?.jobs;
@@ -165,13 +164,12 @@ pub async fn run(events: usize) -> anyhow::Result<Vec<Figure>> {
         "{} of {events} Pipedrive events queued",
         queued - events
     );
-    figures.push(Figure {
-        name: "ingest: Pipedrive webhook events/s, one core".into(),
-        value: pipedrive,
-        unit: "ev/s",
-        bound: GOAL,
-        higher_is_better: true,
-    });
+    figures.push(Figure::higher(
+        "ingest: Pipedrive webhook events/s, one core",
+        pipedrive,
+        "ev/s",
+        GOAL,
+    ));
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
