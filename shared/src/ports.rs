@@ -244,6 +244,20 @@ pub trait Dedupe: Send + Sync {
         key: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+    /// Marks several event keys as seen at once (a webhook delivery's events); per key, true
+    /// when it was not seen within `ttl`. A store that can do them in one transaction does.
+    async fn first_sightings(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.first_sighting(tenant, key, ttl).await?);
+        }
+        Ok(out)
+    }
     /// Forgets a sighting (the event could not be enqueued: its redelivery must get through).
     async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 }

@@ -80,6 +80,7 @@ contract!(
     racing_health_updates_lose_none,
     the_conflict_log_is_newest_first_and_per_tenant,
     dedupe_marks_a_delivery_once_until_forgotten,
+    dedupe_marks_a_delivery_s_events_together,
     field_keys_and_issues_are_per_crm,
     the_first_field_key_stored_wins,
     the_registry_keeps_one_record_per_tenant,
@@ -507,6 +508,29 @@ async fn dedupe_marks_a_delivery_once_until_forgotten(s: impl Store) {
         s.first_sighting(&t, "evt-2", Duration::from_secs(1))
             .await
             .unwrap()
+    );
+}
+
+async fn dedupe_marks_a_delivery_s_events_together(s: impl Store) {
+    let t = tenant();
+    let day = Duration::from_secs(24 * 3600);
+    assert!(s.first_sighting(&t, "batch-2", day).await.unwrap());
+    let keys: Vec<String> = ["batch-1", "batch-2", "batch-3", "batch-1"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        s.first_sightings(&t, &keys, day).await.unwrap(),
+        [true, false, true, false],
+        "seen before, and seen earlier in the same delivery"
+    );
+    assert_eq!(
+        s.first_sightings(&t, &keys[..1], day).await.unwrap(),
+        [false],
+        "a redelivery is dropped"
+    );
+    assert_eq!(
+        s.first_sightings(&t, &[], day).await.unwrap(),
+        Vec::<bool>::new()
     );
 }
 

@@ -57,6 +57,21 @@ pub trait StateKv: Send + Sync {
         value: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+    /// `kv_put_new` of several keys (in one transaction where the store has them); per key,
+    /// true when stored.
+    async fn kv_put_new_many(
+        &self,
+        partition: &str,
+        keys: &[String],
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.kv_put_new(partition, key, value, ttl).await?);
+        }
+        Ok(out)
+    }
     async fn kv_delete(&self, partition: &str, key: &str) -> Result<(), StoreError>;
     /// The values of keys starting with `prefix`, in key order (reversed with `newest_first`),
     /// at most `limit`.
@@ -256,6 +271,16 @@ impl<K: StateKv> Dedupe for K {
     ) -> Result<bool, StoreError> {
         self.kv_put_new(tenant.as_str(), &format!("seen#{key}"), "1", ttl)
             .await
+    }
+
+    async fn first_sightings(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| format!("seen#{k}")).collect();
+        self.kv_put_new_many(tenant.as_str(), &keys, "1", ttl).await
     }
 
     async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {

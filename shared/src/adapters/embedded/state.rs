@@ -55,6 +55,37 @@ impl StateKv for EmbeddedStore {
         Ok(n == 1)
     }
 
+    async fn kv_put_new_many(
+        &self,
+        partition: &str,
+        keys: &[String],
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let mut out = Vec::with_capacity(keys.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO state (tenant, k, v, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant, k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at
+                     WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?5",
+                )
+                .map_err(backend)?;
+            for key in keys {
+                let n = stmt
+                    .execute(params![partition, key, value, expires, now])
+                    .map_err(backend)?;
+                out.push(n == 1);
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+
     async fn kv_delete(&self, partition: &str, key: &str) -> Result<(), StoreError> {
         self.db()
             .execute(

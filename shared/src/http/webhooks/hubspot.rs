@@ -129,28 +129,31 @@ pub async fn receive(
             }
         }
     };
-    for e in &events {
-        if e.is_own_write(app_id) {
+    // Our own writes are dropped; the others are marked seen together (one transaction
+    // where the store has them) and the first sightings go on.
+    let theirs: Vec<_> = events.iter().filter(|e| !e.is_own_write(app_id)).collect();
+    dropped += events.len() - theirs.len();
+    let keys: Vec<String> = theirs.iter().map(|e| e.dedupe_key()).collect();
+    let first = match state
+        .service
+        .state
+        .first_sightings(&tenant_id, &keys, DEDUPE_TTL)
+        .await
+    {
+        Ok(first) => first,
+        // Some may have been marked before the failure: all are forgotten (forgetting a
+        // duplicate's mark only lets a harmless trigger through again).
+        Err(err) => {
+            forget(keys).await;
+            return Err(err.into());
+        }
+    };
+    for ((e, key), first) in theirs.into_iter().zip(keys).zip(first) {
+        if !first {
             dropped += 1;
             continue;
         }
-        let key = e.dedupe_key();
-        match state
-            .service
-            .state
-            .first_sighting(&tenant_id, &key, DEDUPE_TTL)
-            .await
-        {
-            Ok(true) => marked.push(key),
-            Ok(false) => {
-                dropped += 1;
-                continue;
-            }
-            Err(err) => {
-                forget(marked).await;
-                return Err(err.into());
-            }
-        }
+        marked.push(key);
         match e.to_change(&tenant_id) {
             Some(c) => changes.push(c),
             None => dropped += 1,
