@@ -214,8 +214,24 @@ async fn our_daily_pipedrive_budget_holds_across_a_restart() {
     p.stop();
 
     // The simulators start afresh; the store (links, queue, limits) is the one from before.
+    // Sync Now's backfill of Pipedrive waits for the budget's reset, and says so.
     let p = LocalProcess::start(&dir, &env).await;
-    sync_now(&http, &p).await;
+    start_sync_now(&http, &p).await;
+    let progress = eventually(60, "Sync Now waiting for the budget", || async {
+        let status = get_json(&http, format!("{}/sync/status", p.url)).await;
+        let progress = status["sync_now"].clone();
+        (progress["running"] == false && progress["started_at"].is_string()).then_some(progress)
+    })
+    .await;
+    assert_eq!(
+        progress["phase"], "waiting for the daily budget of pipedrive",
+        "{progress}"
+    );
+    let wait = &progress["waiting"][0];
+    assert_eq!(wait["provider"], "pipedrive", "{progress}");
+    assert!(wait["contacts"].as_u64().unwrap() >= 1, "{progress}");
+    assert!(wait["resume_at"].is_string(), "{progress}");
+    assert_eq!(progress["errors"], json!([]), "{progress}");
     let after = pipedrive_at_rest(&http, &p).await;
     assert!(
         spent + after["tokens_used"].as_u64().unwrap() <= 300,

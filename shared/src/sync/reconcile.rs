@@ -171,8 +171,12 @@ impl SyncService {
                 Err(e) => progress.errors.push(format!("{provider} poll: {e}")),
             }
         }
-        // What is left of the round's time: records deleted with their webhook lost.
+        // What is left of the round's time: records deleted with their webhook lost (not in a
+        // CRM whose budget is spent: after its reset).
         for provider in self.tenants.providers(tenant) {
+            if progress.waiting.iter().any(|w| w.provider == provider) {
+                continue;
+            }
             progress.phase = format!("deleted records {provider}");
             self.state.save_sync_now_progress(tenant, &progress).await?;
             let since = progress.started_at;
