@@ -29,7 +29,7 @@ use shared::provision::{self, ClientKit, Preparation};
 use shared::sync::SyncService;
 use shared::tenant::{TenantConfig, Tenants};
 
-use crate::Figure;
+use crate::{Figure, cost};
 
 const KEY: &str = "bench-aws-key";
 const PIPEDRIVE_TOKEN: &str = "bench-pipedrive-oauth";
@@ -43,9 +43,21 @@ const WRITES_GOAL: f64 = 3.0;
 #[derive(Debug, Clone, Default)]
 struct Counter(Arc<Mutex<BTreeMap<String, u64>>>);
 
+/// Worker time spent on batches (µs), in the same map.
+const BUSY: &str = "worker µs";
+
 impl Counter {
     fn take(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn add_busy(&self, d: Duration) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(BUSY.into())
+            .or_default() += d.as_micros() as u64;
     }
 }
 
@@ -137,6 +149,14 @@ fn classify(counts: &BTreeMap<String, u64>) -> (u64, u64, u64) {
             "ChangeMessageVisibilityBatch",
         ]),
     )
+}
+
+/// One phase's counts: AWS requests by operation (and the worker's busy time), CRM requests
+/// and webhook deliveries to us.
+struct Phase {
+    aws: BTreeMap<String, u64>,
+    crm_requests: u64,
+    webhooks: u64,
 }
 
 struct Stack {
@@ -246,9 +266,13 @@ async fn stack() -> anyhow::Result<Stack> {
     let (s, q, c) = (service.clone(), queue.clone(), counter.clone());
     let worker = tokio::spawn(async move {
         loop {
+            let started = std::time::Instant::now();
             match shared::sync::worker::run_once(&s, q.as_ref(), 10).await {
-                // One receive brought these messages.
-                Ok(n) if n > 0 => c.count("ReceiveMessage".into()),
+                // One receive brought these messages; the time they took is an invocation's.
+                Ok(n) if n > 0 => {
+                    c.count("ReceiveMessage".into());
+                    c.add_busy(started.elapsed());
+                }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -297,6 +321,33 @@ impl Stack {
         Ok(res.json().await.unwrap_or(Value::Null))
     }
 
+    /// CRM requests and webhook deliveries so far (both simulators).
+    async fn crm_counts(&self) -> anyhow::Result<(u64, u64)> {
+        let hs = self
+            .sim(Method::GET, "/_sim/hubspot/stats", &Value::Null)
+            .await?;
+        let pd = self
+            .sim(Method::GET, "/_sim/pipedrive/stats", &Value::Null)
+            .await?;
+        let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+        Ok((
+            n(&hs, "requests") + n(&pd, "requests"),
+            n(&hs, "webhook_deliveries") + n(&pd, "webhook_deliveries"),
+        ))
+    }
+
+    /// What the phase since `since` cost; `since` moves to now.
+    async fn phase(&self, since: &mut (u64, u64)) -> anyhow::Result<Phase> {
+        let now = self.crm_counts().await?;
+        let phase = Phase {
+            aws: self.counter.take(),
+            crm_requests: now.0 - since.0,
+            webhooks: now.1 - since.1,
+        };
+        *since = now;
+        Ok(phase)
+    }
+
     /// The queue empty and no webhook on its way, several times in a row.
     async fn settled(&self) -> anyhow::Result<()> {
         let tenant = shared::TenantId::new("bench");
@@ -326,8 +377,9 @@ impl Stack {
 pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
     let s = stack().await?;
     let mut ids = Vec::new();
-    let mut counts: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
+    let mut counts: Vec<(&str, Phase)> = Vec::new();
     s.counter.take();
+    let mut crm = s.crm_counts().await?;
     for i in 0..n {
         let c = s
             .api(
@@ -340,7 +392,7 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
         ids.push(c["id"].as_str().context("no id")?.to_string());
         s.settled().await?;
     }
-    counts.push(("new contact", s.counter.take()));
+    counts.push(("new contact", s.phase(&mut crm).await?));
     let mut links = Vec::new();
     for id in &ids {
         let c = s
@@ -366,7 +418,7 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
         .await?;
         s.settled().await?;
     }
-    counts.push(("app edit", s.counter.take()));
+    counts.push(("app edit", s.phase(&mut crm).await?));
     for (i, (hs, _)) in links.iter().enumerate() {
         s.sim(
             Method::PATCH,
@@ -376,7 +428,7 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
         .await?;
         s.settled().await?;
     }
-    counts.push(("HubSpot edit", s.counter.take()));
+    counts.push(("HubSpot edit", s.phase(&mut crm).await?));
     for (i, (_, pd)) in links.iter().enumerate() {
         s.sim(
             Method::PATCH,
@@ -386,7 +438,7 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
         .await?;
         s.settled().await?;
     }
-    counts.push(("Pipedrive edit", s.counter.take()));
+    counts.push(("Pipedrive edit", s.phase(&mut crm).await?));
     let last = s
         .api(
             Method::GET,
@@ -402,8 +454,9 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
 
     let mut figures = Vec::new();
     let mut notes = Vec::new();
-    for (kind, c) in counts {
-        let (writes, reads, sqs) = classify(&c);
+    for (kind, phase) in counts {
+        let c = &phase.aws;
+        let (writes, reads, sqs) = classify(c);
         let per = |x: u64| x as f64 / n as f64;
         figures.push(Figure::lower(
             format!("aws: {kind}: DynamoDB writes per change"),
@@ -417,17 +470,40 @@ pub async fn run(n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
             "",
             3.0,
         ));
+        let cost = cost::per_million(&cost::Counts {
+            wru: per(writes) + per(c.get("TransactWriteItems").copied().unwrap_or(0)) * 3.0,
+            rru: per(reads),
+            sqs: per(sqs),
+            invocations: per(c.get("ReceiveMessage").copied().unwrap_or(0))
+                + 1.0
+                + per(phase.webhooks),
+            http_requests: 1.0 + per(phase.webhooks),
+            worker_ms: per(c.get(BUSY).copied().unwrap_or(0)) / 1000.0,
+            crm_requests: per(phase.crm_requests),
+        });
+        figures.push(Figure::lower(
+            format!("cost: {kind}: AWS $ per 1,000,000 changes"),
+            cost.total(),
+            "$",
+            2.0,
+        ));
         notes.push(format!(
             "aws {kind} (n={n}, echoes and CRM pacing included): DynamoDB {:.1} writes, {:.1} \
-             reads; SQS {:.1} requests; by operation per change: {}",
+             reads; SQS {:.1} requests; {:.1} CRM requests, {:.1} webhooks to us; worker {:.1} ms \
+             on moto; by operation per change: {}",
             per(writes),
             per(reads),
             per(sqs),
+            per(phase.crm_requests),
+            per(phase.webhooks),
+            per(c.get(BUSY).copied().unwrap_or(0)) / 1000.0,
             c.iter()
+                .filter(|(op, _)| op.as_str() != BUSY)
                 .map(|(op, k)| format!("{op} {:.1}", per(*k)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        notes.push(format!("cost {kind}: {cost}"));
     }
     Ok((figures, notes))
 }

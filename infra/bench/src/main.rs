@@ -14,11 +14,12 @@
 //! - `lambda`: the four bootstraps zipped, and their cold init on a Runtime API emulator.
 //!
 //! Usage: `cargo run --release -p contact-sync-bench -- [--contacts N] [--latency N]
-//! [--events N] [--workers N] [--only backfill,budget,steady,latency,ingest,aws,lambda]`
+//! [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,ingest,aws,lambda]`
 
 mod aws;
 mod backfill;
 mod budget;
+mod cost;
 mod ingest;
 mod lambda;
 mod latency;
@@ -81,7 +82,27 @@ fn num(v: f64) -> String {
     }
 }
 
-fn print(figures: &[Figure], notes: &[String]) {
+fn print(figures: &[Figure], notes: &[String], markdown: bool) {
+    if markdown {
+        println!("| figure | measured | bound | ratio |");
+        println!("| --- | ---: | ---: | ---: |");
+        for f in figures {
+            let cmp = if f.higher_is_better { "≥" } else { "≤" };
+            println!(
+                "| {} | {} {} | {cmp} {} | {}× |",
+                f.name,
+                num(f.value),
+                f.unit,
+                num(f.bound),
+                num(f.ratio())
+            );
+        }
+        println!();
+        for n in notes {
+            println!("- {n}");
+        }
+        return;
+    }
     println!(
         "{:<66} {:>12} {:>12} {:>8}",
         "figure", "measured", "bound", "ratio"
@@ -110,6 +131,7 @@ struct Args {
     events: usize,
     workers: usize,
     only: Option<Vec<String>>,
+    markdown: bool,
 }
 
 impl Args {
@@ -120,6 +142,7 @@ impl Args {
             events: 100_000,
             workers: 4,
             only: None,
+            markdown: false,
         };
         let mut args = std::env::args().skip(1);
         let number = |v: Option<String>, name: &str| -> anyhow::Result<usize> {
@@ -133,6 +156,7 @@ impl Args {
                 "--latency" => out.latency = number(args.next(), "--latency")?,
                 "--events" => out.events = number(args.next(), "--events")?,
                 "--workers" => out.workers = number(args.next(), "--workers")?,
+                "--markdown" => out.markdown = true,
                 "--only" => {
                     out.only = Some(
                         args.next()
@@ -144,7 +168,7 @@ impl Args {
                 }
                 other => anyhow::bail!(
                     "unknown argument {other:?} (usage: bench [--contacts N] [--latency N] \
-                     [--events N] [--workers N] [--only backfill,budget,steady,latency,ingest,aws,lambda])"
+                     [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,ingest,aws,lambda])"
                 ),
             }
         }
@@ -214,6 +238,6 @@ fn main() -> anyhow::Result<()> {
         figures.extend(f);
         notes.extend(n);
     }
-    print(&figures, &notes);
+    print(&figures, &notes, args.markdown);
     Ok(())
 }
