@@ -291,34 +291,13 @@ async fn stack() -> anyhow::Result<Stack> {
 
 impl Stack {
     async fn api(&self, method: Method, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.app))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await?;
-        ensure!(
-            res.status().is_success(),
-            "{method} {path}: {}",
-            res.status()
-        );
-        Ok(res.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.app);
+        crate::runner::send(&self.http, method, &url, Some(KEY), body).await
     }
 
     async fn sim(&self, method: Method, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.sim))
-            .json(body)
-            .send()
-            .await?;
-        ensure!(
-            res.status().is_success(),
-            "{method} {path}: {}",
-            res.status()
-        );
-        Ok(res.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.sim);
+        crate::runner::send(&self.http, method, &url, None, body).await
     }
 
     /// CRM requests and webhook deliveries so far (both simulators).

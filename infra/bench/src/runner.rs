@@ -92,34 +92,27 @@ impl Runner {
 
     /// `GET` of the app API with the key, as JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.app))
-            .bearer_auth(KEY)
-            .send()
-            .await?;
-        ensure!(res.status().is_success(), "GET {path}: {}", res.status());
-        Ok(res.json().await?)
+        let url = format!("{}{path}", self.app);
+        send(
+            &self.http,
+            reqwest::Method::GET,
+            &url,
+            Some(KEY),
+            &Value::Null,
+        )
+        .await
     }
 
     /// `POST` to the app API with the key; the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.app))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await?;
-        ensure!(res.status().is_success(), "POST {path}: {}", res.status());
-        Ok(res.json().await?)
+        let url = format!("{}{path}", self.app);
+        send(&self.http, reqwest::Method::POST, &url, Some(KEY), body).await
     }
 
     /// A simulator endpoint (`/_sim/...`), as JSON.
     pub async fn sim_get(&self, path: &str) -> anyhow::Result<Value> {
-        let res = self.http.get(format!("{}{path}", self.sim)).send().await?;
-        ensure!(res.status().is_success(), "GET {path}: {}", res.status());
-        Ok(res.json().await?)
+        self.sim_send(reqwest::Method::GET, path, &Value::Null)
+            .await
     }
 
     /// Sends `body` to a simulator endpoint with `method`.
@@ -129,19 +122,31 @@ impl Runner {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<Value> {
-        let res = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.sim))
-            .json(body)
-            .send()
-            .await?;
-        ensure!(
-            res.status().is_success(),
-            "{method} {path}: {}",
-            res.status()
-        );
-        Ok(res.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.sim);
+        send(&self.http, method, &url, None, body).await
     }
+}
+
+/// `method` `url` with a JSON `body` (and the API key as a bearer token when given); the JSON
+/// answer (null when it has none). Anything but a 2xx is an error.
+pub async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let mut req = http.request(method.clone(), url).json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await?;
+    ensure!(
+        res.status().is_success(),
+        "{method} {url}: {}",
+        res.status()
+    );
+    Ok(res.json().await.unwrap_or(Value::Null))
 }
 
 /// Polls `f` every 2 ms until it holds; the time it took.

@@ -10,6 +10,12 @@ use super::{EmbeddedStore, backend, now_ms};
 use crate::adapters::state::{StateKv, Update};
 use crate::error::StoreError;
 
+/// Stores `(?1 partition, ?2 key) = ?3` expiring at `?4` unless a live value is there (one
+/// whose expiry is after `?5`, now).
+const PUT_NEW: &str = "INSERT INTO state (tenant, k, v, expires_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (tenant, k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at
+     WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?5";
+
 #[async_trait]
 impl StateKv for EmbeddedStore {
     async fn kv_get(&self, partition: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -45,12 +51,7 @@ impl StateKv for EmbeddedStore {
         let expires = now + ttl.as_millis() as i64;
         let n = self
             .db()
-            .execute(
-                "INSERT INTO state (tenant, k, v, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (tenant, k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at
-                 WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?5",
-                params![partition, key, value, expires, now],
-            )
+            .execute(PUT_NEW, params![partition, key, value, expires, now])
             .map_err(backend)?;
         Ok(n == 1)
     }
@@ -68,13 +69,7 @@ impl StateKv for EmbeddedStore {
         let tx = db.transaction().map_err(backend)?;
         let mut out = Vec::with_capacity(keys.len());
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO state (tenant, k, v, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (tenant, k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at
-                     WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?5",
-                )
-                .map_err(backend)?;
+            let mut stmt = tx.prepare_cached(PUT_NEW).map_err(backend)?;
             for key in keys {
                 let n = stmt
                     .execute(params![partition, key, value, expires, now])

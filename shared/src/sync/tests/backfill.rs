@@ -253,21 +253,8 @@ async fn a_spent_daily_budget_holds_the_backfill_until_the_reset_then_it_resumes
         until: reset,
     }));
     let q: &dyn JobQueue = &f.store;
-    let drain = |service: SyncService| async move {
-        for _ in 0..50 {
-            if worker::run_once(&service, q, 10).await.unwrap() == 0 {
-                break;
-            }
-        }
-    };
-    f.store
-        .enqueue(&[Job::Reconcile {
-            tenant: tenant(),
-            round: 1,
-        }])
-        .await
-        .unwrap();
-    drain(service.clone()).await;
+    start_sync_now(q).await;
+    drain(&service, q).await;
     let progress = service.sync_now_progress(&tenant()).await.unwrap().unwrap();
     assert_eq!(progress.phase, "waiting for the daily budget of pipedrive");
     assert!(
@@ -301,7 +288,7 @@ async fn a_spent_daily_budget_holds_the_backfill_until_the_reset_then_it_resumes
         !service.resume_waiting(&tenant(), q).await.unwrap(),
         "resumed once"
     );
-    drain(service.clone()).await;
+    drain(&service, q).await;
     let progress = service.sync_now_progress(&tenant()).await.unwrap().unwrap();
     assert_eq!(progress.phase, "done", "{progress:?}");
     assert!(progress.waiting.is_empty(), "{progress:?}");

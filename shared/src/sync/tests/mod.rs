@@ -761,6 +761,25 @@ fn a_poll_without_values_trusts_only_timestamps_finer_than_a_second() {
     ));
 }
 
+/// Queues round 1 of a Sync Now.
+async fn start_sync_now(q: &dyn JobQueue) {
+    q.enqueue(&[Job::Reconcile {
+        tenant: tenant(),
+        round: 1,
+    }])
+    .await
+    .unwrap();
+}
+
+/// Runs the queue's jobs until none is left (at most 50 batches).
+async fn drain(service: &SyncService, q: &dyn JobQueue) {
+    for _ in 0..50 {
+        if worker::run_once(service, q, 10).await.unwrap() == 0 {
+            break;
+        }
+    }
+}
+
 /// A Sync Now whose time budget runs out queues its own continuation; the continuations finish
 /// the backfill and the progress adds up across jobs.
 #[tokio::test]
@@ -782,23 +801,13 @@ async fn sync_now_continues_itself_past_its_time_budget() {
     assert_eq!((n, more), (100, true));
 
     let q: &dyn JobQueue = &f.store;
-    f.store
-        .enqueue(&[Job::Reconcile {
-            tenant: tenant(),
-            round: 1,
-        }])
-        .await
-        .unwrap();
+    start_sync_now(&f.store).await;
     // No time budget at all: every job does one chunk per CRM, then continues itself.
     let service = f
         .service
         .clone()
         .with_reconcile_budget(std::time::Duration::ZERO);
-    for _ in 0..50 {
-        if worker::run_once(&service, q, 10).await.unwrap() == 0 {
-            break;
-        }
-    }
+    drain(&service, q).await;
     let progress = f
         .service
         .sync_now_progress(&tenant())
