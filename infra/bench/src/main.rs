@@ -9,12 +9,13 @@
 //! - `steady`: what one edit of a linked contact costs each CRM, in each direction, echoes
 //!   included.
 //! - `latency`: sync latency in each direction, p50/p95/max, with 1 and 4 sync workers.
+//! - `throughput`: changes/s 4 workers sync with the CRMs' limits off, and where the time goes.
 //! - `ingest`: webhook ingest throughput in process, per core.
 //! - `aws`: DynamoDB and SQS requests per contact change, on moto through the real adapters.
 //! - `lambda`: the four bootstraps zipped, and their cold init on a Runtime API emulator.
 //!
 //! Usage: `cargo run --release -p contact-sync-bench -- [--contacts N] [--latency N]
-//! [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,ingest,aws,lambda]`
+//! [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,throughput,ingest,aws,lambda]`
 
 mod aws;
 mod backfill;
@@ -25,6 +26,7 @@ mod lambda;
 mod latency;
 mod runner;
 mod steady;
+mod throughput;
 
 use anyhow::Context;
 
@@ -168,7 +170,7 @@ impl Args {
                 }
                 other => anyhow::bail!(
                     "unknown argument {other:?} (usage: bench [--contacts N] [--latency N] \
-                     [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,ingest,aws,lambda])"
+                     [--events N] [--workers N] [--markdown] [--only backfill,budget,steady,latency,throughput,ingest,aws,lambda])"
                 ),
             }
         }
@@ -187,7 +189,7 @@ fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
     let mut notes = Vec::new();
     let rt = tokio::runtime::Runtime::new()?;
-    let bin = if ["backfill", "budget", "steady", "latency"]
+    let bin = if ["backfill", "budget", "steady", "latency", "throughput"]
         .iter()
         .any(|p| args.wants(p))
     {
@@ -220,6 +222,9 @@ fn main() -> anyhow::Result<()> {
             figures.extend(f);
             notes.extend(n);
         }
+    }
+    if let (true, Some(bin)) = (args.wants("throughput"), &bin) {
+        notes.extend(rt.block_on(throughput::run(bin, 500))?);
     }
     if args.wants("ingest") {
         // One core: a current-thread runtime.

@@ -90,6 +90,11 @@ impl Runner {
         }
     }
 
+    /// The runner's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `GET` of the app API with the key, as JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.app);
