@@ -90,6 +90,35 @@ impl Runner {
         }
     }
 
+    /// Nothing queued, no webhook on its way, and no CRM request for 300 ms (six looks, 50 ms
+    /// apart): everything the last changes set off has happened. Fails after `limit`.
+    pub async fn settled(&self, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut quiet = 0;
+        let mut last = None;
+        while quiet < 6 {
+            ensure!(
+                started.elapsed() < limit,
+                "the service did not settle within {limit:?}"
+            );
+            let status = self.get("/sync/status").await?;
+            let hs = self.sim_get("/_sim/hubspot/stats").await?;
+            let pd = self.sim_get("/_sim/pipedrive/stats").await?;
+            let idle = status["queue_depth"] == 0
+                && hs["webhook_events_pending"] == 0
+                && pd["webhook_jobs_pending"] == 0;
+            let now = (hs["requests"].clone(), pd["requests"].clone());
+            quiet = if idle && last.as_ref() == Some(&now) {
+                quiet + 1
+            } else {
+                0
+            };
+            last = Some(now);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// The runner's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

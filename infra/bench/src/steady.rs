@@ -49,35 +49,6 @@ impl Counts {
     }
 }
 
-/// Nothing queued, no webhook on its way, and no CRM request for a while: everything the
-/// last edit set off has happened.
-async fn settled(runner: &Runner) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut quiet = 0;
-    let mut last = None;
-    while quiet < 6 {
-        ensure!(
-            started.elapsed() < WAIT,
-            "the service did not settle within {WAIT:?}"
-        );
-        let status = runner.get("/sync/status").await?;
-        let hs = runner.sim_get("/_sim/hubspot/stats").await?;
-        let pd = runner.sim_get("/_sim/pipedrive/stats").await?;
-        let idle = status["queue_depth"] == 0
-            && hs["webhook_events_pending"] == 0
-            && pd["webhook_jobs_pending"] == 0;
-        let now = (hs["requests"].clone(), pd["requests"].clone());
-        quiet = if idle && last.as_ref() == Some(&now) {
-            quiet + 1
-        } else {
-            0
-        };
-        last = Some(now);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// One edit of each kind per contact, `n` contacts; the cost per edit.
 pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
     let scratch = Scratch::new("steady");
@@ -95,7 +66,7 @@ pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<(Vec<Figure>
             .await?;
         linked.push(c["id"].as_str().context("no id")?.to_string());
     }
-    settled(runner).await?;
+    runner.settled(WAIT).await?;
     let mut ids = Vec::new();
     for id in &linked {
         let c = runner.get(&format!("/contacts/{id}")).await?;
@@ -149,7 +120,7 @@ pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<(Vec<Figure>
                         .await?;
                 }
             }
-            settled(runner).await?;
+            runner.settled(WAIT).await?;
             let c = runner.get(&format!("/contacts/{app}")).await?;
             ensure!(
                 c["last_name"] == value.as_str(),

@@ -22,35 +22,6 @@ fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks * 10.0)
 }
 
-/// No job queued, no webhook on its way, no CRM request for 300 ms; the time that took,
-/// less those 300 ms.
-async fn settle(runner: &Runner) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut last = None;
-    let mut quiet = 0;
-    while quiet < 6 {
-        ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "never settled"
-        );
-        let status = runner.get("/sync/status").await?;
-        let hs = runner.sim_get("/_sim/hubspot/stats").await?;
-        let pd = runner.sim_get("/_sim/pipedrive/stats").await?;
-        let now = (hs["requests"].clone(), pd["requests"].clone());
-        let idle = status["queue_depth"] == 0
-            && hs["webhook_events_pending"] == 0
-            && pd["webhook_jobs_pending"] == 0;
-        quiet = if idle && last.as_ref() == Some(&now) {
-            quiet + 1
-        } else {
-            0
-        };
-        last = Some(now);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
     let scratch = Scratch::new("throughput");
     let runner = Runner::start(
@@ -84,7 +55,7 @@ pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>>
             .await?;
         ids.push(c["id"].as_str().context("no id")?.to_string());
     }
-    settle(&runner).await?;
+    runner.settled(Duration::from_secs(300)).await?;
     let count = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let hs0 = runner.sim_get("/_sim/hubspot/stats").await?;
     let pd0 = runner.sim_get("/_sim/pipedrive/stats").await?;
@@ -108,7 +79,7 @@ pub async fn run(bin: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>>
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    settle(&runner).await?;
+    runner.settled(Duration::from_secs(300)).await?;
     // The settle check waited 6 × 50 ms of quiet after the last request.
     let wall = started.elapsed().as_secs_f64() - 0.3;
     let cpu = cpu0
