@@ -251,13 +251,7 @@ pub trait Dedupe: Send + Sync {
         tenant: &TenantId,
         keys: &[String],
         ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            out.push(self.first_sighting(tenant, key, ttl).await?);
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<bool>, StoreError>;
     /// Forgets a sighting (the event could not be enqueued: its redelivery must get through).
     async fn forget_sighting(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 }

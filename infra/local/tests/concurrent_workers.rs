@@ -6,14 +6,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{LocalProcess, temp_dir};
+use common::{LocalProcess, get_json, temp_dir};
 use serde_json::{Value, json};
 
 const CONTACTS: usize = 30;
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
 
 fn email(i: usize) -> String {
     format!("worker-race-{i}@example.com")

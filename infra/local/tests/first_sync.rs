@@ -5,14 +5,10 @@
 
 mod common;
 
-use common::{LocalProcess, eventually, temp_dir};
+use common::{LocalProcess, eventually, get_json, temp_dir};
 use serde_json::{Value, json};
 
 const CONTACTS: usize = 240;
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
 
 #[tokio::test]
 async fn a_first_sync_lists_each_crm_once_across_its_rounds() {

@@ -2,13 +2,9 @@
 
 mod common;
 
-use common::{LocalProcess, eventually, temp_dir};
+use common::{LocalProcess, eventually, get_json, temp_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
 
 fn find_by_email<'a>(contacts: &'a Value, email: &str) -> Option<&'a Value> {
     contacts["results"]

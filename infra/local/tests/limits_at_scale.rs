@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LocalProcess, eventually, temp_dir};
+use common::{LocalProcess, eventually, get_json, temp_dir};
 use serde_json::{Value, json};
 
 /// Contacts of the scale run (`SCALE_CONTACTS` to change it: 1,000 took 223 s in a debug
@@ -20,10 +20,6 @@ fn contacts() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
-}
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Creates `n` app contacts, sixteen requests at a time.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{LocalProcess, eventually, temp_dir};
+use common::{LocalProcess, eventually, get_json, temp_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -10,10 +10,6 @@ const WEBHOOK_USER: &str = "pd-hook";
 const WEBHOOK_PASSWORD: &str = "pd-hook-secret";
 const COMPANY: u64 = 7001;
 const API_USER: u64 = 9001;
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
 
 fn env(poll_secs: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![

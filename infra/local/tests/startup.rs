@@ -432,14 +432,7 @@ async fn drive_and_read_log(name: &str, creds: Credentials, extra: &[(&str, &str
     .await;
     assert_eq!(status, 401);
     if creds == Credentials::OAuth {
-        let stats: Value = client
-            .get(format!("{sim_url}/_sim/hubspot/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = common::get_json(&client, format!("{sim_url}/_sim/hubspot/stats")).await;
         assert!(
             stats["refreshes"].as_u64() >= Some(2),
             "the access token was not refreshed after it expired: {stats}"

@@ -206,6 +206,11 @@ impl Drop for LocalProcess {
     }
 }
 
+/// `GET url` as JSON.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// `POST /contacts` with `body`; the new contact's id.
 pub async fn create_contact(http: &reqwest::Client, url: &str, body: serde_json::Value) -> String {
     let created: serde_json::Value = http
