@@ -78,6 +78,10 @@ impl SyncService {
                 ..Default::default()
             },
         };
+        // A budget that has reset is waited for no longer (whether or not the schedule's
+        // resume got to record it before queueing this round).
+        let now = self.now();
+        progress.waiting.retain(|w| w.resume_at > now);
         self.state.save_sync_now_progress(tenant, &progress).await?;
         // One round does what fits in its time budget, then queues its continuation, so a
         // large first backfill never outruns the worker's timeout.

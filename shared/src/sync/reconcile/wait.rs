@@ -90,13 +90,15 @@ impl SyncService {
         let providers: Vec<Provider> = due.iter().map(|w| w.provider).collect();
         progress.running = true;
         progress.phase = format!("resuming the backfill of {}", names(&providers));
-        self.state.save_sync_now_progress(tenant, &progress).await?;
+        // Queued first: cut off after it, the round still runs (and drops the waits that are
+        // over itself); cut off before it, nothing changed and the next run resumes.
         queue
             .enqueue(&[Job::Reconcile {
                 tenant: tenant.clone(),
                 round: progress.rounds + 1,
             }])
             .await?;
+        self.state.save_sync_now_progress(tenant, &progress).await?;
         info!(%tenant, crms = %names(&providers), "the budget reset: the backfill goes on");
         Ok(true)
     }
