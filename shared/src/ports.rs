@@ -336,6 +336,18 @@ pub trait SharedLimits: Send + Sync {
         cost: u64,
         daily_budget: Option<u64>,
     ) -> Result<Admission, StoreError>;
+    /// Takes a place in every lane for a request sent now (with no daily budget to pay from),
+    /// and up to `extra` more for sends within `lease` from now, fewer or none while a lane is
+    /// at least half full: the caller spends those without asking again. Answers how many extra
+    /// places it took.
+    async fn admit_leased(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        lanes: &[LaneLimit],
+        extra: u32,
+        lease: Duration,
+    ) -> Result<(Admission, u32), StoreError>;
     /// Holds every worker's requests in `lanes` back for `pause` (after a 429).
     async fn back_off(
         &self,

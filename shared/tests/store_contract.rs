@@ -85,6 +85,7 @@ contract!(
     the_first_field_key_stored_wins,
     the_registry_keeps_one_record_per_tenant,
     racing_workers_share_one_window_and_one_budget,
+    racing_workers_with_leases_keep_to_the_window,
 );
 
 fn tenant() -> TenantId {
@@ -976,5 +977,82 @@ async fn racing_workers_share_one_window_and_one_budget(s: impl Store) {
             .await
             .unwrap(),
         Admission::Go
+    );
+}
+
+/// Eight workers sending through leases (each takes up to two places ahead, spent without
+/// asking within the lease): however the leases fall, no window holds more than the lane allows.
+async fn racing_workers_with_leases_keep_to_the_window(s: impl Store) {
+    const LANE: LaneLimit = LaneLimit {
+        lane: "burst",
+        max: 8,
+        window: Duration::from_millis(500),
+    };
+    const LEASE: Duration = Duration::from_millis(300);
+    let t = tenant();
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let s = s.clone();
+        let t = t.clone();
+        workers.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut leased: Option<(u32, std::time::Instant)> = None;
+            let mut extras = 0;
+            while sent.len() < 5 {
+                if let Some((left, until)) = leased.as_mut()
+                    && *left > 0
+                    && std::time::Instant::now() < *until
+                {
+                    *left -= 1;
+                } else {
+                    loop {
+                        let asked = std::time::Instant::now();
+                        match s
+                            .admit_leased(&t, Provider::HubSpot, &[LANE], 2, LEASE)
+                            .await
+                            .unwrap()
+                        {
+                            (Admission::Go, extra) => {
+                                extras += extra;
+                                leased = Some((extra, asked + LEASE - Duration::from_millis(50)));
+                                break;
+                            }
+                            (Admission::Wait(w), _) => tokio::time::sleep(w).await,
+                            (Admission::Spent(_), _) => panic!("no budget to spend"),
+                        }
+                    }
+                }
+                sent.push(started.elapsed());
+                // Sends of one worker spread over its lease.
+                tokio::time::sleep(Duration::from_millis(20 + 10 * w)).await;
+            }
+            (sent, extras)
+        }));
+    }
+    let mut sent = Vec::new();
+    let mut extras = 0;
+    for w in workers {
+        let (s, e) = w.await.unwrap();
+        sent.extend(s);
+        extras += e;
+    }
+    assert!(extras > 0, "no place was ever leased");
+    sent.sort();
+    assert_eq!(sent.len(), 40);
+    for (i, first) in sent.iter().enumerate() {
+        let in_window = sent[i..]
+            .iter()
+            .take_while(|t| **t - *first < LANE.window)
+            .count();
+        assert!(
+            in_window <= 8,
+            "{in_window} sends within one window: {sent:?}"
+        );
+    }
+    assert_eq!(
+        s.spent_today(&t, Provider::HubSpot).await.unwrap(),
+        0,
+        "leased places pay from no budget"
     );
 }

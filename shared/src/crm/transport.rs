@@ -167,6 +167,21 @@ struct Shared {
     tenant: TenantId,
 }
 
+/// Places this process took in the shared limits ahead of use, for lanes with no daily budget
+/// to pay from: `left` sends before `until`.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    left: u32,
+    until: std::time::Instant,
+}
+
+/// How many places a request takes ahead (a sync's read, its write and its check), and for how
+/// long: a CRM round trip or three.
+const LEASE_EXTRA: u32 = 2;
+const LEASE: Duration = Duration::from_secs(1);
+/// A leased place is given up this long before its lease ends (the send must be on its way).
+const LEASE_MARGIN: Duration = Duration::from_millis(100);
+
 /// The shared transport of one CRM client.
 pub struct Transport {
     provider: Provider,
@@ -176,6 +191,8 @@ pub struct Transport {
     stats: Mutex<TransportStats>,
     shared: OnceLock<Shared>,
     in_process: OnceLock<InProcess>,
+    /// Leased places, by the lanes they are in.
+    leases: Mutex<std::collections::BTreeMap<Vec<&'static str>, Lease>>,
 }
 
 impl Transport {
@@ -188,6 +205,7 @@ impl Transport {
             stats: Mutex::default(),
             shared: OnceLock::new(),
             in_process: OnceLock::new(),
+            leases: Mutex::default(),
         }
     }
 
@@ -237,20 +255,50 @@ impl Transport {
             return Ok(());
         };
         let lanes: Vec<LaneLimit> = call.lanes.iter().map(|l| l.limit()).collect();
+        // With no budget of ours to pay from, a place leased earlier serves without a store
+        // round trip (a budget is paid per request, so it is never leased).
+        let leasing = policy.daily_budget().is_none() && !lanes.is_empty();
+        let names: Vec<&'static str> = lanes.iter().map(|l| l.lane).collect();
+        if leasing && self.take_leased(&names) {
+            return Ok(());
+        }
         loop {
-            match shared
-                .limits
-                .admit(
-                    &shared.tenant,
-                    self.provider,
-                    &lanes,
-                    call.cost,
-                    policy.daily_budget(),
-                )
-                .await
-            {
-                Ok(Admission::Go) => return Ok(()),
-                Ok(Admission::Wait(wait)) => {
+            let asked = std::time::Instant::now();
+            let admitted = if leasing {
+                shared
+                    .limits
+                    .admit_leased(&shared.tenant, self.provider, &lanes, LEASE_EXTRA, LEASE)
+                    .await
+            } else {
+                shared
+                    .limits
+                    .admit(
+                        &shared.tenant,
+                        self.provider,
+                        &lanes,
+                        call.cost,
+                        policy.daily_budget(),
+                    )
+                    .await
+                    .map(|a| (a, 0))
+            };
+            match admitted {
+                Ok((Admission::Go, extra)) => {
+                    if extra > 0 {
+                        self.leases
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                names,
+                                Lease {
+                                    left: extra,
+                                    until: asked + LEASE - LEASE_MARGIN,
+                                },
+                            );
+                    }
+                    return Ok(());
+                }
+                Ok((Admission::Wait(wait), _)) => {
                     if crate::deadline::would_cross(wait) {
                         return Err(Refusal::Late(wait));
                     }
@@ -258,7 +306,7 @@ impl Transport {
                         Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 32));
                     tokio::time::sleep(wait + jitter).await;
                 }
-                Ok(Admission::Spent(until)) => return Err(Refusal::Spent(until)),
+                Ok((Admission::Spent(until), _)) => return Err(Refusal::Spent(until)),
                 Err(e) => {
                     // The CRM's own 429s still pace us: better late limits than no sync.
                     tracing::warn!(provider = %self.provider, tenant = %shared.tenant, error = %e, "shared limits unreachable; pacing by this worker alone");
@@ -268,8 +316,27 @@ impl Transport {
         }
     }
 
+    /// Spends a place leased for exactly these lanes, if one is left and its lease runs.
+    fn take_leased(&self, names: &[&'static str]) -> bool {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        leases.retain(|_, l| l.left > 0 && l.until > now);
+        match leases.get_mut(names) {
+            Some(l) => {
+                l.left -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Holds every worker's requests in the call's lanes back for `pause`.
     async fn back_off_shared(&self, call: &Call<'_>, pause: Duration) {
+        // The places leased before the CRM said stop are given up.
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         for lane in call.lanes {
             lane.back_off(pause);
         }
