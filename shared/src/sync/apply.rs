@@ -158,6 +158,8 @@ impl SyncService {
                 crm_modified = created.updated_at;
                 link = Some(moved);
                 report.crm_writes += 1;
+                // A new record: no value of a user's for it to have replaced.
+                report.crm_writes_checked += 1;
             }
             CrmAction::Update { patch } => {
                 let id = external_id.as_deref().unwrap_or_default();
@@ -185,6 +187,13 @@ impl SyncService {
                     recent = recent.with(w.landed(updated.updated_at, now));
                 }
                 report.crm_writes += 1;
+                // In a CRM whose echoes do not say what a write replaced, the write is checked
+                // now, before the link records it (saving the link a write of its own).
+                if !client.echo_shows_what_a_write_replaced()
+                    && self.check_landed(client, ctx, id, &mut recent).await
+                {
+                    report.crm_writes_checked += 1;
+                }
                 if plan.app != AppAction::None {
                     // The app write may fail or never run: store what is agreed now.
 

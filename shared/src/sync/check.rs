@@ -25,7 +25,7 @@ use crate::domain::{
     ChangeEvent, ContactLink, LinkStatus, Provider, RecentWrites, Reported, TenantId,
 };
 use crate::error::{StoreError, SyncError};
-use crate::ports::CrmClient;
+use crate::ports::{CrmClient, CrmContext};
 
 /// How long after a write its check waits for the write's echo (seconds).
 pub const CHECK_GRACE_SECS: i64 = 60;
@@ -124,6 +124,38 @@ impl SyncService {
             Err(e) => {
                 info!(%tenant, contact_id, provider = %client.provider(), error = %e, "our write is checked later");
                 SyncReport::default()
+            }
+        }
+    }
+
+    /// Checks our unchecked writes to a record right after the latest landed, before the link
+    /// records them: one read of the record with its fields' history. True when none replaced
+    /// a user's value unseen, and `writes` now say so; false (checked again after the sync)
+    /// when one did, or the read failed.
+    pub(super) async fn check_landed(
+        &self,
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        record_id: &str,
+        writes: &mut RecentWrites,
+    ) -> bool {
+        let Some(since) = writes.check_since() else {
+            return true;
+        };
+        let unchecked = writes.unchecked();
+        let fields = writes.unchecked_fields();
+        match client
+            .get_with_history(ctx, record_id, &fields, since)
+            .await
+        {
+            Ok((_, history)) if lost_to(writes, writes.replaced_in(&history)).is_empty() => {
+                *writes = writes.clone().checked(&unchecked);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                info!(tenant = %ctx.tenant, record_id, provider = %client.provider(), error = %e, "our write is checked after the sync");
+                false
             }
         }
     }

@@ -50,6 +50,9 @@ pub struct SyncReport {
     pub contact_id: Option<String>,
     pub app_writes: usize,
     pub crm_writes: usize,
+    /// Of `crm_writes`, those already checked for a user's edit they replaced (a create, or
+    /// an update checked before its link was written): no check after the sync.
+    pub crm_writes_checked: usize,
     pub conflicts: usize,
 }
 
@@ -57,6 +60,7 @@ impl SyncReport {
     fn add(&mut self, other: &SyncReport) {
         self.app_writes += other.app_writes;
         self.crm_writes += other.crm_writes;
+        self.crm_writes_checked += other.crm_writes_checked;
         self.conflicts += other.conflicts;
     }
 

@@ -131,7 +131,9 @@ impl SyncService {
             if done.as_ref().is_ok_and(|r| r.app_writes > 0) {
                 again = i;
             }
-            if done.as_ref().is_ok_and(|r| r.crm_writes > 0)
+            if done
+                .as_ref()
+                .is_ok_and(|r| r.crm_writes > r.crm_writes_checked)
                 && !client.echo_shows_what_a_write_replaced()
             {
                 let checked = self
