@@ -34,7 +34,8 @@ pub struct Counts {
     pub sqs: f64,
     /// Lambda invocations: worker batches, webhook and API requests.
     pub invocations: f64,
-    /// Requests through API Gateway (our API and the CRMs' webhooks).
+    /// Requests through API Gateway: our API's (the webhooks come in through `webhook-ingest`'s
+    /// function URL, which has no per-request charge).
     pub http_requests: f64,
     /// The worker's time (ms) and the CRM requests it made.
     pub worker_ms: f64,

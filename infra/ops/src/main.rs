@@ -49,7 +49,7 @@ struct Onboard {
     /// HMAC secret of the tenant's app webhook.
     #[arg(long, env = "ONBOARD_APP_WEBHOOK_SECRET", hide_env_values = true)]
     app_webhook_secret: Option<String>,
-    /// The deployment's public URL (the stack output ApiUrl): Pipedrive webhooks point there.
+    /// The deployment's webhook URL (the stack output WebhookBaseUrl): Pipedrive webhooks point there.
     #[arg(long)]
     public_base_url: String,
     #[arg(long, default_value = shared::crm::hubspot::DEFAULT_API_BASE)]
