@@ -104,9 +104,11 @@ pub async fn run(
         until("the HubSpot edit", WAIT, || app_shows(runner, &id, &want)).await?;
         samples[2].push(t1.elapsed());
 
-        // Let the HubSpot edit settle in Pipedrive too (a user editing the same field in
-        // Pipedrive while our write of it is in flight would race with it: Pipedrive has no
-        // conditional writes).
+        // Let the HubSpot edit settle in Pipedrive too: shown there, and our worker done with
+        // it. A user's edit of the person while our write to it is in flight, or landed but
+        // not yet recorded as ours, is a race Pipedrive has no conditional write to settle: the
+        // worker then waits a second for our write to be recorded (`Busy`) rather than guess
+        // which came last. That is the service being careful, not its latency.
         until("the HubSpot edit in Pipedrive", WAIT, || async {
             let p = runner
                 .sim_get(&format!("/_sim/pipedrive/persons/{pd_id}"))
@@ -114,6 +116,7 @@ pub async fn run(
             Ok(p["data"]["last_name"] == want.as_str())
         })
         .await?;
+        runner.settled(WAIT).await?;
 
         // A user edits the person in Pipedrive.
         let want = format!("P{i}");

@@ -234,7 +234,12 @@ fn main() -> anyhow::Result<()> {
         figures.extend(rt.block_on(ingest::run(args.events))?);
     }
     if args.wants("aws") {
-        let (f, n) = rt.block_on(aws::run(20))?;
+        let (f, n) = rt.block_on(aws::run(
+            std::env::var("BENCH_AWS_N")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(20),
+        ))?;
         figures.extend(f);
         notes.extend(n);
     }

@@ -63,8 +63,12 @@ impl Runner {
             cmd.env(k, v);
         }
         if let Ok(log) = std::env::var("BENCH_RUNNER_LOG") {
-            cmd.env("RUST_LOG", "info")
-                .stdout(std::fs::File::create(log)?);
+            cmd.env("RUST_LOG", "info").stdout(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(log)?,
+            );
         }
         let mut runner = Self {
             child: cmd.spawn().context("starting contact-sync-local")?,
