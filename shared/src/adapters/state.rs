@@ -310,7 +310,12 @@ impl<K: StateKv> FieldKeys for K {
         let k = field_key(provider, field);
         match key {
             Some(v) => self.kv_put(tenant.as_str(), &k, &to_json(&v)?).await,
-            None => self.kv_delete(tenant.as_str(), &k).await,
+            // Read first: a first sync clears an issue that is rarely there, and a read costs a
+            // fraction of a delete in DynamoDB.
+            None => match self.kv_get(tenant.as_str(), &k).await? {
+                Some(_) => self.kv_delete(tenant.as_str(), &k).await,
+                None => Ok(()),
+            },
         }
     }
 
@@ -353,7 +358,12 @@ impl<K: StateKv> ContactIssues for K {
                 };
                 self.kv_put(tenant.as_str(), &k, &to_json(&issue)?).await
             }
-            None => self.kv_delete(tenant.as_str(), &k).await,
+            // Read first: a first sync clears an issue that is rarely there, and a read costs a
+            // fraction of a delete in DynamoDB.
+            None => match self.kv_get(tenant.as_str(), &k).await? {
+                Some(_) => self.kv_delete(tenant.as_str(), &k).await,
+                None => Ok(()),
+            },
         }
     }
 
