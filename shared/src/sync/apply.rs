@@ -151,8 +151,24 @@ impl SyncService {
             CrmAction::None => {}
             CrmAction::Create { fields } => {
                 recent = RecentWrites::default();
+                // With no app write to come, the intent moves straight to the link the sync
+                // ends with (its record id and modification time filled in by the move).
+                let settled = (plan.app == AppAction::None && plan.link == LinkOutcome::Synced)
+                    .then(|| ContactLink {
+                        app_synced: app_synced.clone(),
+                        ..ContactLink::synced(
+                            tenant,
+                            &contact.id,
+                            provider,
+                            "",
+                            None,
+                            plan.new_base.clone(),
+                            plan.warnings.clone(),
+                            now,
+                        )
+                    });
                 let (created, moved) = self
-                    .create_with_intent(client, ctx, &contact, link.take(), fields, now)
+                    .create_with_intent(client, ctx, &contact, link.take(), fields, settled, now)
                     .await?;
                 external_id = Some(created.id.clone());
                 crm_modified = created.updated_at;

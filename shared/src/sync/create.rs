@@ -12,8 +12,10 @@ use crate::ports::{CrmClient, CrmContext};
 impl SyncService {
     /// Creates the contact's record in the CRM under an intent: the intent is claimed first (a
     /// second worker finds it and waits; a worker cut off after the create leaves it for the
-    /// next to find the record by email), then moved to the record created. Returns the record
-    /// and the moved intent.
+    /// next to find the record by email), then moved to the record created — as `settled`, when
+    /// given, the link the sync ends with (one write fewer). Returns the record and the moved
+    /// link.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_with_intent(
         &self,
         client: &dyn CrmClient,
@@ -21,6 +23,7 @@ impl SyncService {
         contact: &Contact,
         link: Option<ContactLink>,
         fields: &ContactFields,
+        settled: Option<ContactLink>,
         now: DateTime<Utc>,
     ) -> Result<(CrmRecord, ContactLink), SyncError> {
         let provider = client.provider();
@@ -56,7 +59,16 @@ impl SyncService {
         let intent = self.links.put_link(&claimed).await?;
         match client.create(ctx, fields).await {
             Ok(created) => {
-                let moved = self.links.rekey_link(&intent, &created.id).await?;
+                let target = match settled {
+                    Some(l) => ContactLink {
+                        external_id: intent.external_id.clone(),
+                        version: intent.version,
+                        crm_last_modified: created.updated_at,
+                        ..l
+                    },
+                    None => intent,
+                };
+                let moved = self.links.rekey_link(&target, &created.id).await?;
                 Ok((created, moved))
             }
             // Someone created it meanwhile (or search lagged): link to it and re-plan against
