@@ -123,6 +123,11 @@ impl EmbeddedStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
+        // One process owns the store (its one connection, shared by its workers): no file lock
+        // per transaction, and a second runner on the same folder is refused at its first
+        // access instead of sharing the queue.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(backend)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
         Self::init(conn)
     }
