@@ -28,6 +28,10 @@ struct Args {
     /// Log the users' operations and the service's own log lines (`RUST_LOG` filters).
     #[arg(long)]
     trace: bool,
+    /// Make link writes blind (their version condition dropped): a mutation the invariants
+    /// must catch in some seeds.
+    #[arg(long)]
+    blind_link_writes: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,7 +44,10 @@ fn main() -> anyhow::Result<()> {
     let (mut overwritten, mut unreported) = (0usize, 0usize);
     let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for seed in args.from..args.from + args.seeds {
-        let cfg = Config::new(seed, args.ops, args.workers);
+        let cfg = Config {
+            blind_link_writes: args.blind_link_writes,
+            ..Config::new(seed, args.ops, args.workers)
+        };
         let out = run(&cfg);
         checked += out.checked;
         steps += out.steps;

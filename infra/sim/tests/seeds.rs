@@ -69,13 +69,13 @@ fn a_seed_replays_exactly() {
     ignore = "slow unoptimised: cargo test --release -p contact-sync-sim"
 )]
 fn blind_link_writes_are_caught() {
-    let (_, _, failed) = failures((0..40).map(|seed| Config {
+    let (_, _, failed) = failures((0..100).map(|seed| Config {
         blind_link_writes: true,
         ..Config::new(seed, 300, 4)
     }));
     assert!(!failed.is_empty(), "no seed caught blind link writes");
     println!(
-        "{} of 40 seeds caught blind link writes, e.g. {}",
+        "{} of 100 seeds caught blind link writes, e.g. {}",
         failed.len(),
         failed[0]
     );
