@@ -19,6 +19,7 @@ pub mod settings;
 pub mod signature;
 pub mod sync;
 pub mod tenant;
+pub mod timing;
 pub mod whole;
 
 pub use domain::*;

@@ -49,6 +49,16 @@ impl Runner {
     /// Starts the runner on `data` with `env` (on top of free ports, a poll schedule that
     /// stays out of the way and error-only logs) and waits for `/health`.
     pub async fn start(bin: &Path, data: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_logging(bin, data, env, None).await
+    }
+
+    /// [`Runner::start`], its log (`RUST_LOG` from `env`) written to `log`.
+    pub async fn start_logging(
+        bin: &Path,
+        data: &Path,
+        env: &[(&str, String)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let (port, sim_port) = (free_port()?, free_port()?);
         let mut cmd = Command::new(bin);
         if !env.iter().any(|(k, v)| *k == "CRM_SIMULATOR" && v == "off") {
@@ -62,7 +72,9 @@ impl Runner {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        if let Ok(log) = std::env::var("BENCH_RUNNER_LOG") {
+        if let Some(log) = log {
+            cmd.stdout(std::fs::File::create(log)?);
+        } else if let Ok(log) = std::env::var("BENCH_RUNNER_LOG") {
             cmd.env("RUST_LOG", "info").stdout(
                 std::fs::File::options()
                     .create(true)

@@ -422,11 +422,13 @@ impl Transport {
                 req = req.json(b);
             }
             self.bump(|s| s.requests += 1);
+            let started = crate::timing::start();
             let Answer {
                 status,
                 headers,
                 body: bytes,
             } = self.execute(req.build().map_err(unavailable)?).await?;
+            crate::timing::crm(started);
             drop(slots);
             let json: Value = if bytes.is_empty() {
                 Value::Null

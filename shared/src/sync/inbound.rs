@@ -126,6 +126,7 @@ impl SyncService {
             }));
         }
         let now = self.now();
+        let planning = crate::timing::start();
         let plan = engine::plan(&PlanInput {
             provider,
             app: AppSide::Missing,
@@ -136,6 +137,7 @@ impl SyncService {
             now,
             overwritten: None,
         });
+        crate::timing::plan(planning);
         let AppAction::Create { fields } = plan.app else {
             for w in &plan.warnings {
                 warn!(%tenant, %provider, record_id, "{w}");

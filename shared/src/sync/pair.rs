@@ -266,6 +266,7 @@ impl SyncService {
             let fields: Vec<&str> = overwritten.fields().map(|f| f.as_str()).collect();
             warn!(%tenant, contact_id, %provider, ?fields, "a CRM user's edit was overwritten by our concurrent write; resolved as a conflict");
         }
+        let planning = crate::timing::start();
         let plan = engine::plan(&PlanInput {
             provider,
             app: if pair.contact.deleted {
@@ -284,6 +285,7 @@ impl SyncService {
             now,
             overwritten: Some(&overwritten),
         });
+        crate::timing::plan(planning);
         if self
             .forget_vanished_field(client, &ctx, &pair, &plan)
             .await?

@@ -57,18 +57,24 @@ pub async fn run(
     job: &Job,
     known: Option<Known>,
 ) -> Result<SyncReport, SyncError> {
-    match job {
-        Job::Change(event) => service.handle_known(event, known).await,
-        Job::Reconcile { tenant, round } => {
-            service.reconcile(tenant, queue, *round).await?;
-            Ok(SyncReport::default())
+    let started = crate::timing::start();
+    let done = crate::timing::in_job(async {
+        match job {
+            Job::Change(event) => service.handle_known(event, known).await,
+            Job::Reconcile { tenant, round } => service
+                .reconcile(tenant, queue, *round)
+                .await
+                .map(|_| SyncReport::default()),
+            Job::Check {
+                tenant,
+                provider,
+                record_id,
+            } => service.check_writes(tenant, *provider, record_id).await,
         }
-        Job::Check {
-            tenant,
-            provider,
-            record_id,
-        } => service.check_writes(tenant, *provider, record_id).await,
-    }
+    })
+    .await;
+    crate::timing::job(started);
+    done
 }
 
 /// The batch-read record behind a job, if any.

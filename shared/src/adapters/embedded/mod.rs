@@ -153,15 +153,44 @@ impl EmbeddedStore {
         self
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> Held<'_> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is one
         // statement or one transaction), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Held {
+            conn,
+            since: crate::timing::start(),
+        }
     }
 
     /// Woken whenever a job is enqueued.
     pub fn job_notifier(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+}
+
+/// The connection while this call holds it (its time reported by [`crate::timing`]).
+struct Held<'a> {
+    conn: MutexGuard<'a, Connection>,
+    since: Option<std::time::Instant>,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        crate::timing::store(self.since);
     }
 }
 
