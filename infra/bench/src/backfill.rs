@@ -126,6 +126,42 @@ pub async fn run(bin: &std::path::Path, n: usize, workers: usize) -> anyhow::Res
         status["sync_now"]["errors"]
     );
 
+    // Checked against the simulators' own records: each app contact in each CRM exactly once.
+    let emails = |records: &[Value], email: &dyn Fn(&Value) -> Option<String>| {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for r in records {
+            if let Some(e) = email(r) {
+                *seen.entry(e.to_ascii_lowercase()).or_default() += 1;
+            }
+        }
+        seen
+    };
+    let hs_records = runner.sim_get("/_sim/hubspot/contacts").await?;
+    let pd_records = runner.sim_get("/_sim/pipedrive/persons").await?;
+    let empty = Vec::new();
+    let hs_emails = emails(hs_records["results"].as_array().unwrap_or(&empty), &|c| {
+        c["properties"]["email"].as_str().map(str::to_owned)
+    });
+    let pd_emails = emails(pd_records["data"].as_array().unwrap_or(&empty), &|p| {
+        p["emails"].as_array().and_then(|es| {
+            es.iter()
+                .find(|e| e["primary"] == true)
+                .or(es.first())
+                .and_then(|e| e["value"].as_str().map(str::to_owned))
+        })
+    });
+    for (crm, seen) in [("HubSpot", &hs_emails), ("Pipedrive", &pd_emails)] {
+        let missing = (0..n)
+            .filter(|i| !seen.contains_key(&format!("backfill{i}@example.com")))
+            .count();
+        let twice: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
+        ensure!(
+            missing == 0 && twice.is_empty() && seen.len() == n,
+            "{crm} after the backfill: {} records, {missing} contacts missing, twice: {twice:?}",
+            seen.len()
+        );
+    }
+
     // The least either CRM allows: Pipedrive creates one person a request (and lists its
     // persons at least once); HubSpot upserts 100 a request.
     let pipedrive_bound = (n as f64 + 1.0) / (PIPEDRIVE_PER_2S / 2.0);
