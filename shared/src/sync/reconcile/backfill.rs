@@ -230,10 +230,11 @@ impl SyncService {
                     } else {
                         Vec::new()
                     };
-                    let moved = self.links.rekey_link(&intent, &record.id).await?;
-                    // What we sent is what both sides now agree on.
+                    // What we sent is what both sides now agree on: the intent moves straight
+                    // to that link.
                     let link = ContactLink {
-                        version: moved.version,
+                        external_id: intent.external_id.clone(),
+                        version: intent.version,
                         ..ContactLink::synced(
                             tenant,
                             &contact.id,
@@ -245,7 +246,7 @@ impl SyncService {
                             self.now(),
                         )
                     };
-                    self.links.put_link(&link).await?;
+                    self.links.rekey_link(&link, &record.id).await?;
                     self.state
                         .set_issue(tenant, &contact.id, provider, None)
                         .await?;
