@@ -37,6 +37,26 @@ impl SyncService {
             .or_else(|| pair.record.as_ref().map(|r| r.id.clone()));
         let base = pair.base();
         let first_sync = pair.link.as_ref().is_none_or(ContactLink::is_intent);
+        // The link a sync that links the pair ends with (a create's intent moves straight to
+        // it, so the final write finds nothing left to write).
+        let synced_link = |contact_id: &str,
+                           external_id: &str,
+                           crm_modified: Option<DateTime<Utc>>,
+                           writes: RecentWrites,
+                           app_synced: &Option<String>| ContactLink {
+            writes,
+            app_synced: app_synced.clone(),
+            ..ContactLink::synced(
+                tenant,
+                contact_id,
+                provider,
+                external_id,
+                crm_modified,
+                plan.new_base.clone(),
+                plan.warnings.clone(),
+                now,
+            )
+        };
         // Our recent writes to the record, kept on the link (a user's value found overwritten
         // is resolved by this plan: it is not reported again).
         let unresolved = pair.recent_writes(now);
@@ -154,18 +174,8 @@ impl SyncService {
                 // With no app write to come, the intent moves straight to the link the sync
                 // ends with (its record id and modification time filled in by the move).
                 let settled = (plan.app == AppAction::None && plan.link == LinkOutcome::Synced)
-                    .then(|| ContactLink {
-                        app_synced: app_synced.clone(),
-                        ..ContactLink::synced(
-                            tenant,
-                            &contact.id,
-                            provider,
-                            "",
-                            None,
-                            plan.new_base.clone(),
-                            plan.warnings.clone(),
-                            now,
-                        )
+                    .then(|| {
+                        synced_link(&contact.id, "", None, RecentWrites::default(), &app_synced)
                     });
                 let (created, moved) = self
                     .create_with_intent(client, ctx, &contact, link.take(), fields, settled, now)
@@ -307,18 +317,7 @@ impl SyncService {
             LinkOutcome::Synced => {
                 let synced = ContactLink {
                     version: link.as_ref().map_or(0, |l| l.version),
-                    writes: recent,
-                    app_synced,
-                    ..ContactLink::synced(
-                        tenant,
-                        &contact.id,
-                        provider,
-                        &external_id,
-                        crm_modified,
-                        plan.new_base.clone(),
-                        plan.warnings.clone(),
-                        now,
-                    )
+                    ..synced_link(&contact.id, &external_id, crm_modified, recent, &app_synced)
                 };
                 if link.as_ref() != Some(&synced) || synced.version == 0 {
                     self.links.put_link(&synced).await?;
