@@ -135,39 +135,63 @@ impl ContactStore for DynamoStore {
         stored.version = contact.version + 1;
         let old_email = current.fields.email.clone().filter(|_| !current.deleted);
         let new_email = stored.fields.email.clone().filter(|_| !stored.deleted);
+        if old_email == new_email {
+            // The email's item stays as it is: one conditional put (a transaction of one
+            // item would cost twice the write units).
+            let put =
+                self.contact_put(&stored, "version = :v", vec![(":v", n(contact.version))])?;
+            return match self
+                .client
+                .put_item()
+                .table_name(put.table_name())
+                .set_item(Some(put.item().clone()))
+                .condition_expression("version = :v")
+                .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                .send()
+                .await
+            {
+                Ok(_) => Ok(stored),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    Err(StoreError::Conflict(format!(
+                        "contact {} changed meanwhile",
+                        contact.id
+                    )))
+                }
+                Err(e) => Err(backend(sdk_message(&e))),
+            };
+        }
         let mut tx = self.client.transact_write_items().transact_items(
             TransactWriteItem::builder()
                 .put(self.contact_put(&stored, "version = :v", vec![(":v", n(contact.version))])?)
                 .build(),
         );
         let mut lock_index = None;
-        if old_email != new_email {
-            if let Some(old) = &old_email {
-                tx = tx.transact_items(
-                    TransactWriteItem::builder()
-                        .delete(
-                            Delete::builder()
-                                .table_name(&self.tables.contacts)
-                                .key("tenant", s(stored.tenant.as_str()))
-                                .key("sk", s(email_sk(old)))
-                                .condition_expression(
-                                    "attribute_not_exists(sk) OR contact_id = :id",
-                                )
-                                .expression_attribute_values(":id", s(&stored.id))
-                                .build()
-                                .map_err(backend)?,
-                        )
-                        .build(),
-                );
-            }
-            if let Some(new) = &new_email {
-                lock_index = Some(if old_email.is_some() { 2 } else { 1 });
-                tx = tx.transact_items(
-                    TransactWriteItem::builder()
-                        .put(self.email_lock_put(&stored, new)?)
-                        .build(),
-                );
-            }
+        if let Some(old) = &old_email {
+            tx = tx.transact_items(
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.tables.contacts)
+                            .key("tenant", s(stored.tenant.as_str()))
+                            .key("sk", s(email_sk(old)))
+                            .condition_expression("attribute_not_exists(sk) OR contact_id = :id")
+                            .expression_attribute_values(":id", s(&stored.id))
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        if let Some(new) = &new_email {
+            lock_index = Some(if old_email.is_some() { 2 } else { 1 });
+            tx = tx.transact_items(
+                TransactWriteItem::builder()
+                    .put(self.email_lock_put(&stored, new)?)
+                    .build(),
+            );
         }
         match tx.send().await {
             Ok(_) => Ok(stored),
