@@ -318,31 +318,53 @@ impl SyncService {
                     record: Some(r), ..
                 }),
             ) => Ok(Some(r)),
+            // Known by id only (a kept listing found it by email): read by id, which does not
+            // lag as a search index does (a record made a moment ago is not found by search).
+            (
+                None,
+                Some(Known {
+                    record: None, id, ..
+                }),
+            ) if !contact.deleted => match client.get(ctx, &id).await?.filter(|r| !r.archived) {
+                Some(r) => Ok(Some(r)),
+                None => Self::find_by_emails(client, ctx, pair).await,
+            },
             // A deleted contact's abandoned create is looked for too: its record is archived.
             (None, _)
                 if !contact.deleted
                     || pair.link.as_ref().is_some_and(ContactLink::is_placeholder) =>
             {
-                let intent_email = pair
-                    .link
-                    .as_ref()
-                    .filter(|l| l.is_placeholder())
-                    .and_then(|l| l.base.email.as_deref());
-                let mut emails = intent_email.into_iter().collect::<Vec<_>>();
-                if let Some(e) = contact.fields.email.as_deref()
-                    && !emails.iter().any(|i| i.eq_ignore_ascii_case(e))
-                {
-                    emails.push(e);
-                }
-                for email in emails {
-                    if let Some(r) = client.find_by_email(ctx, email).await? {
-                        return Ok(Some(r));
-                    }
-                }
-                Ok(None)
+                Self::find_by_emails(client, ctx, pair).await
             }
             (None, _) => Ok(None),
         }
+    }
+
+    /// The record with the email of the create an abandoned intent stands for (the contact's
+    /// email may have changed since), else one with the contact's email.
+    async fn find_by_emails(
+        client: &dyn CrmClient,
+        ctx: &CrmContext,
+        pair: &PairState,
+    ) -> Result<Option<CrmRecord>, CrmError> {
+        let contact = &pair.contact;
+        let intent_email = pair
+            .link
+            .as_ref()
+            .filter(|l| l.is_placeholder())
+            .and_then(|l| l.base.email.as_deref());
+        let mut emails = intent_email.into_iter().collect::<Vec<_>>();
+        if let Some(e) = contact.fields.email.as_deref()
+            && !emails.iter().any(|i| i.eq_ignore_ascii_case(e))
+        {
+            emails.push(e);
+        }
+        for email in emails {
+            if let Some(r) = client.find_by_email(ctx, email).await? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// Another worker's CRM write to the record may still be on its way (fenced on the link, not
