@@ -501,6 +501,19 @@ pub struct ChangedRecords {
     pub has_more: bool,
 }
 
+/// A listing of a CRM's live records (a preview's view of the CRM, reads only).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordListing {
+    /// Each record, with every email it is found by (lowercased: Pipedrive's persons have
+    /// several).
+    pub records: Vec<(CrmRecord, Vec<String>)>,
+    /// Whether the listing reached the end (else it stopped at its limit).
+    pub complete: bool,
+    /// Requests it took, and tokens where the CRM prices calls in tokens.
+    pub requests: u64,
+    pub tokens: Option<u64>,
+}
+
 /// One CRM, seen through the universal contact mapping.
 #[async_trait]
 pub trait CrmClient: Send + Sync {
@@ -590,6 +603,10 @@ pub trait CrmClient: Send + Sync {
     ) -> Result<Option<std::collections::HashMap<String, CrmRecord>>, CrmError> {
         Ok(None)
     }
+
+    /// Lists the live records page by page, the most records a page allows, until the end or
+    /// once `max` records are in: what a preview of the first sync matches against.
+    async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError>;
 
     /// Creates many records, in as few calls as the API allows. One result per input, in order.
     async fn create_many(

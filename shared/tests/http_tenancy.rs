@@ -128,6 +128,7 @@ async fn every_app_route_needs_a_valid_key() {
         ("PUT", "/contacts/x"),
         ("DELETE", "/contacts/x"),
         ("GET", "/sync/status"),
+        ("GET", "/sync/preview"),
         ("POST", "/sync"),
         ("GET", "/conflicts"),
         ("POST", "/dlq/replay"),

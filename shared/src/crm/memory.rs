@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecord, ChangedRecords, Clock, CrmClient, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, Clock, CrmClient, CrmContext, RecordListing};
 
 #[derive(Default)]
 struct Inner {
@@ -410,6 +410,33 @@ impl CrmClient for MemoryCrm {
             records,
             next_cursor: next.or_else(|| cursor.map(str::to_owned)),
             has_more: false,
+        })
+    }
+
+    async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError> {
+        self.check()?;
+        let live: Vec<CrmRecord> = self
+            .lock()
+            .records
+            .values()
+            .filter(|r| !r.archived)
+            .cloned()
+            .collect();
+        let complete = live.len() <= max;
+        let records = live
+            .into_iter()
+            .take(max)
+            .map(|mut r| {
+                r.fields = self.strip(ctx, r.fields);
+                let emails = r.fields.email.iter().map(|e| e.to_lowercase()).collect();
+                (r, emails)
+            })
+            .collect();
+        Ok(RecordListing {
+            records,
+            complete,
+            requests: 1,
+            tokens: None,
         })
     }
 

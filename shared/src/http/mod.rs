@@ -3,6 +3,7 @@
 mod contacts;
 mod errors;
 mod openapi;
+mod preview;
 mod setup;
 mod status;
 pub mod webhooks;
@@ -85,6 +86,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contacts::read, contacts::replace, contacts::delete))
         .routes(routes!(status::sync_status))
         .routes(routes!(status::sync_now))
+        .routes(routes!(preview::sync_preview))
         .routes(routes!(status::replay_dlq))
         .routes(routes!(status::conflicts))
         .routes(routes!(setup::create_fields))

@@ -37,6 +37,9 @@ use crate::tenant::{TenantConfig, Tenants};
 
 pub use crate::ports::SyncNowProgress;
 pub use check::CHECK_GRACE_SECS;
+pub use reconcile::{
+    ConflictExample, ConflictGroup, CrmPreview, PreviewExample, PreviewGroup, SyncPreview,
+};
 
 /// How long one Sync Now job works before it queues its continuation, by default.
 const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);

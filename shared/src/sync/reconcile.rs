@@ -14,7 +14,12 @@ use crate::ports::{ChangedRecord, JobQueue, SyncNowProgress};
 
 mod backfill;
 mod index;
+mod preview;
 mod wait;
+
+pub use preview::{
+    ConflictExample, ConflictGroup, CrmPreview, PreviewExample, PreviewGroup, SyncPreview,
+};
 
 /// Rounds of one Sync Now at most (a guard against a backfill that never shrinks).
 const MAX_RECONCILE_ROUNDS: u32 = 500;

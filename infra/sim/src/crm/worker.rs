@@ -8,7 +8,7 @@ use shared::domain::{
     ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported,
 };
 use shared::error::CrmError;
-use shared::ports::{ChangedRecords, CrmClient, CrmContext};
+use shared::ports::{ChangedRecords, CrmClient, CrmContext, RecordListing};
 
 use super::SimCrm;
 use crate::sched::Sched;
@@ -105,6 +105,15 @@ impl CrmClient for WorkerCrm {
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
         self.crm.out_of_time()?;
         self.client.archive(ctx, id).await
+    }
+
+    async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError> {
+        self.crm.out_of_time()?;
+        let listing = self.client.list_records(ctx, max).await?;
+        for (r, _) in &listing.records {
+            self.crm.note_read(&r.id);
+        }
+        Ok(listing)
     }
 
     async fn find_many_by_email(

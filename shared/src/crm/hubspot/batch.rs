@@ -10,7 +10,7 @@ use super::errors::error_message;
 use super::{BATCH_LIMIT, HubSpotClient, Lane, P, error_for, mapping};
 use crate::domain::{ContactFields, CrmRecord, CustomField};
 use crate::error::CrmError;
-use crate::ports::CrmContext;
+use crate::ports::{CrmContext, RecordListing};
 
 impl HubSpotClient {
     /// The contacts whose primary email is one of `emails` (as a batch read by email finds
@@ -21,13 +21,11 @@ impl HubSpotClient {
         ctx: &CrmContext,
         emails: &[String],
     ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
-        let key = ctx.field(CustomField::Pronouns);
         let wanted: HashSet<String> = emails
             .iter()
             .map(|e| e.trim().to_lowercase())
             .filter(|e| !e.is_empty())
             .collect();
-        let properties = mapping::read_properties(key).join(",");
         let mut found = HashMap::new();
         let mut after: Option<String> = None;
         let mut pages = 0usize;
@@ -39,29 +37,9 @@ impl HubSpotClient {
             if pages + 1 > unresolved.div_ceil(BATCH_LIMIT) {
                 return Ok(None);
             }
-            let mut query = vec![
-                ("limit", BATCH_LIMIT.to_string()),
-                ("properties", properties.clone()),
-                ("archived", "false".to_string()),
-            ];
-            if let Some(a) = &after {
-                query.push(("after", a.clone()));
-            }
-            let (status, body) = self
-                .call(
-                    Lane::Standard,
-                    Method::GET,
-                    "/crm/v3/objects/contacts",
-                    &query,
-                    None,
-                )
-                .await?;
-            if status != StatusCode::OK {
-                return Err(error_for(status, &body));
-            }
+            let (records, next) = self.contacts_page(ctx, after.as_deref()).await?;
             pages += 1;
-            for item in body["results"].as_array().into_iter().flatten() {
-                let record = Self::parse_object(item.clone(), key)?;
+            for record in records {
                 if let Some(email) = record.fields.email.as_deref() {
                     let email = email.trim().to_lowercase();
                     if wanted.contains(&email) {
@@ -69,11 +47,83 @@ impl HubSpotClient {
                     }
                 }
             }
-            match body["paging"]["next"]["after"].as_str() {
-                Some(a) if !a.is_empty() => after = Some(a.to_string()),
-                _ => return Ok(Some(found)),
+            match next {
+                Some(a) => after = Some(a),
+                None => return Ok(Some(found)),
             }
         }
+    }
+
+    /// Every live contact, 100 a page, until the end or once `max` are in.
+    pub(super) async fn list_contacts(
+        &self,
+        ctx: &CrmContext,
+        max: usize,
+    ) -> Result<RecordListing, CrmError> {
+        let mut listing = RecordListing::default();
+        let mut after: Option<String> = None;
+        loop {
+            let (records, next) = self.contacts_page(ctx, after.as_deref()).await?;
+            listing.requests += 1;
+            for record in records {
+                let emails = record
+                    .fields
+                    .email
+                    .iter()
+                    .map(|e| e.trim().to_lowercase())
+                    .collect();
+                listing.records.push((record, emails));
+            }
+            match next {
+                Some(a) if listing.records.len() < max => after = Some(a),
+                Some(_) => return Ok(listing),
+                None => {
+                    listing.complete = true;
+                    return Ok(listing);
+                }
+            }
+        }
+    }
+
+    /// One page of `GET /crm/v3/objects/contacts` (live contacts, 100 a page), and the
+    /// cursor of the next.
+    async fn contacts_page(
+        &self,
+        ctx: &CrmContext,
+        after: Option<&str>,
+    ) -> Result<(Vec<CrmRecord>, Option<String>), CrmError> {
+        let key = ctx.field(CustomField::Pronouns);
+        let mut query = vec![
+            ("limit", BATCH_LIMIT.to_string()),
+            ("properties", mapping::read_properties(key).join(",")),
+            ("archived", "false".to_string()),
+        ];
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        let (status, body) = self
+            .call(
+                Lane::Standard,
+                Method::GET,
+                "/crm/v3/objects/contacts",
+                &query,
+                None,
+            )
+            .await?;
+        if status != StatusCode::OK {
+            return Err(error_for(status, &body));
+        }
+        let records = body["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| Self::parse_object(item.clone(), key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = body["paging"]["next"]["after"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned);
+        Ok((records, next))
     }
 
     /// `POST /crm/v3/objects/contacts/batch/read`, 100 inputs per call, by record id or by a

@@ -32,7 +32,7 @@ use super::transport::{
 };
 use crate::domain::{ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecords, CrmClient, CrmContext, RecordListing};
 
 pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
 /// Our custom contact property.
@@ -520,6 +520,10 @@ impl CrmClient for HubSpotClient {
         emails: &[String],
     ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
         self.contacts_index(ctx, emails).await
+    }
+
+    async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError> {
+        self.list_contacts(ctx, max).await
     }
 
     /// Batch upsert keyed by email, 100 inputs per call: a create repeated after a lost answer

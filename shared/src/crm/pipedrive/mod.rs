@@ -42,7 +42,7 @@ use crate::domain::{
     ContactFields, CrmRecord, CustomField, Field, FieldPatch, Provider, Reported, TenantId,
 };
 use crate::error::CrmError;
-use crate::ports::{ChangedRecords, CrmClient, CrmContext};
+use crate::ports::{ChangedRecords, CrmClient, CrmContext, RecordListing};
 
 /// Default API root (the spec servers' host); prefer the company domain.
 pub const DEFAULT_API_BASE: &str = "https://api.pipedrive.com";
@@ -537,6 +537,10 @@ impl CrmClient for PipedriveClient {
         emails: &[String],
     ) -> Result<Option<HashMap<String, CrmRecord>>, CrmError> {
         self.persons_index(ctx, emails).await
+    }
+
+    async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError> {
+        self.list_persons(ctx, max).await
     }
 
     fn daily_budget(&self) -> Option<u64> {

@@ -15,7 +15,7 @@ use super::mapping::{self, Person, Slots};
 use super::{Op, P, PipedriveClient, RECENT_CAP, RECENT_TTL, error_for, rfc3339_secs, shape_error};
 use crate::domain::{CrmRecord, FieldPatch, TenantId};
 use crate::error::CrmError;
-use crate::ports::{ChangedRecord, ChangedRecords, CrmContext};
+use crate::ports::{ChangedRecord, ChangedRecords, CrmContext, RecordListing};
 
 /// Ids one listing may name (`ids` of `GET /api/v2/persons`).
 const IDS_PER_LISTING: usize = 100;
@@ -331,6 +331,51 @@ impl PipedriveClient {
                 })
                 .collect(),
         ))
+    }
+
+    /// Every live person, page by page, until the end or once `max` are in.
+    pub(super) async fn list_persons(
+        &self,
+        ctx: &CrmContext,
+        max: usize,
+    ) -> Result<RecordListing, CrmError> {
+        let (pronouns, job) = self.slots(ctx).await?;
+        let mut listing = RecordListing {
+            tokens: Some(0),
+            ..Default::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", self.cfg.page_limit.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let (status, persons, next, body) = self.list_page(&query).await?;
+            listing.requests += 1;
+            listing.tokens = listing.tokens.map(|t| t + Op::ListPersons.cost());
+            if status != StatusCode::OK {
+                return Err(error_for(status, &body));
+            }
+            for p in persons.into_iter().filter(|p| !p.is_deleted) {
+                let emails = p
+                    .emails
+                    .iter()
+                    .map(|e| e.value.trim().to_lowercase())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                listing
+                    .records
+                    .push((Self::record(&p, pronouns.as_deref(), &job), emails));
+            }
+            match next {
+                Some(c) if listing.records.len() < max => cursor = Some(c),
+                Some(_) => return Ok(listing),
+                None => {
+                    listing.complete = true;
+                    return Ok(listing);
+                }
+            }
+        }
     }
 
     /// Lists persons page by page while the listing costs fewer tokens than one search per

@@ -32,6 +32,10 @@ pub(super) struct BackfillIndex {
     /// The records themselves, in the round that listed them.
     #[serde(skip)]
     records: HashMap<String, CrmRecord>,
+    /// Listed by a preview of the first sync (which stands for the Sync Now that follows it
+    /// while fresh) rather than by a round of the running Sync Now.
+    #[serde(default)]
+    by_preview: bool,
 }
 
 impl BackfillIndex {
@@ -43,13 +47,26 @@ impl BackfillIndex {
                 .map(|(email, r)| (email.clone(), r.id.clone()))
                 .collect(),
             records,
+            by_preview: false,
         }
     }
 
-    /// A kept index, if it was listed in this Sync Now (`started`) and is still fresh.
+    /// The index a preview listed: it stands for the next Sync Now while fresh.
+    pub(super) fn from_preview(
+        listed_at: DateTime<Utc>,
+        records: HashMap<String, CrmRecord>,
+    ) -> Self {
+        Self {
+            by_preview: true,
+            ..Self::new(listed_at, records)
+        }
+    }
+
+    /// A kept index, if it was listed in this Sync Now (`started`) or by a preview, and is
+    /// still fresh.
     pub(super) fn restore(kept: &str, started: DateTime<Utc>, now: DateTime<Utc>) -> Option<Self> {
         let index: Self = serde_json::from_str(kept).ok()?;
-        (index.listed_at >= started
+        ((index.listed_at >= started || index.by_preview)
             && now - index.listed_at <= Duration::minutes(FRESH_FOR_MINUTES))
         .then_some(index)
     }
@@ -125,6 +142,21 @@ mod tests {
             "more than 15 minutes old"
         );
         assert!(BackfillIndex::restore("not json", at(9), at(12)).is_none());
+    }
+
+    #[test]
+    fn a_previews_index_stands_for_the_sync_now_after_it_while_fresh() {
+        let previewed = BackfillIndex::from_preview(
+            at(10),
+            HashMap::from([("ann@x.io".to_string(), record("7", "ann@x.io"))]),
+        );
+        let kept = previewed.to_kept().unwrap();
+        let mut restored = BackfillIndex::restore(&kept, at(12), at(13)).unwrap();
+        assert_eq!(restored.take("ann@x.io").map(|k| k.id), Some("7".into()));
+        assert!(
+            BackfillIndex::restore(&kept, at(12), at(26)).is_none(),
+            "more than 15 minutes old"
+        );
     }
 
     #[test]
