@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's, driven by playwright-core) against the dashboard of the real
-// local runner with its in-process CRM simulators: Setup Now, a contact created in the app
-// turning synced, a CRM outage showing as an error and recovering, and a screenshot.
+// local runner with its in-process CRM simulators: Setup Now, the first sync's preview, a
+// contact created in the app turning synced, a CRM outage showing as an error and recovering, and a screenshot.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -86,6 +86,27 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   const pronouns = await json(base + "/setup/pronouns-status", { headers: { Authorization: "Bearer " + KEY } });
   assert.equal(pronouns.ready, true);
 
+  // Before the first Sync Now, the preview says what it would do, and writes nothing: a person
+  // Pipedrive had before (its webhook lost) would be imported, and created in HubSpot too.
+  await fetch(sim + "/_sim/pipedrive/webhooks", { method: "POST", headers: { "content-type": "application/json" }, body: '{"enabled":false}' });
+  await fetch(sim + "/_sim/pipedrive/persons", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: "Ada Lovelace", emails: [{ value: "ada@example.com", primary: true }] }) });
+  await fetch(sim + "/_sim/pipedrive/webhooks", { method: "POST", headers: { "content-type": "application/json" }, body: '{"enabled":true}' });
+  const writesBefore = [(await json(sim + "/_sim/hubspot/stats")).write_calls, (await json(sim + "/_sim/pipedrive/stats")).write_calls];
+  await page.waitForSelector("#preview-card:not([hidden])");
+  await page.click("#preview-run");
+  const count = (provider, kind) => `#preview-result [data-provider="${provider}"] [data-kind="${kind}"] .count`;
+  await page.waitForSelector(count("pipedrive", "imported"));
+  assert.equal(await page.textContent(count("pipedrive", "imported")), "1");
+  assert.equal(await page.textContent(count("hubspot", "created_from_other_crms")), "1");
+  await page.click(`#preview-result [data-provider="pipedrive"] [data-kind="imported"] summary`);
+  assert.match(await page.textContent(`#preview-result [data-provider="pipedrive"] [data-kind="imported"]`), /Ada Lovelace · ada@example.com/);
+  assert.match(await page.textContent(`#preview-result [data-provider="pipedrive"] .preview-cost`), /1 request\(s\), 10 tokens/);
+  const writesAfter = [(await json(sim + "/_sim/hubspot/stats")).write_calls, (await json(sim + "/_sim/pipedrive/stats")).write_calls];
+  assert.deepEqual(writesAfter, writesBefore, "the preview wrote nothing in either CRM");
+  fs.mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: path.join(artifacts, "dashboard-preview.png"), fullPage: true });
+
   // A contact created in the app turns synced after Sync Now.
   await page.fill("#new-contact input[name=email]", "grace@example.com");
   await page.fill("#new-contact input[name=first_name]", "Grace");
@@ -101,6 +122,7 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   assert.equal(inHubSpot.properties.pronouns, "she/her");
   const persons = await json(sim + "/_sim/pipedrive/persons");
   assert.ok(JSON.stringify(persons).includes("grace@example.com"), "the contact is in Pipedrive too");
+  await page.waitForSelector('tr[data-email="ada@example.com"]');
   await page.waitForFunction(() => document.querySelector('[data-provider="hubspot"] .last-sync')?.textContent !== "never");
   assert.equal(await page.textContent('[data-provider="hubspot"] .errors'), "0");
 
