@@ -360,15 +360,36 @@ pub trait SharedLimits: Send + Sync {
     async fn spent_today(&self, tenant: &TenantId, provider: Provider) -> Result<u64, StoreError>;
 }
 
+/// Each contact's sync history: the last decisions that wrote something, met a conflict or
+/// failed, kept for a bounded time and number.
+#[async_trait]
+pub trait SyncHistory: Send + Sync {
+    async fn record_history(&self, entry: &crate::domain::HistoryEntry) -> Result<(), StoreError>;
+    /// Newest first, at most `limit`.
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::HistoryEntry>, StoreError>;
+}
+
 /// All of the sync's bookkeeping, for the service that needs every part of it. Each part is its
 /// own narrow port; `adapters::state` lays them out once over a key-value store.
 pub trait SyncState:
-    Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues
+    Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues + SyncHistory
 {
 }
 
 impl<T> SyncState for T where
-    T: Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues
+    T: Cursors
+        + SyncNowLog
+        + CrmHealth
+        + ConflictLog
+        + Dedupe
+        + FieldKeys
+        + ContactIssues
+        + SyncHistory
 {
 }
 

@@ -177,6 +177,10 @@ async fn three_failures_dead_letter_and_replay_brings_it_back() {
     let back = q.receive(10).await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].job.change().unwrap().record_id, "c1");
+    assert!(
+        back[0].job.change().unwrap().replayed,
+        "a replayed job says so"
+    );
     assert_eq!(
         back[0].attempt, 1,
         "a replayed job gets three fresh attempts"

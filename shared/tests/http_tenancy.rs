@@ -127,6 +127,7 @@ async fn every_app_route_needs_a_valid_key() {
         ("GET", "/contacts/x"),
         ("PUT", "/contacts/x"),
         ("DELETE", "/contacts/x"),
+        ("GET", "/contacts/x/history"),
         ("GET", "/sync/status"),
         ("GET", "/sync/preview"),
         ("POST", "/sync"),

@@ -16,8 +16,8 @@ use shared::ports::{
 };
 use shared::tenant::{TenantConfig, TenantKey, TenantRecord, TenantRegistry};
 use shared::{
-    Conflict, ConflictRecord, Contact, ContactFields, ContactLink, CustomField, Field, LinkStatus,
-    Provider, Side, TenantId,
+    Conflict, ConflictRecord, Contact, ContactFields, ContactLink, CrmDecision, CustomField,
+    DecisionAction, Field, HistoryEntry, LinkStatus, Provider, Side, TenantId, Trigger,
 };
 
 /// What every backend implements.
@@ -79,6 +79,7 @@ contract!(
     crm_health_adds_up_outcomes_and_pauses,
     racing_health_updates_lose_none,
     the_conflict_log_is_newest_first_and_per_tenant,
+    a_contacts_history_is_newest_first_bounded_and_its_own,
     dedupe_marks_a_delivery_once_until_forgotten,
     dedupe_marks_a_delivery_s_events_together,
     field_keys_and_issues_are_per_crm,
@@ -436,6 +437,51 @@ async fn racing_health_updates_lose_none(s: impl Store) {
     }
     let st = s.stats(&tenant(), Provider::Pipedrive).await.unwrap();
     assert_eq!((st.synced, st.conflicts), (30, 30));
+}
+
+async fn a_contacts_history_is_newest_first_bounded_and_its_own(s: impl Store) {
+    let entry = |tenant: &str, contact: &str, i: i64| HistoryEntry {
+        tenant: TenantId::new(tenant),
+        contact_id: contact.into(),
+        at: Utc::now() + chrono::Duration::milliseconds(i),
+        trigger: Trigger::App,
+        crms: vec![CrmDecision {
+            provider: Provider::HubSpot,
+            record_id: Some(format!("r{i}")),
+            action: DecisionAction::Updated,
+            crm_writes: Vec::new(),
+            app_writes: Vec::new(),
+            conflicts: Vec::new(),
+            error: None,
+        }],
+    };
+    for i in 0..55 {
+        s.record_history(&entry("acme", "c1", i)).await.unwrap();
+    }
+    // A contact whose id extends c1's, another tenant's c1: neither is c1's history.
+    s.record_history(&entry("acme", "c10", 100)).await.unwrap();
+    s.record_history(&entry("other", "c1", 100)).await.unwrap();
+    let h = s.history(&tenant(), "c1", 50).await.unwrap();
+    let ids: Vec<String> = h
+        .iter()
+        .map(|e| e.crms[0].record_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ids[0], "r54", "newest first");
+    assert_eq!(ids[49], "r5");
+    assert!(
+        h.iter()
+            .all(|e| e.contact_id == "c1" && e.tenant == tenant())
+    );
+    assert_eq!(s.history(&tenant(), "c10", 50).await.unwrap().len(), 1);
+    assert_eq!(
+        s.history(&TenantId::new("other"), "c1", 50)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(s.history(&tenant(), "c2", 50).await.unwrap().is_empty());
 }
 
 async fn the_conflict_log_is_newest_first_and_per_tenant(s: impl Store) {

@@ -12,6 +12,7 @@
 //! | `seen#<event key>` | a webhook delivery seen, until its expiry |
 //! | `field#<provider>#<field>` | a custom field's key in a CRM |
 //! | `issue#<contact>#<provider>` | a contact's sync problem while it has no link |
+//! | `history#<contact>#<time>#<uuid>` | one entry of a contact's sync history, expiring after 30 days (the newest 50 are read; SQLite keeps no more) |
 //!
 //! The registry is the partition `_registry`: one `tenant#<id>` item per tenant, and a
 //! `key#<index>` item (the tenant's id) per key it is found by ([`TenantKey::index`]: its API
@@ -26,11 +27,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::{ConflictRecord, CustomField, Provider, TenantId};
+use crate::domain::{ConflictRecord, CustomField, HistoryEntry, Provider, TenantId};
 use crate::error::StoreError;
 use crate::ports::{
     ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys, ProviderStats,
-    SyncNowLog, SyncNowProgress,
+    SyncHistory, SyncNowLog, SyncNowProgress,
 };
 use crate::tenant::{TenantRecord, TenantRegistry};
 
@@ -71,6 +72,23 @@ pub trait StateKv: Send + Sync {
             out.push(self.kv_put_new(partition, key, value, ttl).await?);
         }
         Ok(out)
+    }
+    /// Stores a value under a new key starting with `prefix`, expiring after `ttl`, keeping
+    /// at most `keep` live keys under `prefix` where the store can drop the oldest in the same
+    /// write (elsewhere expiry bounds them).
+    async fn kv_append(
+        &self,
+        partition: &str,
+        prefix: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let _ = (prefix, keep);
+        self.kv_put_new(partition, key, value, ttl)
+            .await
+            .map(|_| ())
     }
     async fn kv_delete(&self, partition: &str, key: &str) -> Result<(), StoreError>;
     /// The values of keys starting with `prefix`, in key order (reversed with `newest_first`),
@@ -258,6 +276,51 @@ impl<K: StateKv> ConflictLog for K {
         limit: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError> {
         scan(self, tenant.as_str(), "conflict#", true, Some(limit)).await
+    }
+}
+
+/// How long a history entry is kept, and how many of a contact's are.
+const HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const HISTORY_KEEP: usize = 50;
+
+fn history_prefix(contact_id: &str) -> String {
+    format!("history#{contact_id}#")
+}
+
+#[async_trait]
+impl<K: StateKv> SyncHistory for K {
+    async fn record_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let prefix = history_prefix(&entry.contact_id);
+        let key = format!(
+            "{prefix}{}#{}",
+            entry.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            uuid::Uuid::new_v4()
+        );
+        self.kv_append(
+            entry.tenant.as_str(),
+            &prefix,
+            &key,
+            &to_json(entry)?,
+            HISTORY_TTL,
+            HISTORY_KEEP,
+        )
+        .await
+    }
+
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        scan(
+            self,
+            tenant.as_str(),
+            &history_prefix(contact_id),
+            true,
+            Some(limit),
+        )
+        .await
     }
 }
 

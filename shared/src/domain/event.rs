@@ -145,6 +145,9 @@ pub struct ChangeEvent {
     /// for the fields in `previous`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported: Vec<Reported>,
+    /// Moved back from the dead-letter queue by a replay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl ChangeEvent {
@@ -163,6 +166,21 @@ impl ChangeEvent {
             provenance: None,
             event_id: None,
             reported: Vec::new(),
+            replayed: false,
+        }
+    }
+
+    /// What set this sync off, for the contact's history.
+    pub fn trigger(&self) -> super::Trigger {
+        use super::Trigger;
+        if self.replayed {
+            return Trigger::Replay;
+        }
+        match (self.origin, self.provenance.as_deref()) {
+            (_, Some("poll" | "gone")) => Trigger::Poll,
+            (_, Some("sync_now")) => Trigger::SyncNow,
+            (Origin::App, _) => Trigger::App,
+            (Origin::Crm(_), _) => Trigger::Webhook,
         }
     }
 }
@@ -186,6 +204,17 @@ pub enum Job {
 }
 
 impl Job {
+    /// The job as a replay from the dead-letter queue sends it again (a change says so).
+    pub fn replayed(self) -> Job {
+        match self {
+            Job::Change(e) => Job::Change(ChangeEvent {
+                replayed: true,
+                ..e
+            }),
+            other => other,
+        }
+    }
+
     pub fn tenant(&self) -> &TenantId {
         match self {
             Job::Change(e) => &e.tenant,

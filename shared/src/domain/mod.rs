@@ -1,6 +1,7 @@
 //! Domain types: tenants, providers, the universal contact, links and change events.
 
 mod event;
+pub mod history;
 mod link;
 mod writes;
 
@@ -396,6 +397,7 @@ pub use link::{ContactLink, LinkStatus, PendingWrites};
 pub use writes::{CrmWrite, FieldWrite, RecentWrites};
 
 pub use event::{ChangeEvent, ChangeKind, Job, Origin, Replacement, Reported};
+pub use history::{CrmDecision, DecisionAction, FieldChange, HistoryEntry, Trigger};
 
 /// One CRM account of a tenant, as webhooks show it: the account they name, how the CRM
 /// authenticates them, and who our own writes come from. Secrets are never logged (the Debug

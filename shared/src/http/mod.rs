@@ -2,6 +2,7 @@
 
 mod contacts;
 mod errors;
+mod history;
 mod openapi;
 mod preview;
 mod setup;
@@ -84,6 +85,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard))
         .routes(routes!(contacts::list, contacts::create))
         .routes(routes!(contacts::read, contacts::replace, contacts::delete))
+        .routes(routes!(history::contact_history))
         .routes(routes!(status::sync_status))
         .routes(routes!(status::sync_now))
         .routes(routes!(preview::sync_preview))

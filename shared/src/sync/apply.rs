@@ -304,6 +304,7 @@ impl SyncService {
             }
             return Ok(report);
         };
+        report.record_id = Some(external_id.clone());
         match plan.link {
             LinkOutcome::Skip => {}
             LinkOutcome::Tombstone => {

@@ -22,7 +22,7 @@ use tracing::info;
 
 use super::{Known, SyncReport, SyncService};
 use crate::domain::{
-    ChangeEvent, ContactLink, LinkStatus, Provider, RecentWrites, Reported, TenantId,
+    ChangeEvent, ContactLink, LinkStatus, Provider, RecentWrites, Reported, TenantId, Trigger,
 };
 use crate::error::{StoreError, SyncError};
 use crate::ports::{CrmClient, CrmContext};
@@ -57,7 +57,15 @@ impl SyncService {
         if !lost.is_empty() && link.status != LinkStatus::Deleted {
             info!(%tenant, %provider, record = %event.record_id, "the echo of our write shows a value we had not read; syncing with it");
             report = self
-                .sync_contact(tenant, &link.contact_id, Some(provider), None, &lost)
+                .sync_contact(
+                    tenant,
+                    &link.contact_id,
+                    Some(provider),
+                    None,
+                    &lost,
+                    Trigger::Check,
+                    None,
+                )
                 .await?;
         }
         // The writes it names are checked, each only if it names every field the write
@@ -202,6 +210,8 @@ impl SyncService {
                     Some(provider),
                     Some(known),
                     &replaced,
+                    Trigger::Check,
+                    None,
                 )
                 .await?;
         }

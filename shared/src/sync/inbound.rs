@@ -18,6 +18,8 @@ use crate::tenant::TenantConfig;
 pub(super) struct Inbound {
     pub contact_id: String,
     pub record: Option<Known>,
+    /// The import that made the contact, for its history.
+    pub imported: Option<crate::domain::CrmDecision>,
 }
 
 impl SyncService {
@@ -58,6 +60,7 @@ impl SyncService {
                 return Ok(Some(Inbound {
                     contact_id: link.contact_id,
                     record: known,
+                    imported: None,
                 }));
             }
             // Restored in the CRM? Revive the link; otherwise nothing to do.
@@ -78,6 +81,7 @@ impl SyncService {
                             record: Some(r),
                             link_version: Some(revived.version),
                         }),
+                        imported: None,
                     }))
                 }
                 _ => Ok(None),
@@ -101,6 +105,7 @@ impl SyncService {
             return Ok(Some(Inbound {
                 contact_id: intent.contact_id,
                 record: None,
+                imported: None,
             }));
         }
         // The intent may have moved to this record since the first look (a rekey is atomic,
@@ -109,6 +114,7 @@ impl SyncService {
             return Ok((link.status != LinkStatus::Deleted).then_some(Inbound {
                 contact_id: link.contact_id,
                 record: None,
+                imported: None,
             }));
         }
         if let Some(email) = record.fields.email.as_deref()
@@ -123,6 +129,7 @@ impl SyncService {
                     record: Some(record),
                     link_version: None,
                 }),
+                imported: None,
             }));
         }
         let now = self.now();
@@ -170,6 +177,15 @@ impl SyncService {
             .record_outcome(tenant, provider, Ok(()), 0)
             .await?;
         info!(%tenant, %provider, record_id, contact_id = %contact.id, "imported a new CRM record into the app");
+        let imported = crate::domain::CrmDecision {
+            provider,
+            record_id: Some(record.id.clone()),
+            action: crate::domain::DecisionAction::Imported,
+            crm_writes: Vec::new(),
+            app_writes: crate::domain::history::all_set(&contact.fields),
+            conflicts: Vec::new(),
+            error: None,
+        };
         Ok(Some(Inbound {
             contact_id: contact.id,
             record: Some(Known {
@@ -177,6 +193,7 @@ impl SyncService {
                 record: Some(record),
                 link_version: Some(linked.version),
             }),
+            imported: Some(imported),
         }))
     }
 

@@ -17,6 +17,7 @@ mod check;
 mod create;
 mod failure;
 mod fields;
+mod history;
 mod inbound;
 mod pair;
 mod reconcile;
@@ -57,6 +58,10 @@ pub struct SyncReport {
     /// an update checked before its link was written): no check after the sync.
     pub crm_writes_checked: usize,
     pub conflicts: usize,
+    /// The record a pair's sync ended linked to (one pair's report only).
+    pub record_id: Option<String>,
+    /// Per CRM, what the sync decided, for the contact's history.
+    pub decisions: Vec<crate::domain::CrmDecision>,
 }
 
 impl SyncReport {
@@ -65,6 +70,7 @@ impl SyncReport {
         self.crm_writes += other.crm_writes;
         self.crm_writes_checked += other.crm_writes_checked;
         self.conflicts += other.conflicts;
+        self.decisions.extend(other.decisions.iter().cloned());
     }
 
     /// Adds one CRM's outcome: its report, or its error (the first one kept).
@@ -331,8 +337,8 @@ impl SyncService {
         if event.kind == ChangeKind::Echo {
             return self.confirm_echo(event).await;
         }
-        let (contact_id, first, record) = match event.origin.provider() {
-            None => (event.record_id.clone(), None, None),
+        let (contact_id, first, record, imported) = match event.origin.provider() {
+            None => (event.record_id.clone(), None, None, None),
             Some(provider) => {
                 let Some(client) = self.tenants.client(&cfg.id, provider) else {
                     warn!(%provider, "event for a provider this tenant does not use");
@@ -341,11 +347,24 @@ impl SyncService {
                 let Some(found) = self.inbound(&cfg, client.as_ref(), event, known).await? else {
                     return Ok(SyncReport::default());
                 };
-                (found.contact_id, Some(provider), found.record)
+                (
+                    found.contact_id,
+                    Some(provider),
+                    found.record,
+                    found.imported,
+                )
             }
         };
         let mut report = self
-            .sync_contact(&cfg.id, &contact_id, first, record, &event.reported)
+            .sync_contact(
+                &cfg.id,
+                &contact_id,
+                first,
+                record,
+                &event.reported,
+                event.trigger(),
+                imported,
+            )
             .await?;
         report.contact_id = Some(contact_id);
         Ok(report)

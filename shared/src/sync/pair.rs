@@ -6,10 +6,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::{Known, SyncReport, SyncService};
+use super::{Known, SyncReport, SyncService, history};
 use crate::domain::{
-    Contact, ContactFields, ContactLink, CrmRecord, FieldPatch, LinkStatus, Provider, RecentWrites,
-    Reported, TenantId,
+    Contact, ContactFields, ContactLink, CrmDecision, CrmRecord, FieldPatch, LinkStatus, Provider,
+    RecentWrites, Reported, TenantId, Trigger,
 };
 use crate::engine::{self, AppSide, CrmSide, PlanInput};
 use crate::error::{CrmError, StoreError, SyncError};
@@ -101,7 +101,9 @@ impl SyncService {
     /// Syncs one app contact with every CRM of its tenant, `first` first (with `known`, the
     /// record an earlier stage read from it, and `reported`, the values its change event
     /// reported). A failure with one CRM does not stop the others; the first error is returned
-    /// so the job is retried.
+    /// so the job is retried. What it decided goes into the contact's history (after
+    /// `imported`, the import that made the contact), as set off by `trigger`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn sync_contact(
         &self,
         tenant: &TenantId,
@@ -109,12 +111,17 @@ impl SyncService {
         first: Option<Provider>,
         known: Option<Known>,
         reported: &[Reported],
+        trigger: Trigger,
+        imported: Option<CrmDecision>,
     ) -> Result<SyncReport, SyncError> {
         let cfg = self.tenant(tenant).await?;
         let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant);
         clients.sort_by_key(|c| Some(c.provider()) != first);
         let mut known = known;
-        let mut report = SyncReport::default();
+        let mut report = SyncReport {
+            decisions: imported.into_iter().collect(),
+            ..Default::default()
+        };
         let mut first_error = None;
         // A CRM synced after another can bring its changes into the app (a change found by
         // Sync Now or a poll, its webhook lost): the CRMs synced before it get a second pass.
@@ -141,14 +148,27 @@ impl SyncService {
                     .await;
                 report.add(&checked);
             }
+            if let Err(err) = &done {
+                report
+                    .decisions
+                    .extend(history::failure(client.provider(), err));
+            }
             report.merge(done, &mut first_error);
         }
         for client in &clients[..again] {
             let done = self
                 .sync_pair_recorded(&cfg, client.as_ref(), contact_id, None, &[])
                 .await;
+            if let Err(err) = &done {
+                report
+                    .decisions
+                    .extend(history::failure(client.provider(), err));
+            }
             report.merge(done, &mut first_error);
         }
+        let decisions = std::mem::take(&mut report.decisions);
+        self.record_history(tenant, contact_id, trigger, decisions)
+            .await;
         match first_error {
             Some(err) => Err(err),
             None => Ok(report),
@@ -292,8 +312,15 @@ impl SyncService {
         {
             return Err(StoreError::Conflict(format!("a {provider} field was deleted")).into());
         }
-        self.apply(tenant, client, &ctx, pair, plan, &overwritten, now)
-            .await
+        let decision = history::decision(provider, &pair, &plan);
+        let mut report = self
+            .apply(tenant, client, &ctx, pair, plan, &overwritten, now)
+            .await?;
+        if let Some(mut d) = decision {
+            d.record_id = d.record_id.or_else(|| report.record_id.clone());
+            report.decisions.push(d);
+        }
+        Ok(report)
     }
 
     /// The CRM side of a pair: the linked record (as already read, if its link has not changed

@@ -207,12 +207,10 @@ impl SyncService {
         let mut jobs: Vec<Job> = retry
             .iter()
             .map(|id| {
-                Job::Change(ChangeEvent::new(
-                    tenant.clone(),
-                    Origin::App,
-                    id.clone(),
-                    ChangeKind::Upsert,
-                ))
+                let mut e =
+                    ChangeEvent::new(tenant.clone(), Origin::App, id.clone(), ChangeKind::Upsert);
+                e.provenance = Some("sync_now".into());
+                Job::Change(e)
             })
             .collect();
         jobs.extend(checks);

@@ -257,8 +257,7 @@ impl JobQueue for SqsQueue {
                 };
                 match Job::parse(body) {
                     Ok(job) if job.tenant() == tenant => {
-                        self.send_bodies(&self.queue_url, std::slice::from_ref(&job))
-                            .await?;
+                        self.send_bodies(&self.queue_url, &[job.replayed()]).await?;
                         self.client
                             .delete_message()
                             .queue_url(&self.dlq_url)

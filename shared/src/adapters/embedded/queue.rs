@@ -178,13 +178,31 @@ impl JobQueue for EmbeddedStore {
     }
 
     async fn replay_dlq(&self, tenant: &TenantId) -> Result<usize, QueueError> {
-        let n = self
-            .db()
-            .execute(
-                "UPDATE jobs SET dead = 0, attempts = 0, visible_at = ?2 WHERE dead = 1 AND tenant = ?1",
-                params![tenant.as_str(), now_ms()],
+        let mut db = self.db();
+        let tx = db.transaction().map_err(qbackend)?;
+        let dead: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT seq, body FROM jobs WHERE dead = 1 AND tenant = ?1")
+                .map_err(qbackend)?;
+            let rows = stmt
+                .query_map(params![tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(qbackend)?;
+            rows.collect::<Result<_, _>>().map_err(qbackend)?
+        };
+        for (seq, body) in &dead {
+            // A replayed change says so (its sync's history shows the replay).
+            let body = match Job::parse(body) {
+                Ok(job) => serde_json::to_string(&job.replayed()).map_err(qbackend)?,
+                Err(_) => body.clone(),
+            };
+            tx.execute(
+                "UPDATE jobs SET dead = 0, attempts = 0, visible_at = ?2, body = ?3 WHERE seq = ?1",
+                params![seq, now_ms(), body],
             )
             .map_err(qbackend)?;
+        }
+        tx.commit().map_err(qbackend)?;
+        let n = dead.len();
         if n > 0 {
             self.notify.notify_one();
         }

@@ -81,6 +81,32 @@ impl StateKv for EmbeddedStore {
         Ok(out)
     }
 
+    async fn kv_append(
+        &self,
+        partition: &str,
+        prefix: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        tx.execute(PUT_NEW, params![partition, key, value, expires, now])
+            .map_err(backend)?;
+        // The oldest beyond `keep` go in the same transaction.
+        tx.execute(
+            "DELETE FROM state WHERE tenant = ?1 AND substr(k, 1, length(?2)) = ?2 AND k NOT IN
+             (SELECT k FROM state WHERE tenant = ?1 AND substr(k, 1, length(?2)) = ?2
+              ORDER BY k DESC LIMIT ?3)",
+            params![partition, prefix, keep as i64],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
     async fn kv_delete(&self, partition: &str, key: &str) -> Result<(), StoreError> {
         self.db()
             .execute(

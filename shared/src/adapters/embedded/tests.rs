@@ -107,7 +107,38 @@ async fn queue_retries_three_times_then_dead_letters_and_replays() {
     let again = q.receive(10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].job.change().unwrap().record_id, "c1");
+    assert!(
+        again[0].job.change().unwrap().replayed,
+        "a replayed job says so"
+    );
     assert_eq!(again[0].attempt, 1);
+}
+
+#[tokio::test]
+async fn a_contacts_history_keeps_its_newest_fifty_rows() {
+    use crate::domain::{HistoryEntry, Trigger};
+    use crate::ports::SyncHistory;
+    let s = EmbeddedStore::in_memory().unwrap();
+    for i in 0..60 {
+        s.record_history(&HistoryEntry {
+            tenant: tenant(),
+            contact_id: "c1".into(),
+            at: Utc::now() + chrono::Duration::milliseconds(i),
+            trigger: Trigger::App,
+            crms: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let rows: i64 = s
+        .db()
+        .query_row(
+            "SELECT count(*) FROM state WHERE tenant = ?1 AND k LIKE 'history#c1#%'",
+            [tenant().as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 50);
 }
 
 #[tokio::test]

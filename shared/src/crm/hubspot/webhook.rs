@@ -174,6 +174,7 @@ impl HubSpotEvent {
             )),
             event_id: self.event_id.as_ref().map(Value::to_string),
             reported: self.reported().into_iter().collect(),
+            replayed: false,
         })
     }
 

@@ -227,6 +227,7 @@ impl PipedriveWebhook {
             )),
             event_id: self.meta.id.clone(),
             reported: self.reported(slots),
+            replayed: false,
         })
     }
 
@@ -278,6 +279,7 @@ impl PipedriveWebhook {
             provenance: Some("echo".into()),
             event_id: self.meta.id.clone(),
             reported,
+            replayed: false,
         })
     }
 

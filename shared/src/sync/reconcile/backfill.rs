@@ -5,11 +5,14 @@
 use tracing::info;
 
 use super::index::{self, BackfillIndex};
-use crate::domain::{Contact, ContactFields, ContactLink, Provider, TenantId};
+use crate::domain::history::all_set;
+use crate::domain::{
+    Contact, ContactFields, ContactLink, CrmDecision, DecisionAction, Provider, TenantId, Trigger,
+};
 use crate::engine;
 use crate::error::{CrmError, StoreError, SyncError};
 use crate::ports::{CrmClient, CrmContext};
-use crate::sync::{Known, SyncService};
+use crate::sync::{Known, SyncService, history};
 
 impl SyncService {
     /// First sync of a tenant's unlinked contacts with one CRM, in chunks of 100: the chunk's
@@ -97,11 +100,28 @@ impl SyncService {
                             )
                             .await
                         {
-                            Ok(_) => done += 1,
+                            Ok(report) => {
+                                self.record_history(
+                                    tenant,
+                                    &contact.id,
+                                    Trigger::SyncNow,
+                                    report.decisions,
+                                )
+                                .await;
+                                done += 1;
+                            }
                             Err(err) => {
                                 cut_short |= err.is_out_of_time();
                                 self.record_failure(tenant, &contact.id, provider, &err)
-                                    .await
+                                    .await;
+                                let failed = history::failure(provider, &err);
+                                self.record_history(
+                                    tenant,
+                                    &contact.id,
+                                    Trigger::SyncNow,
+                                    failed.into_iter().collect(),
+                                )
+                                .await;
                             }
                         }
                     }
@@ -253,6 +273,17 @@ impl SyncService {
                     self.state
                         .record_outcome(tenant, provider, Ok(()), 0)
                         .await?;
+                    let created = CrmDecision {
+                        provider,
+                        record_id: Some(record.id.clone()),
+                        action: DecisionAction::Created,
+                        crm_writes: all_set(&link.base),
+                        app_writes: Vec::new(),
+                        conflicts: Vec::new(),
+                        error: None,
+                    };
+                    self.record_history(tenant, &contact.id, Trigger::SyncNow, vec![created])
+                        .await;
                     done += 1;
                 }
                 Err(err) => {
@@ -266,6 +297,14 @@ impl SyncService {
                     cut |= err.is_out_of_time();
                     self.record_failure(tenant, &contact.id, provider, &err)
                         .await;
+                    let failed = history::failure(provider, &err);
+                    self.record_history(
+                        tenant,
+                        &contact.id,
+                        Trigger::SyncNow,
+                        failed.into_iter().collect(),
+                    )
+                    .await;
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::adapters::embedded::EmbeddedStore;
 use crate::crm::memory::MemoryCrm;
 use crate::domain::{
     ChangeKind, Contact, ContactFields, ContactLink, CustomField, Field, FieldPatch, FieldSupport,
-    LinkStatus, Origin, Side,
+    LinkStatus, Origin, Side, Trigger,
 };
 use crate::engine;
 use crate::error::{CrmError, StoreError};
@@ -25,6 +25,7 @@ mod backfill;
 mod check;
 mod concurrency;
 mod custom_fields;
+mod history;
 
 /// The embedded store's contacts with a fault armed for the next update: another writer
 /// changes the contact's last name just before it (`race`: it loses its version race), or it
@@ -578,7 +579,7 @@ async fn spent_quota_defers_without_calling_again() {
     f.hubspot.fail_with(None);
     let err = f
         .service
-        .sync_contact(&tenant(), "c1", None, None, &[])
+        .sync_contact(&tenant(), "c1", None, None, &[], Trigger::App, None)
         .await
         .unwrap_err();
     assert!(err.deferred_until().is_some());
@@ -611,7 +612,15 @@ async fn backfill_links_unlinked_contacts_in_batches() {
     // Linked by backfill: a later sync writes nothing to HubSpot.
     let before = f.hubspot.writes();
     f.service
-        .sync_contact(&tenant(), "c007", Some(Provider::HubSpot), None, &[])
+        .sync_contact(
+            &tenant(),
+            "c007",
+            Some(Provider::HubSpot),
+            None,
+            &[],
+            Trigger::App,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(f.hubspot.writes(), before);
