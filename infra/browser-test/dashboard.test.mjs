@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's, driven by playwright-core) against the dashboard of the real
 // local runner with its in-process CRM simulators: Setup Now, the first sync's preview, a
-// contact created in the app turning synced, a CRM outage showing as an error and recovering, and a screenshot.
+// contact created in the app turning synced, its sync history, a CRM outage showing as an error and recovering, and a screenshot.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -123,6 +123,20 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   const persons = await json(sim + "/_sim/pipedrive/persons");
   assert.ok(JSON.stringify(persons).includes("grace@example.com"), "the contact is in Pipedrive too");
   await page.waitForSelector('tr[data-email="ada@example.com"]');
+
+  // The contact's detail view: its sync history, newest first — created in both CRMs from the
+  // app; then a HubSpot user's edit comes back into the app.
+  await page.click('tr[data-email="grace@example.com"]');
+  await page.waitForSelector('#contact-detail:not([hidden]) #history tr[data-trigger="app"][data-provider="hubspot"]');
+  assert.match(await page.textContent('#history tr[data-trigger="app"][data-provider="hubspot"]'), /created/);
+  assert.match(await page.textContent('#history tr[data-trigger="app"][data-provider="pipedrive"]'), /→ Pipedrive first_name: ∅ → Grace/);
+  await fetch(sim + "/_sim/hubspot/contacts/" + inHubSpot.id, { method: "PATCH", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ properties: { phone: "+1 555 0100" } }) });
+  await page.waitForSelector('#history tr[data-trigger="webhook"][data-provider="hubspot"]', { timeout: 30000 });
+  assert.match(await page.textContent('#history tr[data-trigger="webhook"][data-provider="hubspot"]'), /→ app phone: ∅ → \+1 555 0100/);
+  await page.screenshot({ path: path.join(artifacts, "dashboard-history.png"), fullPage: true });
+  await page.click("#detail-close");
+  await page.waitForSelector("#contact-detail", { state: "hidden" });
   await page.waitForFunction(() => document.querySelector('[data-provider="hubspot"] .last-sync')?.textContent !== "never");
   assert.equal(await page.textContent('[data-provider="hubspot"] .errors'), "0");
 
