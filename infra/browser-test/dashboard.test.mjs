@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's, driven by playwright-core) against the dashboard of the real
 // local runner with its in-process CRM simulators: Setup Now, the first sync's preview, a
-// contact created in the app turning synced, its sync history, a CRM outage showing as an error and recovering, and a screenshot.
+// contact created in the app turning synced, its sync history, the field rules form, a CRM outage showing as an error and recovering, and a screenshot.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -160,6 +160,17 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   const after = await json(sim + "/_sim/hubspot/contacts");
   assert.equal(after.results.find((c) => c.properties.email === "grace@example.com").properties.jobtitle, "Rear Admiral");
   await page.waitForFunction(() => document.querySelector('[data-provider="hubspot"] .errors')?.textContent === "0");
+
+  // Field rules: the form stores a direction and a winner per field; the email's is fixed.
+  await page.selectOption('#rules tr[data-field="phone"] select[name=direction]', "app_to_crms");
+  await page.selectOption('#rules tr[data-field="job_title"] select[name=winner]', "newest");
+  await page.click("#rules-save");
+  await page.waitForFunction(() => document.querySelector("#rules-line")?.textContent.startsWith("Saved."));
+  const stored = await json(base + "/settings/fields", { headers: { Authorization: "Bearer " + KEY } });
+  assert.equal(stored.fields.phone.direction, "app_to_crms");
+  assert.equal(stored.fields.job_title.winner, "newest");
+  assert.equal(stored.fields.first_name.direction, "two_way");
+  assert.equal(await page.isDisabled('#rules tr[data-field="email"] select[name=direction]'), true);
 
   const shot = path.join(artifacts, "dashboard.png");
   await page.screenshot({ path: shot, fullPage: true });

@@ -6,13 +6,17 @@
 //!   tenant's [`ConflictPolicy`] and recorded with both values and the winner;
 //! - a field whose values already match is never written (echo suppression);
 //! - a CRM user's value that our own write overwrote (reported by the user's change event) is
-//!   the CRM's side of that field: it flows back, or loses a conflict that says so.
+//!   the CRM's side of that field: it flows back, or loses a conflict that says so;
+//! - a tenant's [`FieldRules`] narrow that per field: a one-way field moves only from its
+//!   owner's side when that side changed it (the other side's edit stays where it was made), a
+//!   field that is off is never written, and a two-way field's conflicts go to its winner.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Conflict, ConflictPolicy, ContactFields, Field, FieldPatch, FieldSupport, Provider, Side,
+    Conflict, ConflictPolicy, ContactFields, Direction, Field, FieldPatch, FieldRules,
+    FieldSupport, Provider, Side,
 };
 
 /// The app side of a contact as the engine sees it.
@@ -40,6 +44,11 @@ pub struct PlanInput<'a> {
     /// The values both sides last agreed on; `None` when the pair was never synced.
     pub base: Option<&'a ContactFields>,
     pub policy: ConflictPolicy,
+    /// The tenant's field rules: which way each field flows, who wins its conflicts.
+    pub rules: &'a FieldRules,
+    /// When the app contact and the CRM record last changed (for a `newest` winner).
+    pub app_modified: Option<DateTime<Utc>>,
+    pub crm_modified: Option<DateTime<Utc>>,
     pub support: FieldSupport,
     pub now: DateTime<Utc>,
     /// CRM users' values our recent writes to the record overwrote (see
@@ -171,10 +180,12 @@ fn decide(input: &PlanInput<'_>) -> SyncPlan {
         (AppSide::Live(app), CrmSide::Missing) => {
             let mut fields = ContactFields::default();
             for field in Field::ALL {
-                if input.support.supports(field) {
+                if !input.support.supports(field) {
+                    if app.get(field).is_some() {
+                        warnings.push(pronouns_warning(input.provider));
+                    }
+                } else if input.rules.app_to_crm(field) {
                     fields.set(field, app.get(field).map(str::to_owned));
-                } else if app.get(field).is_some() {
-                    warnings.push(pronouns_warning(input.provider));
                 }
             }
             SyncPlan {
@@ -200,7 +211,7 @@ fn decide(input: &PlanInput<'_>) -> SyncPlan {
             }
             let mut fields = ContactFields::default();
             for field in Field::ALL {
-                if input.support.supports(field) {
+                if input.support.supports(field) && input.rules.crm_to_app(field) {
                     fields.set(field, crm.get(field).map(str::to_owned));
                 }
             }
@@ -269,6 +280,10 @@ fn merge(
     let mut new_base = ContactFields::default();
     let mut conflicts = Vec::new();
     let mut warnings = Vec::new();
+    let app_newer = match (input.app_modified, input.crm_modified) {
+        (Some(a), Some(c)) if a != c => Some(a > c),
+        _ => None,
+    };
 
     for field in Field::ALL {
         let a = app.get(field);
@@ -282,6 +297,37 @@ fn merge(
             continue;
         }
         let c = crm.get(field);
+        let rule = input.rules.rule(field);
+        // A one-way field moves only from its owner, and only when the owner changed it since
+        // the base; a field that is off stays as each side has it.
+        let owner = match rule.direction {
+            Direction::TwoWay => None,
+            Direction::AppToCrms => Some(Side::App),
+            Direction::CrmsToApp => Some(Side::Crm),
+            Direction::Off => {
+                new_base.set(field, b.map(str::to_owned));
+                continue;
+            }
+        };
+        if let Some(owner) = owner {
+            let (own, other) = match owner {
+                Side::App => (a, c),
+                Side::Crm => (c, a),
+            };
+            if own == b {
+                new_base.set(field, b.map(str::to_owned));
+                continue;
+            }
+            if other != own {
+                let patch = match owner {
+                    Side::App => &mut crm_patch,
+                    Side::Crm => &mut app_patch,
+                };
+                patch.insert(field, own.map(str::to_owned));
+            }
+            new_base.set(field, own.map(str::to_owned));
+            continue;
+        }
         // A CRM user's value our write overwrote stands for the CRM's side: it was made after
         // the read our write was planned on, so the app's value (what we wrote, or newer) and
         // it were made concurrently, unless they agree.
@@ -291,10 +337,7 @@ fn merge(
             .map(Option::as_deref)
             .filter(|v| *v != c);
         let mut conflict = |a: Option<&'_ str>, c: Option<&'_ str>| {
-            let mut winner = match input.policy {
-                ConflictPolicy::CrmWins => Side::Crm,
-                ConflictPolicy::AppWins => Side::App,
-            };
+            let mut winner = rule.winner(input.policy, app_newer);
             let (won, lost) = match winner {
                 Side::Crm => (c, a),
                 Side::App => (a, c),

@@ -360,6 +360,19 @@ pub trait SharedLimits: Send + Sync {
     async fn spent_today(&self, tenant: &TenantId, provider: Provider) -> Result<u64, StoreError>;
 }
 
+/// A tenant's field rules (`settings#fields`).
+#[async_trait]
+pub trait FieldRulesStore: Send + Sync {
+    /// The stored rules (none stored: every field two-way under the tenant's policy).
+    async fn field_rules(&self, tenant: &TenantId)
+    -> Result<crate::domain::FieldRules, StoreError>;
+    async fn set_field_rules(
+        &self,
+        tenant: &TenantId,
+        rules: &crate::domain::FieldRules,
+    ) -> Result<(), StoreError>;
+}
+
 /// Each contact's sync history: the last decisions that wrote something, met a conflict or
 /// failed, kept for a bounded time and number.
 #[async_trait]
@@ -377,7 +390,15 @@ pub trait SyncHistory: Send + Sync {
 /// All of the sync's bookkeeping, for the service that needs every part of it. Each part is its
 /// own narrow port; `adapters::state` lays them out once over a key-value store.
 pub trait SyncState:
-    Cursors + SyncNowLog + CrmHealth + ConflictLog + Dedupe + FieldKeys + ContactIssues + SyncHistory
+    Cursors
+    + SyncNowLog
+    + CrmHealth
+    + ConflictLog
+    + Dedupe
+    + FieldKeys
+    + ContactIssues
+    + SyncHistory
+    + FieldRulesStore
 {
 }
 
@@ -390,6 +411,7 @@ impl<T> SyncState for T where
         + FieldKeys
         + ContactIssues
         + SyncHistory
+        + FieldRulesStore
 {
 }
 

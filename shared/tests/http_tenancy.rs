@@ -133,6 +133,8 @@ async fn every_app_route_needs_a_valid_key() {
         ("POST", "/sync"),
         ("GET", "/conflicts"),
         ("POST", "/dlq/replay"),
+        ("GET", "/settings/fields"),
+        ("PUT", "/settings/fields"),
         ("POST", "/setup/pronouns-fields"),
         ("GET", "/setup/pronouns-status"),
     ];

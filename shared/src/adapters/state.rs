@@ -12,6 +12,7 @@
 //! | `seen#<event key>` | a webhook delivery seen, until its expiry |
 //! | `field#<provider>#<field>` | a custom field's key in a CRM |
 //! | `issue#<contact>#<provider>` | a contact's sync problem while it has no link |
+//! | `settings#fields` | the tenant's [`FieldRules`] |
 //! | `history#<contact>#<time>#<uuid>` | one entry of a contact's sync history, expiring after 30 days (the newest 50 are read; SQLite keeps no more) |
 //!
 //! The registry is the partition `_registry`: one `tenant#<id>` item per tenant, and a
@@ -27,11 +28,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::{ConflictRecord, CustomField, HistoryEntry, Provider, TenantId};
+use crate::domain::{ConflictRecord, CustomField, FieldRules, HistoryEntry, Provider, TenantId};
 use crate::error::StoreError;
 use crate::ports::{
-    ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys, ProviderStats,
-    SyncHistory, SyncNowLog, SyncNowProgress,
+    ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys,
+    FieldRulesStore, ProviderStats, SyncHistory, SyncNowLog, SyncNowProgress,
 };
 use crate::tenant::{TenantRecord, TenantRegistry};
 
@@ -276,6 +277,24 @@ impl<K: StateKv> ConflictLog for K {
         limit: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError> {
         scan(self, tenant.as_str(), "conflict#", true, Some(limit)).await
+    }
+}
+
+#[async_trait]
+impl<K: StateKv> FieldRulesStore for K {
+    async fn field_rules(&self, tenant: &TenantId) -> Result<FieldRules, StoreError> {
+        Ok(get(self, tenant.as_str(), "settings#fields")
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn set_field_rules(
+        &self,
+        tenant: &TenantId,
+        rules: &FieldRules,
+    ) -> Result<(), StoreError> {
+        self.kv_put(tenant.as_str(), "settings#fields", &to_json(rules)?)
+            .await
     }
 }
 

@@ -3,6 +3,7 @@
 mod event;
 pub mod history;
 mod link;
+mod rules;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -398,6 +399,7 @@ pub use writes::{CrmWrite, FieldWrite, RecentWrites};
 
 pub use event::{ChangeEvent, ChangeKind, Job, Origin, Replacement, Reported};
 pub use history::{CrmDecision, DecisionAction, FieldChange, HistoryEntry, Trigger};
+pub use rules::{Direction, FieldRule, FieldRules, Winner};
 
 /// One CRM account of a tenant, as webhooks show it: the account they name, how the CRM
 /// authenticates them, and who our own writes come from. Secrets are never logged (the Debug

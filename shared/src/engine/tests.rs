@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::{FieldRule, Winner};
 use proptest::prelude::*;
 
 fn now() -> DateTime<Utc> {
@@ -15,6 +16,9 @@ fn fields(email: &str, first: &str) -> ContactFields {
     }
 }
 
+/// No field rules: every field two-way under the policy.
+static NO_RULES: FieldRules = FieldRules(std::collections::BTreeMap::new());
+
 fn input<'a>(app: AppSide<'a>, crm: CrmSide<'a>, base: Option<&'a ContactFields>) -> PlanInput<'a> {
     PlanInput {
         provider: Provider::HubSpot,
@@ -22,6 +26,9 @@ fn input<'a>(app: AppSide<'a>, crm: CrmSide<'a>, base: Option<&'a ContactFields>
         crm,
         base,
         policy: ConflictPolicy::CrmWins,
+        rules: &NO_RULES,
+        app_modified: None,
+        crm_modified: None,
         support: FieldSupport::ALL,
         now: now(),
         overwritten: None,
@@ -336,6 +343,26 @@ fn contact_fields() -> impl Strategy<Value = ContactFields> {
     })
 }
 
+/// Rules for any of the fields but the email (which always syncs both ways).
+fn rules() -> impl Strategy<Value = FieldRules> {
+    let rule = (
+        prop_oneof![
+            2 => Just(Direction::TwoWay),
+            1 => Just(Direction::AppToCrms),
+            1 => Just(Direction::CrmsToApp),
+            1 => Just(Direction::Off),
+        ],
+        proptest::option::of(prop_oneof![
+            Just(Winner::App),
+            Just(Winner::Crm),
+            Just(Winner::Newest)
+        ]),
+    )
+        .prop_map(|(direction, winner)| FieldRule { direction, winner });
+    proptest::collection::btree_map(prop::sample::select(Field::ALL[1..].to_vec()), rule, 0..=5)
+        .prop_map(FieldRules)
+}
+
 fn policy() -> impl Strategy<Value = ConflictPolicy> {
     prop_oneof![Just(ConflictPolicy::CrmWins), Just(ConflictPolicy::AppWins)]
 }
@@ -366,20 +393,22 @@ struct Case {
     base: Option<ContactFields>,
     policy: ConflictPolicy,
     support: FieldSupport,
+    rules: FieldRules,
+    /// Which side changed last (`None`: unknown, or at the same time).
+    app_newer: Option<bool>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        state(),
-        contact_fields(),
-        state(),
-        contact_fields(),
+        (state(), contact_fields(), state(), contact_fields()),
         proptest::option::of(contact_fields()),
         policy(),
         support(),
+        rules(),
+        proptest::option::of(any::<bool>()),
     )
         .prop_map(
-            |(app_state, app, crm_state, crm, base, policy, support)| Case {
+            |((app_state, app, crm_state, crm), base, policy, support, rules, app_newer)| Case {
                 app_state,
                 app,
                 crm_state,
@@ -387,6 +416,8 @@ fn case() -> impl Strategy<Value = Case> {
                 base,
                 policy,
                 support,
+                rules,
+                app_newer,
             },
         )
 }
@@ -407,10 +438,25 @@ impl Case {
             },
             base: self.base.as_ref(),
             policy: self.policy,
+            rules: &self.rules,
+            app_modified: self.app_newer.map(|newer| {
+                if newer {
+                    now()
+                } else {
+                    now() - chrono::Duration::seconds(1)
+                }
+            }),
+            crm_modified: self
+                .app_newer
+                .map(|_| now() - chrono::Duration::milliseconds(500)),
             support: self.support,
             now: now(),
             overwritten: None,
         }
+    }
+
+    fn direction(&self, f: Field) -> Direction {
+        self.rules.rule(f).direction
     }
 
     fn normalized(&self) -> Case {
@@ -483,7 +529,7 @@ proptest! {
         prop_assert!(second.conflicts.is_empty());
         prop_assert_eq!(&second.new_base, &first.new_base);
         for f in Field::ALL {
-            if c.support.supports(f) {
+            if c.support.supports(f) && c.direction(f) == Direction::TwoWay {
                 prop_assert_eq!(next.app.get(f), first.new_base.get(f), "{:?}", f);
                 prop_assert_eq!(next.crm.get(f), first.new_base.get(f), "{:?}", f);
             }
@@ -508,7 +554,11 @@ proptest! {
         let second = plan(&cut.input());
         prop_assert_eq!(&second.crm, &CrmAction::None, "{:?}", second);
         prop_assert_eq!(&second.app, &AppAction::Update { patch: app_patch.clone() });
-        prop_assert_eq!(&second.new_base, &first.new_base);
+        // A field that is off keeps whatever base it has; between the writes it is the value
+        // both sides hold, if they agree: no decision reads it while the field is off.
+        for f in Field::ALL.into_iter().filter(|f| c.direction(*f) != Direction::Off) {
+            prop_assert_eq!(second.new_base.get(f), first.new_base.get(f), "{:?}", f);
+        }
         let fields = |p: &SyncPlan| p.conflicts.iter().map(|c| (c.field, c.winner)).collect::<Vec<_>>();
         let unsettled: Vec<_> = fields(&first).into_iter().filter(|(f, _)| !patch.contains(*f)).collect();
         prop_assert_eq!(fields(&second), unsettled);
@@ -547,7 +597,7 @@ proptest! {
             edited.email = base.email.clone();
         }
         let (app, crm) = if app_side { (edited.clone(), base.clone()) } else { (base.clone(), edited.clone()) };
-        let c = Case { app_state: State::Live, app, crm_state: State::Live, crm, base: Some(base), policy, support: FieldSupport::ALL };
+        let c = Case { app_state: State::Live, app, crm_state: State::Live, crm, base: Some(base), policy, support: FieldSupport::ALL, rules: FieldRules::default(), app_newer: None };
         let p = plan(&c.input());
         prop_assert!(p.conflicts.is_empty());
         let next = c.after(&p);
@@ -570,7 +620,7 @@ proptest! {
         let next = c.after(&p);
         for f in Field::ALL {
             let (a, cr, b) = (n.app.get(f), n.crm.get(f), base.get(f));
-            let expected = c.support.supports(f) && a != cr && a != b && cr != b;
+            let expected = c.support.supports(f) && c.direction(f) == Direction::TwoWay && a != cr && a != b && cr != b;
             let found = p.conflicts.iter().find(|x| x.field == f);
             prop_assert_eq!(found.is_some(), expected, "field {:?}", f);
             let Some(x) = found else { continue };
@@ -583,7 +633,8 @@ proptest! {
             prop_assert_eq!(p.new_base.get(f), resolved, "{:?}", f);
             let winners_value = match x.winner { Side::App => a, Side::Crm => cr };
             prop_assert_eq!(resolved, winners_value);
-            let by_policy = match c.policy { ConflictPolicy::CrmWins => Side::Crm, ConflictPolicy::AppWins => Side::App };
+            // The field's winner (its rule's, else the policy's) decides.
+            let by_policy = c.rules.rule(f).winner(c.policy, c.app_newer);
             // The policy decides, except that a cleared email never wins.
             let cleared_email = f == Field::Email && (match by_policy { Side::App => a, Side::Crm => cr }).is_none();
             prop_assert_eq!(x.winner == by_policy, !cleared_email);
@@ -604,7 +655,7 @@ proptest! {
         let mut normal = ContactFields::default();
         normal.set(field, lost);
         let lost = normal.get(field);
-        if !c.support.supports(field) || lost == n.crm.get(field) {
+        if !c.support.supports(field) || lost == n.crm.get(field) || c.direction(field) != Direction::TwoWay {
             prop_assert_eq!(p, plan(&c.input()));
             return Ok(());
         }
@@ -685,6 +736,53 @@ proptest! {
         let writes_crm = creates || (c.app_state == State::Live && c.crm_state == State::Live);
         if app_has && writes_crm {
             prop_assert_eq!(p.warnings.clone(), vec![pronouns_warning(Provider::Pipedrive)]);
+        }
+    }
+
+    /// Each field moves only the ways its rule allows: a field that is off is never written,
+    /// an app-owned one never to the app, a CRM-owned one never to the CRM; and a change by the
+    /// owner (from the base) reaches the other side, while the other side's edit stays put.
+    #[test]
+    fn writes_follow_each_fields_rule(c in case()) {
+        let n = c.normalized();
+        let p = plan(&c.input());
+        let to_app: Vec<Field> = match &p.app {
+            AppAction::Update { patch } => patch.fields().collect(),
+            AppAction::Create { fields } => Field::ALL.into_iter().filter(|f| fields.get(*f).is_some()).collect(),
+            AppAction::None => Vec::new(),
+        };
+        let to_crm: Vec<Field> = match &p.crm {
+            CrmAction::Update { patch } => patch.fields().collect(),
+            CrmAction::Create { fields } => Field::ALL.into_iter().filter(|f| fields.get(*f).is_some()).collect(),
+            _ => Vec::new(),
+        };
+        for f in Field::ALL {
+            let d = c.direction(f);
+            if matches!(d, Direction::Off | Direction::AppToCrms) {
+                prop_assert!(!to_app.contains(&f), "{:?} written to the app under {:?}: {:?}", f, d, p);
+            }
+            if matches!(d, Direction::Off | Direction::CrmsToApp) {
+                prop_assert!(!to_crm.contains(&f), "{:?} written to the CRM under {:?}: {:?}", f, d, p);
+            }
+            if d != Direction::TwoWay {
+                prop_assert!(!p.conflicts.iter().any(|x| x.field == f), "a conflict on a one-way field");
+            }
+        }
+        if c.app_state == State::Live && c.crm_state == State::Live && p.link == LinkOutcome::Synced {
+            let base = n.base.clone().unwrap_or_default();
+            let next = c.after(&p);
+            for f in Field::ALL.into_iter().filter(|f| c.support.supports(*f)) {
+                let (a, cr, b) = (n.app.get(f), n.crm.get(f), base.get(f));
+                match c.direction(f) {
+                    Direction::AppToCrms if a != b => prop_assert_eq!(next.crm.get(f), a),
+                    Direction::CrmsToApp if cr != b => prop_assert_eq!(next.app.get(f), cr),
+                    Direction::TwoWay => {}
+                    _ => {
+                        prop_assert_eq!(next.app.get(f), a, "{:?}", f);
+                        prop_assert_eq!(next.crm.get(f), cr, "{:?}", f);
+                    }
+                }
+            }
         }
     }
 }

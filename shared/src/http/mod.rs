@@ -5,6 +5,7 @@ mod errors;
 mod history;
 mod openapi;
 mod preview;
+mod settings;
 mod setup;
 mod status;
 pub mod webhooks;
@@ -91,6 +92,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(preview::sync_preview))
         .routes(routes!(status::replay_dlq))
         .routes(routes!(status::conflicts))
+        .routes(routes!(settings::get_fields, settings::put_fields))
         .routes(routes!(setup::create_fields))
         .routes(routes!(setup::status))
 }

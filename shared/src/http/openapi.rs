@@ -27,6 +27,7 @@ use super::errors::ErrorBody;
         (name = "contacts", description = "The app's contacts, each with its sync status"),
         (name = "sync", description = "Sync status, Sync Now, the DLQ and the conflict log"),
         (name = "setup", description = "The pronouns custom field in each CRM"),
+        (name = "settings", description = "The tenant's field rules: direction and conflict winner per field"),
         (name = "webhooks", description = "Change notifications from the CRMs and the app"),
         (name = "service", description = "Health, this document and the dashboard"),
     )

@@ -203,6 +203,13 @@ impl SyncService {
             .ok_or_else(|| SyncError::UnknownTenant(id.to_string()))
     }
 
+    /// The tenant, with its field rules loaded: where a sync plans.
+    async fn tenant_planning(&self, id: &TenantId) -> Result<TenantConfig, SyncError> {
+        let mut cfg = self.tenant(id).await?;
+        cfg.field_rules = self.state.field_rules(id).await?;
+        Ok(cfg)
+    }
+
     /// The per-call CRM context: the tenant and the stored keys of the CRM's custom fields.
     pub async fn crm_context(
         &self,
@@ -333,10 +340,11 @@ impl SyncService {
         event: &ChangeEvent,
         known: Option<Known>,
     ) -> Result<SyncReport, SyncError> {
-        let cfg = self.tenant(&event.tenant).await?;
+        let mut cfg = self.tenant(&event.tenant).await?;
         if event.kind == ChangeKind::Echo {
             return self.confirm_echo(event).await;
         }
+        cfg.field_rules = self.state.field_rules(&cfg.id).await?;
         let (contact_id, first, record, imported) = match event.origin.provider() {
             None => (event.record_id.clone(), None, None, None),
             Some(provider) => {

@@ -114,7 +114,7 @@ impl SyncService {
         trigger: Trigger,
         imported: Option<CrmDecision>,
     ) -> Result<SyncReport, SyncError> {
-        let cfg = self.tenant(tenant).await?;
+        let cfg = self.tenant_planning(tenant).await?;
         let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant);
         clients.sort_by_key(|c| Some(c.provider()) != first);
         let mut known = known;
@@ -132,9 +132,15 @@ impl SyncService {
             } else {
                 (None, &[][..])
             };
-            let done = self
-                .sync_pair_recorded(&cfg, client.as_ref(), contact_id, hint, reported)
-                .await;
+            // Boxed: a pair's sync is a deep future, kept off the caller's stack.
+            let done = Box::pin(self.sync_pair_recorded(
+                &cfg,
+                client.as_ref(),
+                contact_id,
+                hint,
+                reported,
+            ))
+            .await;
             if done.as_ref().is_ok_and(|r| r.app_writes > 0) {
                 again = i;
             }
@@ -156,9 +162,9 @@ impl SyncService {
             report.merge(done, &mut first_error);
         }
         for client in &clients[..again] {
-            let done = self
-                .sync_pair_recorded(&cfg, client.as_ref(), contact_id, None, &[])
-                .await;
+            let done =
+                Box::pin(self.sync_pair_recorded(&cfg, client.as_ref(), contact_id, None, &[]))
+                    .await;
             if let Err(err) = &done {
                 report
                     .decisions
@@ -301,6 +307,9 @@ impl SyncService {
             },
             base: base.as_ref(),
             policy: cfg.conflict_policy,
+            rules: &cfg.field_rules,
+            app_modified: Some(pair.contact.last_app_modified),
+            crm_modified: pair.record.as_ref().and_then(|r| r.updated_at),
             support: ctx.support(),
             now,
             overwritten: Some(&overwritten),

@@ -31,6 +31,10 @@ pub struct TenantConfig {
     /// Its CRM accounts, one per provider.
     #[serde(default)]
     pub accounts: Vec<CrmAccount>,
+    /// Its field rules, as the sync state holds them (`PUT /settings/fields`), loaded where a
+    /// sync plans; never part of the registry record.
+    #[serde(skip)]
+    pub field_rules: crate::domain::FieldRules,
 }
 
 impl std::fmt::Debug for TenantConfig {
@@ -51,6 +55,7 @@ impl TenantConfig {
             api_key: None,
             app_webhook_secret: None,
             accounts: Vec::new(),
+            field_rules: Default::default(),
         }
     }
 

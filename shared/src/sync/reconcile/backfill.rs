@@ -27,7 +27,7 @@ impl SyncService {
         provider: Provider,
         deadline: Option<std::time::Instant>,
     ) -> Result<(usize, bool), SyncError> {
-        let cfg = self.tenant(tenant).await?;
+        let cfg = self.tenant_planning(tenant).await?;
         let Some(client) = self.tenants.client(tenant, provider) else {
             return Ok((0, false));
         };
@@ -129,7 +129,7 @@ impl SyncService {
                 }
             }
             let (created, cut) = self
-                .create_unlinked(tenant, client.as_ref(), &ctx, &fresh)
+                .create_unlinked(tenant, client.as_ref(), &ctx, &fresh, &cfg.field_rules)
                 .await?;
             done += created;
             // The day's budget is spent: the rest waits for its reset (Sync Now resumes it).
@@ -201,6 +201,7 @@ impl SyncService {
         client: &dyn CrmClient,
         ctx: &CrmContext,
         contacts: &[&Contact],
+        rules: &crate::domain::FieldRules,
     ) -> Result<(usize, bool), SyncError> {
         let provider = client.provider();
         let support = ctx.support();
@@ -213,6 +214,12 @@ impl SyncService {
             let mut fields = contact.fields.clone().normalized();
             if !support.pronouns {
                 fields.pronouns = None;
+            }
+            // What the field rules keep from the CRMs is not sent (as the engine's create).
+            for field in crate::domain::Field::ALL {
+                if !rules.app_to_crm(field) {
+                    fields.set(field, None);
+                }
             }
             let intent = ContactLink::intent(tenant, &contact.id, provider, fields.clone(), now);
             match self.links.put_link(&intent).await {

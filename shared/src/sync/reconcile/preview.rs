@@ -205,7 +205,7 @@ impl SyncService {
         contacts: &[Contact],
         links: &[crate::domain::ContactLink],
     ) -> Result<Previewed, SyncError> {
-        let cfg = self.tenant(tenant).await?;
+        let cfg = self.tenant_planning(tenant).await?;
         let Some(client) = self.tenants.client(tenant, provider) else {
             return Err(SyncError::UnknownTenant(format!(
                 "{tenant} has no {provider}"
@@ -294,6 +294,9 @@ impl SyncService {
                 crm: CrmSide::Live(&record.fields),
                 base: None,
                 policy: cfg.conflict_policy,
+                rules: &cfg.field_rules,
+                app_modified: Some(contact.last_app_modified),
+                crm_modified: record.updated_at,
                 support,
                 now: listed_at,
                 overwritten: None,
