@@ -18,15 +18,14 @@ pub struct ContactHistory {
 
 /// The contact's last 50 sync decisions, newest first: when, what set the sync off (`app`,
 /// `webhook`, `poll`, `sync_now`, `replay`, `check`), and per CRM what was written where
-/// (field, old → new), the conflicts and who won, and any error. Entries are kept 30 days. A
-/// deleted contact's history stays readable.
+/// (field, old → new), the conflicts and who won, and any error. Entries are kept 30 days.
 #[utoipa::path(get, path = "/contacts/{id}/history", tag = "contacts", operation_id = "contactHistory",
     params(("id" = String, Path, description = "The contact's id")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The history, newest first", body = ContactHistory),
         (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 404, description = "No such contact", body = ErrorBody),
+        (status = 404, description = "No such contact (or it was deleted)", body = ErrorBody),
         (status = 500, description = "Storage is unavailable", body = ErrorBody),
     ))]
 pub async fn contact_history(
@@ -34,7 +33,8 @@ pub async fn contact_history(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ContactHistory>, ApiError> {
-    if state.service.contacts.get(&tenant, &id).await?.is_none() {
+    let contact = state.service.contacts.get(&tenant, &id).await?;
+    if contact.is_none_or(|c| c.deleted) {
         return Err(ApiError::not_found(format!("no contact {id}")));
     }
     let items = state.service.history(&tenant, &id).await?;

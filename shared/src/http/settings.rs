@@ -28,7 +28,42 @@ pub struct FieldSettings {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSettingsInput {
-    pub fields: BTreeMap<Field, FieldRule>,
+    pub fields: FieldRulesInput,
+}
+
+/// A rule per field but the email (always two-way: records are matched by it).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRulesInput {
+    #[serde(default)]
+    pub first_name: Option<FieldRule>,
+    #[serde(default)]
+    pub last_name: Option<FieldRule>,
+    #[serde(default)]
+    pub phone: Option<FieldRule>,
+    #[serde(default)]
+    pub job_title: Option<FieldRule>,
+    #[serde(default)]
+    pub pronouns: Option<FieldRule>,
+}
+
+impl FieldRulesInput {
+    /// The rules to store: those that differ from the default.
+    fn into_rules(self) -> FieldRules {
+        FieldRules(
+            [
+                (Field::FirstName, self.first_name),
+                (Field::LastName, self.last_name),
+                (Field::Phone, self.phone),
+                (Field::JobTitle, self.job_title),
+                (Field::Pronouns, self.pronouns),
+            ]
+            .into_iter()
+            .filter_map(|(f, r)| Some((f, r?)))
+            .filter(|(_, r)| *r != FieldRule::default())
+            .collect(),
+        )
+    }
 }
 
 async fn settings(
@@ -72,7 +107,7 @@ pub async fn get_fields(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Stored; every field's rule", body = FieldSettings),
-        (status = 400, description = "Not valid rules (an unknown field or value, a rule for the email)", body = ErrorBody),
+        (status = 400, description = "Not valid rules (an unknown field or value; the email has none)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 415, description = "Body not declared as JSON", body = ErrorBody),
@@ -84,15 +119,16 @@ pub async fn put_fields(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FieldSettings>, ApiError> {
-    let input: FieldSettingsInput = json_body(&headers, &body?)?;
-    // A rule equal to the default is not stored: the email's default one is accepted as such.
-    let rules = FieldRules(
-        input
-            .fields
-            .into_iter()
-            .filter(|(_, r)| *r != FieldRule::default())
-            .collect(),
-    );
+    let raw: serde_json::Value = json_body(&headers, &body?)?;
+    // An object of rules (serde would take a struct from an array too).
+    if !raw.get("fields").is_some_and(serde_json::Value::is_object) {
+        return Err(ApiError::bad_request(
+            "expected {\"fields\": {<field>: {\"direction\", \"winner\"}}}",
+        ));
+    }
+    let input: FieldSettingsInput = serde_json::from_value(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let rules = input.fields.into_rules();
     rules.validate().map_err(ApiError::bad_request)?;
     state.service.state.set_field_rules(&tenant, &rules).await?;
     tracing::info!(%tenant, rules = rules.0.len(), "field rules stored");
