@@ -43,6 +43,8 @@ impl Deployment {
     /// the tenant (`TENANT_ID`, `API_KEY`, `APP_WEBHOOK_SECRET`), the CRM settings, and
     /// `TENANT_SECRET_PREFIX` (registered tenants' secrets in Secrets Manager).
     pub async fn from_env() -> Result<Self, DeployError> {
+        // Every function's metrics go to CloudWatch as EMF lines on stdout.
+        crate::metrics::enable();
         let aws = aws_config::load_from_env().await;
         let store = Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&aws),
@@ -98,6 +100,13 @@ impl Deployment {
                 value: v.clone(),
             })?;
             service = service.with_check_grace(Duration::from_secs(secs));
+        }
+        if let Some(v) = var("WEBHOOK_GRACE_SECS") {
+            let secs = v.parse().map_err(|_| SettingsError::Invalid {
+                name: "WEBHOOK_GRACE_SECS",
+                value: v.clone(),
+            })?;
+            service = service.with_webhook_grace(Duration::from_secs(secs));
         }
         // Fields a cold start finds unprepared (registered tenants were prepared when
         // onboarded; an environment tenant is prepared on its first cold start).

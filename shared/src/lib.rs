@@ -13,6 +13,7 @@ pub mod http;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod ports;
 pub mod provision;
 pub mod settings;

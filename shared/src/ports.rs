@@ -360,6 +360,41 @@ pub trait SharedLimits: Send + Sync {
     async fn spent_today(&self, tenant: &TenantId, provider: Provider) -> Result<u64, StoreError>;
 }
 
+/// Whether a CRM's webhooks reach us, per tenant: when one last came in, and what the last
+/// poll found that no webhook had brought.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookHealth {
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_poll_at: Option<DateTime<Utc>>,
+    /// Changes the last poll found that no webhook had delivered.
+    pub missed_by_last_poll: u64,
+    /// When a poll last found such a change.
+    pub last_missed_at: Option<DateTime<Utc>>,
+}
+
+/// Where webhook deliveries and polls leave their marks (`webhooks#<provider>`).
+#[async_trait]
+pub trait WebhookWatch: Send + Sync {
+    async fn note_webhook(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn note_poll(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        missed: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn webhook_health(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<WebhookHealth, StoreError>;
+}
+
 /// A tenant's field rules (`settings#fields`).
 #[async_trait]
 pub trait FieldRulesStore: Send + Sync {
@@ -399,6 +434,7 @@ pub trait SyncState:
     + ContactIssues
     + SyncHistory
     + FieldRulesStore
+    + WebhookWatch
 {
 }
 
@@ -412,6 +448,7 @@ impl<T> SyncState for T where
         + ContactIssues
         + SyncHistory
         + FieldRulesStore
+        + WebhookWatch
 {
 }
 

@@ -130,6 +130,7 @@ async fn every_app_route_needs_a_valid_key() {
         ("GET", "/contacts/x/history"),
         ("GET", "/sync/status"),
         ("GET", "/sync/preview"),
+        ("GET", "/sync/health"),
         ("POST", "/sync"),
         ("GET", "/conflicts"),
         ("POST", "/dlq/replay"),

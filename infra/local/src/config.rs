@@ -53,6 +53,9 @@ pub struct LocalConfig {
     /// `CHECK_GRACE_SECS` (default 60): how long after a write of ours its check waits for the
     /// write's echo (Pipedrive's webhook of it) before reading the record's changelog.
     pub check_grace: Duration,
+    /// `WEBHOOK_GRACE_SECS` (default 300): how long a CRM's webhook may take before a poll that
+    /// finds its change counts it as missed (the health check's "webhooks look broken").
+    pub webhook_grace: Duration,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
     /// `http://HOST:PORT`.
     pub public_base_url: Option<String>,
@@ -174,6 +177,12 @@ impl LocalConfig {
                 .with_context(|| format!("CHECK_GRACE_SECS={s} is not a number"))?,
             None => shared::sync::CHECK_GRACE_SECS as u64,
         };
+        let webhook_grace = match var("WEBHOOK_GRACE_SECS") {
+            Some(s) => s
+                .parse()
+                .with_context(|| format!("WEBHOOK_GRACE_SECS={s} is not a number"))?,
+            None => shared::sync::WEBHOOK_GRACE_SECS,
+        };
         let simulator = match var("CRM_SIMULATOR").as_deref() {
             None | Some("auto") => true,
             Some("off") => false,
@@ -195,6 +204,7 @@ impl LocalConfig {
             sync_workers,
             job_deadline: Duration::from_secs(job_deadline),
             check_grace: Duration::from_secs(check_grace),
+            webhook_grace: Duration::from_secs(webhook_grace),
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator,
             sim_port: parse("SIM_PORT")?,

@@ -203,7 +203,8 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
         shared_store.clone(),
         Arc::new(tenants),
     )
-    .with_check_grace(config.check_grace);
+    .with_check_grace(config.check_grace)
+    .with_webhook_grace(config.webhook_grace);
     if let Err(e) = provisioned.prepare(&service, Preparation::Fresh).await {
         tracing::warn!(error = %e, "could not prepare the CRM fields");
     }

@@ -13,6 +13,7 @@
 //! | `field#<provider>#<field>` | a custom field's key in a CRM |
 //! | `issue#<contact>#<provider>` | a contact's sync problem while it has no link |
 //! | `settings#fields` | the tenant's [`FieldRules`] |
+//! | `webhooks#<provider>` | a CRM's [`WebhookHealth`]: the last webhook, what the last poll found missed |
 //! | `history#<contact>#<time>#<uuid>` | one entry of a contact's sync history, expiring after 30 days (the newest 50 are read; SQLite keeps no more) |
 //!
 //! The registry is the partition `_registry`: one `tenant#<id>` item per tenant, and a
@@ -32,7 +33,8 @@ use crate::domain::{ConflictRecord, CustomField, FieldRules, HistoryEntry, Provi
 use crate::error::StoreError;
 use crate::ports::{
     ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys,
-    FieldRulesStore, ProviderStats, SyncHistory, SyncNowLog, SyncNowProgress,
+    FieldRulesStore, ProviderStats, SyncHistory, SyncNowLog, SyncNowProgress, WebhookHealth,
+    WebhookWatch,
 };
 use crate::tenant::{TenantRecord, TenantRegistry};
 
@@ -277,6 +279,69 @@ impl<K: StateKv> ConflictLog for K {
         limit: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError> {
         scan(self, tenant.as_str(), "conflict#", true, Some(limit)).await
+    }
+}
+
+fn webhooks_key(provider: Provider) -> String {
+    format!("webhooks#{provider}")
+}
+
+async fn update_webhooks(
+    kv: &(impl StateKv + ?Sized),
+    tenant: &TenantId,
+    provider: Provider,
+    f: &(dyn Fn(&mut WebhookHealth) + Send + Sync),
+) -> Result<(), StoreError> {
+    kv.kv_update(tenant.as_str(), &webhooks_key(provider), &|current| {
+        let mut health: WebhookHealth = match current {
+            Some(s) => from_json(s)?,
+            None => WebhookHealth::default(),
+        };
+        f(&mut health);
+        Ok(Some(to_json(&health)?))
+    })
+    .await
+}
+
+#[async_trait]
+impl<K: StateKv> WebhookWatch for K {
+    async fn note_webhook(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        update_webhooks(self, tenant, provider, &|h| {
+            h.last_webhook_at = h.last_webhook_at.max(Some(at));
+        })
+        .await
+    }
+
+    async fn note_poll(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        missed: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        update_webhooks(self, tenant, provider, &|h| {
+            h.last_poll_at = Some(at);
+            h.missed_by_last_poll = missed;
+            if missed > 0 {
+                h.last_missed_at = Some(at);
+            }
+        })
+        .await
+    }
+
+    async fn webhook_health(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+    ) -> Result<WebhookHealth, StoreError> {
+        Ok(get(self, tenant.as_str(), &webhooks_key(provider))
+            .await?
+            .unwrap_or_default())
     }
 }
 

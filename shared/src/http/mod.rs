@@ -8,6 +8,7 @@ mod preview;
 mod settings;
 mod setup;
 mod status;
+mod sync_health;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contacts::read, contacts::replace, contacts::delete))
         .routes(routes!(history::contact_history))
         .routes(routes!(status::sync_status))
+        .routes(routes!(sync_health::sync_health))
         .routes(routes!(status::sync_now))
         .routes(routes!(preview::sync_preview))
         .routes(routes!(status::replay_dlq))

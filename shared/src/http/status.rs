@@ -28,7 +28,10 @@ pub struct CrmStatus {
     pub quota: String,
     pub paused_until: Option<DateTime<Utc>>,
     pub pronouns_field: bool,
-    /// Why some data does not reach this CRM (e.g. the pronouns field is missing).
+    /// Whether the CRM's webhooks reach us (`GET /sync/health` has the details).
+    pub webhooks: crate::sync::WebhookState,
+    /// Why some data does not reach this CRM (the pronouns field is missing), or not at once
+    /// (its webhooks look broken).
     pub warnings: Vec<String>,
 }
 
@@ -131,6 +134,13 @@ pub async fn sync_status(
             .field_key(&tenant, provider, CustomField::Pronouns)
             .await?
             .is_some();
+        let health = svc.crm_health(&tenant, provider, &links).await?;
+        let mut warnings = if pronouns_field {
+            Vec::new()
+        } else {
+            vec![crate::engine::pronouns_warning(provider)]
+        };
+        warnings.extend(health.warning);
         crms.push(CrmStatus {
             provider,
             last_sync_at: stats.last_sync_at,
@@ -144,11 +154,8 @@ pub async fn sync_status(
             quota: if paused.is_some() { "paused" } else { "ok" }.into(),
             paused_until: paused,
             pronouns_field,
-            warnings: if pronouns_field {
-                Vec::new()
-            } else {
-                vec![crate::engine::pronouns_warning(provider)]
-            },
+            webhooks: health.webhooks,
+            warnings,
         });
     }
     let queue = state.queue.depth(&tenant).await?;

@@ -65,6 +65,7 @@ impl SyncService {
                     &lost,
                     Trigger::Check,
                     None,
+                    None,
                 )
                 .await?;
         }
@@ -211,6 +212,7 @@ impl SyncService {
                     Some(known),
                     &replaced,
                     Trigger::Check,
+                    None,
                     None,
                 )
                 .await?;

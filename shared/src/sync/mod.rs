@@ -17,6 +17,7 @@ mod check;
 mod create;
 mod failure;
 mod fields;
+mod health;
 mod history;
 mod inbound;
 mod pair;
@@ -38,6 +39,7 @@ use crate::tenant::{TenantConfig, Tenants};
 
 pub use crate::ports::SyncNowProgress;
 pub use check::CHECK_GRACE_SECS;
+pub use health::{CrmHealthReport, ReasonCount, WEBHOOK_GRACE_SECS, WebhookState};
 pub use reconcile::{
     ConflictExample, ConflictGroup, CrmPreview, PreviewExample, PreviewGroup, SyncPreview,
 };
@@ -125,6 +127,10 @@ pub struct SyncService {
     check_grace: chrono::Duration,
     clock: Clock,
     new_id: IdSource,
+    /// How long a CRM's webhook may take before a poll counts its change as missed.
+    webhook_grace: chrono::Duration,
+    /// When this process last marked each tenant's CRM webhook as seen.
+    webhook_marks: Arc<std::sync::Mutex<HashMap<(TenantId, Provider), std::time::Instant>>>,
 }
 
 /// Where the ids of contacts imported from a CRM come from: random UUIDs, or a simulation's
@@ -148,7 +154,17 @@ impl SyncService {
             check_grace: chrono::Duration::seconds(CHECK_GRACE_SECS),
             clock: Arc::new(Utc::now),
             new_id: Arc::new(|| uuid::Uuid::new_v4().to_string()),
+            webhook_grace: chrono::Duration::seconds(WEBHOOK_GRACE_SECS as i64),
+            webhook_marks: Default::default(),
         }
+    }
+
+    /// How long a CRM's webhook may take before a poll that finds its change counts it as
+    /// missed (default 5 minutes).
+    pub fn with_webhook_grace(mut self, grace: std::time::Duration) -> Self {
+        self.webhook_grace = chrono::Duration::from_std(grace)
+            .unwrap_or(chrono::Duration::seconds(WEBHOOK_GRACE_SECS as i64));
+        self
     }
 
     /// Takes the ids of imported contacts from `ids` (a simulation's reproducible sequence).
@@ -372,6 +388,7 @@ impl SyncService {
                 &event.reported,
                 event.trigger(),
                 imported,
+                Some(event.occurred_at),
             )
             .await?;
         report.contact_id = Some(contact_id);

@@ -102,7 +102,8 @@ impl SyncService {
     /// record an earlier stage read from it, and `reported`, the values its change event
     /// reported). A failure with one CRM does not stop the others; the first error is returned
     /// so the job is retried. What it decided goes into the contact's history (after
-    /// `imported`, the import that made the contact), as set off by `trigger`.
+    /// `imported`, the import that made the contact), as set off by `trigger`; its metrics
+    /// measure the latency from `occurred_at`, the change's time.
     #[allow(clippy::too_many_arguments)]
     pub async fn sync_contact(
         &self,
@@ -113,6 +114,7 @@ impl SyncService {
         reported: &[Reported],
         trigger: Trigger,
         imported: Option<CrmDecision>,
+        occurred_at: Option<DateTime<Utc>>,
     ) -> Result<SyncReport, SyncError> {
         let cfg = self.tenant_planning(tenant).await?;
         let mut clients: Vec<Arc<dyn CrmClient>> = self.tenants.clients(tenant);
@@ -173,6 +175,16 @@ impl SyncService {
             report.merge(done, &mut first_error);
         }
         let decisions = std::mem::take(&mut report.decisions);
+        let latency = occurred_at.map(|at| (self.now() - at).num_milliseconds());
+        for d in &decisions {
+            crate::metrics::sync_outcome(
+                tenant,
+                d.provider,
+                d.action == crate::domain::DecisionAction::Failed,
+                d.conflicts.len(),
+                latency,
+            );
+        }
         self.record_history(tenant, contact_id, trigger, decisions)
             .await;
         match first_error {

@@ -300,6 +300,10 @@ impl SyncService {
         let cursor_name = format!("poll#{provider}");
         let mut cursor = self.state.cursor(tenant, &cursor_name).await?;
         let mut enqueued = 0;
+        // Changes since the last poll that no webhook brought (the first poll of a CRM finds
+        // what was there before we were connected: not missed).
+        let counting = cursor.is_some();
+        let mut missed = 0;
         for _ in 0..max_pages.max(1) {
             let page = client.changed_since(&ctx, cursor.as_deref()).await?;
             let mut jobs = Vec::new();
@@ -321,6 +325,9 @@ impl SyncService {
                     && already_agreed(rec, &link, support)
                 {
                     continue;
+                }
+                if counting {
+                    missed += 1;
                 }
                 let mut e = ChangeEvent::new(
                     tenant.clone(),
@@ -344,8 +351,17 @@ impl SyncService {
             cursor = page.next_cursor;
         }
         if enqueued > 0 {
-            info!(%tenant, %provider, enqueued, "poll found changed records");
+            info!(%tenant, %provider, enqueued, missed, "poll found changed records");
         }
+        self.state
+            .note_poll(tenant, provider, missed, self.now())
+            .await?;
+        let health = self.state.webhook_health(tenant, provider).await?;
+        crate::metrics::webhooks_broken(
+            tenant,
+            provider,
+            self.webhook_state(&health) == super::WebhookState::Broken,
+        );
         Ok(enqueued)
     }
 

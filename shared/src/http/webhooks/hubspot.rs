@@ -114,6 +114,11 @@ pub async fn receive(
     }
 
     let tenant_id = tenant.id.clone();
+    // Webhooks reach us (our own writes' echoes included): the health check's sign of life.
+    state
+        .service
+        .note_webhook(&tenant_id, Provider::HubSpot)
+        .await;
     let mut changes = Vec::new();
     let mut marked = Vec::new();
     let mut dropped = 0usize;

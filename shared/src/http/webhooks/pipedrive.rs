@@ -82,6 +82,11 @@ pub async fn receive(
         return Err(ApiError::unauthorized("webhook credentials rejected"));
     }
     let tenant_id = tenant.id.clone();
+    // Webhooks reach us (our own writes' echoes included): the health check's sign of life.
+    state
+        .service
+        .note_webhook(&tenant_id, Provider::Pipedrive)
+        .await;
     let our_user = tenant
         .account(Provider::Pipedrive)
         .and_then(|a| a.our_writer.as_deref())

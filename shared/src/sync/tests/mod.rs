@@ -579,7 +579,7 @@ async fn spent_quota_defers_without_calling_again() {
     f.hubspot.fail_with(None);
     let err = f
         .service
-        .sync_contact(&tenant(), "c1", None, None, &[], Trigger::App, None)
+        .sync_contact(&tenant(), "c1", None, None, &[], Trigger::App, None, None)
         .await
         .unwrap_err();
     assert!(err.deferred_until().is_some());
@@ -619,6 +619,7 @@ async fn backfill_links_unlinked_contacts_in_batches() {
             None,
             &[],
             Trigger::App,
+            None,
             None,
         )
         .await
