@@ -31,7 +31,13 @@ async fn webhooks_switched_off_are_reported_broken_and_back_on_ok() {
     let http = common::http();
     let p = LocalProcess::start(
         &dir,
-        &[("POLL_INTERVAL_SECS", "3600"), ("WEBHOOK_GRACE_SECS", "1")],
+        // A check Sync Now queues for our latest Pipedrive write (its echo on the way) waits
+        // for the check grace: short here, so the queue drains.
+        &[
+            ("POLL_INTERVAL_SECS", "3600"),
+            ("WEBHOOK_GRACE_SECS", "1"),
+            ("CHECK_GRACE_SECS", "1"),
+        ],
     )
     .await;
     let id = common::create_contact(
@@ -65,6 +71,14 @@ async fn webhooks_switched_off_are_reported_broken_and_back_on_ok() {
         .await
         .unwrap();
     assert!(r.status().is_success());
+    // The edit older than the grace: a webhook had its time to bring it.
+    eventually(10, "the edit older than the webhooks' grace", || async {
+        let c = get_json(&http, format!("{}/_sim/hubspot/contacts/{hs_id}", p.sim)).await;
+        let modified: chrono::DateTime<chrono::Utc> =
+            c["properties"]["lastmodifieddate"].as_str()?.parse().ok()?;
+        (chrono::Utc::now() - modified > chrono::Duration::milliseconds(1500)).then_some(())
+    })
+    .await;
     let broken = eventually(30, "HubSpot's webhooks reported broken", || async {
         idle(&http, &p.url).await;
         http.post(format!("{}/sync", p.url)).send().await.unwrap();

@@ -104,6 +104,12 @@ impl SyncService {
         }
     }
 
+    /// Whether a change a poll found should have come by webhook already: made longer ago than
+    /// the webhooks' grace.
+    pub(super) fn missed_by_webhooks(&self, updated_at: Option<DateTime<Utc>>) -> bool {
+        updated_at.is_some_and(|u| u <= self.now() - self.webhook_grace)
+    }
+
     /// Whether a CRM's webhooks reach us: broken when a poll found a change no webhook had
     /// delivered, and none has come in since, for longer than the grace (a webhook on its way
     /// when the poll ran is no sign).

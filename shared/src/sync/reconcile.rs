@@ -300,8 +300,9 @@ impl SyncService {
         let cursor_name = format!("poll#{provider}");
         let mut cursor = self.state.cursor(tenant, &cursor_name).await?;
         let mut enqueued = 0;
-        // Changes since the last poll that no webhook brought (the first poll of a CRM finds
-        // what was there before we were connected: not missed).
+        // Changes since the last poll that no webhook brought though it had the grace to (the
+        // first poll of a CRM finds what was there before we were connected: not missed; a
+        // change younger than the grace may have its webhook on the way).
         let counting = cursor.is_some();
         let mut missed = 0;
         for _ in 0..max_pages.max(1) {
@@ -320,13 +321,22 @@ impl SyncService {
                     });
                 }
                 // Already agreed (e.g. our own write): skip the trigger.
-                if let Some(link) = link
+                if let Some(link) = &link
                     && link.status == LinkStatus::Synced
-                    && already_agreed(rec, &link, support)
+                    && already_agreed(rec, link, support)
                 {
                     continue;
                 }
-                if counting {
+                // A sync of it under way, or one that saw this version (the search index
+                // shows it late), is no missed webhook.
+                let seen = link.as_ref().is_some_and(|l| {
+                    l.pending.is_some()
+                        || l.status != LinkStatus::Synced
+                        || l.crm_last_modified
+                            .zip(rec.updated_at)
+                            .is_some_and(|(saw, changed)| saw >= changed)
+                });
+                if counting && !seen && self.missed_by_webhooks(rec.updated_at) {
                     missed += 1;
                 }
                 let mut e = ChangeEvent::new(
