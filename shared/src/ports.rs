@@ -42,6 +42,9 @@ pub trait ContactStore: Send + Sync {
     /// Replaces the contact if its stored version is still `contact.version`; returns it with the
     /// next version. `Conflict` when another writer got there first.
     async fn update(&self, contact: &Contact) -> Result<Contact, StoreError>;
+    /// Removes the contact for good, with everything that finds it by its email (an erasure);
+    /// nothing when it is gone already.
+    async fn erase(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError>;
 }
 
 /// Where time is read: the system clock, or a simulation's virtual one.
@@ -395,6 +398,20 @@ pub trait WebhookWatch: Send + Sync {
     ) -> Result<WebhookHealth, StoreError>;
 }
 
+/// What the sync state holds of one person, removed on request (an erasure).
+#[async_trait]
+pub trait PersonalData: Send + Sync {
+    /// Removes the contact's history, its conflicts and its issues, the kept email listings,
+    /// and `email` wherever else the tenant's state mentions it (an error text, a Sync Now's
+    /// errors).
+    async fn erase_contact_state(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        email: Option<&str>,
+    ) -> Result<(), StoreError>;
+}
+
 /// A tenant's field rules (`settings#fields`).
 #[async_trait]
 pub trait FieldRulesStore: Send + Sync {
@@ -435,6 +452,7 @@ pub trait SyncState:
     + SyncHistory
     + FieldRulesStore
     + WebhookWatch
+    + PersonalData
 {
 }
 
@@ -449,6 +467,7 @@ impl<T> SyncState for T where
         + SyncHistory
         + FieldRulesStore
         + WebhookWatch
+        + PersonalData
 {
 }
 
@@ -644,6 +663,11 @@ pub trait CrmClient: Send + Sync {
         patch: &FieldPatch,
     ) -> Result<CrmRecord, CrmError>;
     async fn archive(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError>;
+    /// Deletes a record for good, as the CRM's privacy (GDPR) deletion does; a record that is
+    /// gone already is no error. By default, an archive (where the CRM has no such deletion).
+    async fn erase(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        self.archive(ctx, id).await
+    }
 
     /// The live records with these emails, keyed by the email lowercased, in as few calls as
     /// the API allows (a consistent lookup where the API has one: HubSpot's batch read by

@@ -436,6 +436,13 @@ impl shared::adapters::state::StateKv for FlakyDedupe {
     ) -> Result<Vec<String>, shared::error::StoreError> {
         self.inner.kv_scan(p, prefix, newest_first, limit).await
     }
+    async fn kv_entries(
+        &self,
+        p: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, shared::error::StoreError> {
+        self.inner.kv_entries(p, prefix).await
+    }
     async fn kv_update(
         &self,
         p: &str,

@@ -80,6 +80,7 @@ contract!(
     racing_health_updates_lose_none,
     the_conflict_log_is_newest_first_and_per_tenant,
     a_contacts_history_is_newest_first_bounded_and_its_own,
+    an_erasure_leaves_nothing_of_the_person,
     dedupe_marks_a_delivery_once_until_forgotten,
     dedupe_marks_a_delivery_s_events_together,
     field_keys_and_issues_are_per_crm,
@@ -437,6 +438,70 @@ async fn racing_health_updates_lose_none(s: impl Store) {
     }
     let st = s.stats(&tenant(), Provider::Pipedrive).await.unwrap();
     assert_eq!((st.synced, st.conflicts), (30, 30));
+}
+
+async fn an_erasure_leaves_nothing_of_the_person(s: impl Store) {
+    let t = tenant();
+    s.insert(&contact("c1", "gone@x.io")).await.unwrap();
+    s.insert(&contact("c2", "stays@x.io")).await.unwrap();
+    s.set_issue(&t, "c1", Provider::HubSpot, Some("refused"))
+        .await
+        .unwrap();
+    s.record_outcome(&t, Provider::HubSpot, Err("gone@x.io exists".into()), 0)
+        .await
+        .unwrap();
+    for (contact_id, at) in [("c1", 0), ("c2", 1)] {
+        s.log_conflict(&ConflictRecord {
+            tenant: t.clone(),
+            contact_id: contact_id.into(),
+            provider: Provider::HubSpot,
+            external_id: "1".into(),
+            conflict: Conflict {
+                field: Field::FirstName,
+                base_value: None,
+                app_value: Some("a".into()),
+                crm_value: Some("b".into()),
+                winner: Side::Crm,
+                resolved_value: Some("b".into()),
+                at: Utc::now() + chrono::Duration::milliseconds(at),
+            },
+        })
+        .await
+        .unwrap();
+        s.record_history(&HistoryEntry {
+            tenant: t.clone(),
+            contact_id: contact_id.into(),
+            at: Utc::now(),
+            trigger: Trigger::App,
+            crms: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    s.erase_contact_state(&t, "c1", Some("gone@x.io"))
+        .await
+        .unwrap();
+    s.erase(&t, "c1").await.unwrap();
+    s.erase(&t, "c1").await.unwrap();
+
+    assert!(s.get(&t, "c1").await.unwrap().is_none());
+    assert!(s.find_by_email(&t, "gone@x.io").await.unwrap().is_none());
+    // The email is free again: a new contact may have it.
+    s.insert(&contact("c3", "gone@x.io")).await.unwrap();
+    assert!(s.history(&t, "c1", 50).await.unwrap().is_empty());
+    assert!(s.issues(&t, "c1").await.unwrap().is_empty());
+    let conflicts = s.conflicts(&t, 10).await.unwrap();
+    assert_eq!(
+        conflicts
+            .iter()
+            .map(|c| c.contact_id.as_str())
+            .collect::<Vec<_>>(),
+        ["c2"]
+    );
+    let stats = s.stats(&t, Provider::HubSpot).await.unwrap();
+    assert_eq!(stats.last_error.as_deref(), Some("[erased] exists"));
+    assert_eq!(s.history(&t, "c2", 50).await.unwrap().len(), 1);
+    assert!(s.get(&t, "c2").await.unwrap().is_some());
 }
 
 async fn a_contacts_history_is_newest_first_bounded_and_its_own(s: impl Store) {

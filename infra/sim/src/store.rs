@@ -106,6 +106,11 @@ impl ContactStore for SimStore {
         self.saw(&done, &c.fields);
         Self::settle(lose, done)
     }
+    async fn erase(&self, t: &TenantId, id: &str) -> Result<(), StoreError> {
+        let lose = self.enter(true).await?;
+        let done = self.inner.erase(t, id).await;
+        Self::settle(lose, done)
+    }
 }
 
 #[async_trait]

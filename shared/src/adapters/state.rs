@@ -33,8 +33,8 @@ use crate::domain::{ConflictRecord, CustomField, FieldRules, HistoryEntry, Provi
 use crate::error::StoreError;
 use crate::ports::{
     ConflictLog, ContactIssue, ContactIssues, CrmHealth, Cursors, Dedupe, FieldKeys,
-    FieldRulesStore, ProviderStats, SyncHistory, SyncNowLog, SyncNowProgress, WebhookHealth,
-    WebhookWatch,
+    FieldRulesStore, PersonalData, ProviderStats, SyncHistory, SyncNowLog, SyncNowProgress,
+    WebhookHealth, WebhookWatch,
 };
 use crate::tenant::{TenantRecord, TenantRegistry};
 
@@ -103,6 +103,12 @@ pub trait StateKv: Send + Sync {
         newest_first: bool,
         limit: Option<usize>,
     ) -> Result<Vec<String>, StoreError>;
+    /// Every key starting with `prefix`, with its value (expired ones too), in key order.
+    async fn kv_entries(
+        &self,
+        partition: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Replaces the value with `update(current)`, with no update lost between writers (an
     /// update that answers `None` writes nothing).
     async fn kv_update(
@@ -280,6 +286,81 @@ impl<K: StateKv> ConflictLog for K {
     ) -> Result<Vec<ConflictRecord>, StoreError> {
         scan(self, tenant.as_str(), "conflict#", true, Some(limit)).await
     }
+}
+
+/// What an erased person's email becomes where it is mentioned.
+const ERASED: &str = "[erased]";
+
+#[async_trait]
+impl<K: StateKv> PersonalData for K {
+    async fn erase_contact_state(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        email: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let p = tenant.as_str();
+        let mut gone: Vec<String> = Vec::new();
+        // Its history and issues, whole.
+        for prefix in [history_prefix(contact_id), format!("issue#{contact_id}#")] {
+            gone.extend(
+                self.kv_entries(p, &prefix)
+                    .await?
+                    .into_iter()
+                    .map(|(k, _)| k),
+            );
+        }
+        // Its conflicts (the values both sides held).
+        for (k, v) in self.kv_entries(p, "conflict#").await? {
+            if serde_json::from_str::<ConflictRecord>(&v).is_ok_and(|c| c.contact_id == contact_id)
+            {
+                gone.push(k);
+            }
+        }
+        // The email listings kept between a Sync Now's rounds (a cache: listed again).
+        gone.extend(
+            self.kv_entries(p, "cursor#backfill-index#")
+                .await?
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+        for k in &gone {
+            self.kv_delete(p, k).await?;
+        }
+        // Anywhere else the email is named (an error text, a Sync Now's errors): replaced.
+        let Some(email) = email
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(());
+        };
+        for (k, v) in self.kv_entries(p, "").await? {
+            if !v.to_ascii_lowercase().contains(&email) || gone.contains(&k) {
+                continue;
+            }
+            let email = email.clone();
+            self.kv_update(p, &k, &move |current| {
+                Ok(current.map(|c| replace_ignoring_case(c, &email, ERASED)))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `text` with every occurrence of `needle` (ASCII case ignored) replaced.
+fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(i) = lower[at..].find(&needle) {
+        out.push_str(&text[at..at + i]);
+        out.push_str(with);
+        at += i + needle.len();
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 fn webhooks_key(provider: Provider) -> String {

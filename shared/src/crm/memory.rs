@@ -379,6 +379,14 @@ impl CrmClient for MemoryCrm {
         Ok(())
     }
 
+    async fn erase(&self, _ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        self.check()?;
+        let mut inner = self.lock();
+        inner.records.remove(id);
+        inner.writes += 1;
+        Ok(())
+    }
+
     async fn changed_since(
         &self,
         _ctx: &CrmContext,

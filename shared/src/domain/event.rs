@@ -64,6 +64,9 @@ pub enum ChangeKind {
     /// what the fields it changed held just before it, and `occurred_at` when it landed. It
     /// checks that write (see `sync::check`).
     Echo,
+    /// Erase the person everywhere (the app asked, with the contact's id; or a CRM's privacy
+    /// deletion of the record): see `sync::erase`.
+    Erase,
 }
 
 /// A value a CRM's change event says a user set a field to, and when (by the CRM's clock).

@@ -429,12 +429,22 @@ pub async fn replace(
     Ok(Json(view(&state, &tenant, stored).await?))
 }
 
-/// Deletes a contact (idempotent); the delete is synced to every CRM.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// `true`: erase the person everywhere (GDPR): the contact, its records in every CRM
+    /// through their deletion APIs, its history and conflicts; only anonymous tombstones stay.
+    pub erase: Option<bool>,
+}
+
+/// Deletes a contact (idempotent); the delete is synced to every CRM (their records archived).
+/// With `erase=true` the person is erased everywhere instead (queued; done within seconds).
 #[utoipa::path(delete, path = "/contacts/{id}", tag = "contacts", operation_id = "deleteContact",
-    params(("id" = String, Path, description = "The contact's id")),
+    params(("id" = String, Path, description = "The contact's id"), DeleteQuery),
     security(("api_key" = [])),
     responses(
         (status = 204, description = "Deleted; the sync is queued"),
+        (status = 400, description = "A bad query (erase not true or false)", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
         (status = 404, description = "No such contact", body = ErrorBody),
         (status = 409, description = "A concurrent write (retry)", body = ErrorBody),
@@ -445,11 +455,24 @@ pub async fn delete(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut contact = match state.service.contacts.get(&tenant, &id).await? {
         Some(c) => c,
         None => return Err(ApiError::not_found(format!("no contact {id}"))),
     };
+    if q.erase == Some(true) {
+        // Gone from the app's view at once; the erasure job does the rest.
+        if !contact.deleted {
+            contact.deleted = true;
+            contact.last_app_modified = Utc::now();
+            state.service.contacts.update(&contact).await?;
+        }
+        enqueue(&state, &tenant, &id, ChangeKind::Erase).await?;
+        tracing::info!(%tenant, contact_id = %id, "erasure queued");
+        return Ok(StatusCode::NO_CONTENT);
+    }
     // Deleting is idempotent: a retry of a delete whose sync job was never queued queues it.
     if !contact.deleted {
         contact.deleted = true;

@@ -15,6 +15,7 @@
 mod apply;
 mod check;
 mod create;
+mod erase;
 mod failure;
 mod fields;
 mod health;
@@ -359,6 +360,12 @@ impl SyncService {
         let mut cfg = self.tenant(&event.tenant).await?;
         if event.kind == ChangeKind::Echo {
             return self.confirm_echo(event).await;
+        }
+        if event.kind == ChangeKind::Erase {
+            return match event.origin.provider() {
+                None => self.erase(&cfg.id, &event.record_id).await,
+                Some(p) => self.erase_record(&cfg.id, p, &event.record_id).await,
+            };
         }
         cfg.field_rules = self.state.field_rules(&cfg.id).await?;
         let (contact_id, first, record, imported) = match event.origin.provider() {

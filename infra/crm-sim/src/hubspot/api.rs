@@ -283,6 +283,30 @@ pub(crate) async fn archive_contact(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /crm/v3/objects/contacts/gdpr-delete` `{"objectId": "…"}` (or `{"objectId": email,
+/// "idProperty": "email"}`): deletes the contact for good; 204, also for an unknown one.
+pub(crate) async fn gdpr_delete(State(sim): State<HubSpotSim>, body: Bytes) -> ApiResult {
+    let v: Value = parse_json(&body)?;
+    let Some(object_id) = v.get("objectId").and_then(Value::as_str) else {
+        return Err(ApiError::validation(
+            "Some required fields were not set: [objectId]",
+        ));
+    };
+    let actor = sim.api_actor();
+    let mut changes = Vec::new();
+    let erased = {
+        let mut store = sim.store();
+        let id = match v.get("idProperty").and_then(Value::as_str) {
+            Some("email") => store.id_of_email(object_id),
+            _ => object_id.trim().parse::<u64>().ok(),
+        };
+        id.is_some_and(|id| store.erase(id, &mut changes))
+    };
+    sim.count_write(usize::from(erased));
+    sim.emit(&actor, changes);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ---- batch ---------------------------------------------------------------------------------
 
 #[derive(Deserialize)]

@@ -24,6 +24,7 @@ pub(crate) fn routes() -> Router<HubSpotSim> {
             get(get_one).patch(update).delete(delete),
         )
         .route("/_sim/hubspot/contacts/{id}/restore", post(restore))
+        .route("/_sim/hubspot/contacts/{id}/gdpr-delete", post(gdpr_delete))
         .route("/_sim/hubspot/stats", get(stats).delete(reset_stats))
         .route("/_sim/hubspot/outage", post(outage))
         .route("/_sim/hubspot/config/refuse-email", post(refuse_email))
@@ -118,6 +119,13 @@ async fn update(State(sim): State<HubSpotSim>, Path(id): Path<String>, body: Byt
 
 async fn delete(State(sim): State<HubSpotSim>, Path(id): Path<String>) -> Response {
     match sim.ui_delete(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn gdpr_delete(State(sim): State<HubSpotSim>, Path(id): Path<String>) -> Response {
+    match sim.ui_gdpr_delete(&id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => sim_error(e),
     }

@@ -433,6 +433,19 @@ impl HubSpotSim {
         Ok(())
     }
 
+    /// A user deletes a contact for good in the HubSpot UI ("permanently delete", GDPR): the
+    /// `contact.privacyDeletion` webhook tells the apps to erase the person too.
+    pub fn ui_gdpr_delete(&self, id: &str) -> Result<(), SimError> {
+        let id = self.parse_id(id)?;
+        let actor = self.ui_actor();
+        let mut changes = Vec::new();
+        if !self.store().erase(id, &mut changes) {
+            return Err(self.sim_err(WriteError::NotFound { id: id.to_string() }));
+        }
+        self.emit(&actor, changes);
+        Ok(())
+    }
+
     /// A user restores an archived contact from the recycle bin.
     pub fn ui_restore(&self, id: &str) -> Result<(), SimError> {
         let id = self.parse_id(id)?;
@@ -660,6 +673,7 @@ impl HubSpotSim {
             "contact.deletion" => SUBSCRIPTION_BASE + 2,
             "contact.merge" => SUBSCRIPTION_BASE + 3,
             "contact.restore" => SUBSCRIPTION_BASE + 4,
+            "contact.privacyDeletion" => SUBSCRIPTION_BASE + 5,
             _ => {
                 let idx = property
                     .and_then(|p| {
@@ -693,6 +707,7 @@ impl HubSpotSim {
                 }
                 Change::Deleted { id, at } => ("contact.deletion", *id, *at, Some("DELETED")),
                 Change::Restored { id, at } => ("contact.restore", *id, *at, Some("RESTORED")),
+                Change::Erased { id, at } => ("contact.privacyDeletion", *id, *at, Some("DELETED")),
                 Change::Merged { primary, at, .. } => ("contact.merge", *primary, *at, None),
             };
             let property = match &change {
@@ -712,7 +727,12 @@ impl HubSpotSim {
                 property_name: None,
                 property_value: None,
                 change_flag: flag.map(String::from),
-                change_source: Some(actor.change_source().into()),
+                // A GDPR delete says so, whoever made it (as HubSpot's sample shows).
+                change_source: Some(if matches!(change, Change::Erased { .. }) {
+                    "GDPR".into()
+                } else {
+                    actor.change_source().into()
+                }),
                 source_id: actor.source_id(),
                 primary_object_id: None,
                 merged_object_ids: None,
@@ -770,6 +790,10 @@ pub fn routes(sim: HubSpotSim) -> Router {
         )
         .route("/crm/v3/objects/contacts/search", post(api::search))
         .route("/crm/v3/objects/contacts/merge", post(api::merge))
+        .route(
+            "/crm/v3/objects/contacts/gdpr-delete",
+            post(api::gdpr_delete),
+        )
         .route("/crm/v3/objects/contacts/batch/{action}", post(api::batch))
         .route(
             "/crm/v3/objects/contacts/{id}",

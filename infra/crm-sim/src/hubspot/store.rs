@@ -175,6 +175,11 @@ pub(crate) enum Change {
         id: u64,
         at: DateTime<Utc>,
     },
+    /// Deleted for good by a GDPR delete.
+    Erased {
+        id: u64,
+        at: DateTime<Utc>,
+    },
     Merged {
         primary: u64,
         merged: u64,
@@ -608,6 +613,26 @@ impl Store {
             self.email_index.remove(&email);
         }
         changes.push(Change::Deleted { id, at });
+        true
+    }
+
+    /// The record whose primary email this is.
+    pub fn id_of_email(&self, email: &str) -> Option<u64> {
+        self.email_index.get(&email.trim().to_lowercase()).copied()
+    }
+
+    /// A GDPR delete: the record (live or archived) and its history are gone for good, its id
+    /// unknown from now on. Unknown ids are a no-op.
+    pub fn erase(&mut self, id: u64, changes: &mut Vec<Change>) -> bool {
+        let Some(rec) = self.contacts.remove(&id) else {
+            return false;
+        };
+        if let Some(email) = rec.email()
+            && self.email_index.get(email) == Some(&id)
+        {
+            self.email_index.remove(email);
+        }
+        changes.push(Change::Erased { id, at: self.now() });
         true
     }
 

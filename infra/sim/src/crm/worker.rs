@@ -107,6 +107,11 @@ impl CrmClient for WorkerCrm {
         self.client.archive(ctx, id).await
     }
 
+    async fn erase(&self, ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        self.crm.out_of_time()?;
+        self.client.erase(ctx, id).await
+    }
+
     async fn list_records(&self, ctx: &CrmContext, max: usize) -> Result<RecordListing, CrmError> {
         self.crm.out_of_time()?;
         let listing = self.client.list_records(ctx, max).await?;

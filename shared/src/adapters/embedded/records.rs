@@ -127,6 +127,17 @@ impl ContactStore for EmbeddedStore {
             Err(e) => Err(backend(e)),
         }
     }
+
+    async fn erase(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError> {
+        // The row and its email go together (the email's uniqueness is an index of the row).
+        self.db()
+            .execute(
+                "DELETE FROM contacts WHERE tenant = ?1 AND id = ?2",
+                params![tenant.as_str(), id],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
 }
 
 #[async_trait]

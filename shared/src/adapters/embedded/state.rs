@@ -142,6 +142,23 @@ impl StateKv for EmbeddedStore {
         rows.map(|r| r.map_err(backend)).collect()
     }
 
+    async fn kv_entries(
+        &self,
+        partition: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT k, v FROM state WHERE tenant = ?1 AND substr(k, 1, length(?2)) = ?2 ORDER BY k",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![partition, prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend)).collect()
+    }
+
     async fn kv_update(
         &self,
         partition: &str,

@@ -491,6 +491,24 @@ impl CrmClient for HubSpotClient {
         }
     }
 
+    /// HubSpot's GDPR delete: the contact and its history, for good (not to the recycle bin).
+    async fn erase(&self, _ctx: &CrmContext, id: &str) -> Result<(), CrmError> {
+        let body = json!({ "objectId": id });
+        let (status, body) = self
+            .call(
+                Lane::Standard,
+                Method::POST,
+                "/crm/v3/objects/contacts/gdpr-delete",
+                &[],
+                Some(&body),
+            )
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            s => Err(error_for(s, &body)),
+        }
+    }
+
     /// Batch read by record id, 100 inputs per call.
     async fn get_many(
         &self,

@@ -132,9 +132,9 @@ impl HubSpotEvent {
             "contact.creation" | "contact.propertyChange" | "contact.restore" => {
                 (self.object_id.as_string(), ChangeKind::Upsert)
             }
-            "contact.deletion" | "contact.privacyDeletion" => {
-                (self.object_id.as_string(), ChangeKind::Delete)
-            }
+            "contact.deletion" => (self.object_id.as_string(), ChangeKind::Delete),
+            // A GDPR delete in HubSpot: the person is erased everywhere.
+            "contact.privacyDeletion" => (self.object_id.as_string(), ChangeKind::Erase),
             "contact.merge" => {
                 // Survivor: newObjectId → primaryObjectId → objectId.
                 let survivor = self
@@ -196,11 +196,13 @@ impl HubSpotEvent {
 pub fn coalesce(mut changes: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
     fn rank(k: &ChangeKind) -> u8 {
         match k {
-            ChangeKind::Merge { .. } => 0,
-            ChangeKind::Delete => 1,
-            ChangeKind::Upsert => 2,
+            // An erasure outranks everything else about the record.
+            ChangeKind::Erase => 0,
+            ChangeKind::Merge { .. } => 1,
+            ChangeKind::Delete => 2,
+            ChangeKind::Upsert => 3,
             // HubSpot has no echo event of ours (its events carry no values before).
-            ChangeKind::Echo => 3,
+            ChangeKind::Echo => 4,
         }
     }
     changes.sort_by(|a, b| {

@@ -25,6 +25,7 @@ mod backfill;
 mod check;
 mod concurrency;
 mod custom_fields;
+mod erase;
 mod history;
 
 /// The embedded store's contacts with a fault armed for the next update: another writer
@@ -92,6 +93,9 @@ impl ContactStore for FaultyContacts {
             ));
         }
         Ok(stored)
+    }
+    async fn erase(&self, t: &TenantId, id: &str) -> Result<(), StoreError> {
+        self.inner.erase(t, id).await
     }
 }
 

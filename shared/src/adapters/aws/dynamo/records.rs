@@ -121,6 +121,20 @@ impl ContactStore for DynamoStore {
         }
     }
 
+    async fn erase(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError> {
+        // The email's item first: a retry after a failure in between still finds the contact
+        // (and so its email) to finish with.
+        if let Some(c) = self.get(tenant, id).await? {
+            if let Some(email) = &c.fields.email {
+                self.delete_contact_item(tenant, &email_sk(email), Some(id))
+                    .await?;
+            }
+            self.delete_contact_item(tenant, &contact_sk(id), None)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn update(&self, contact: &Contact) -> Result<Contact, StoreError> {
         let Some(current) = self.get(&contact.tenant, &contact.id).await? else {
             return Err(StoreError::NotFound(format!("contact {}", contact.id)));
@@ -220,6 +234,39 @@ impl ContactStore for DynamoStore {
                     Err(backend(sdk_message(&e)))
                 }
             }
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Deletes one item of the contacts table (nothing when it is gone already).
+    async fn delete_contact_item(
+        &self,
+        tenant: &TenantId,
+        sk: &str,
+        only_if_contact: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.contacts)
+            .key("tenant", s(tenant.as_str()))
+            .key("sk", s(sk));
+        if let Some(id) = only_if_contact {
+            req = req
+                .condition_expression("attribute_not_exists(sk) OR contact_id = :id")
+                .expression_attribute_values(":id", s(id));
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            // The email is another contact's now: not this one's to delete.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend(sdk_message(&e))),
         }
     }
 }

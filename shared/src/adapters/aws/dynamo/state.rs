@@ -152,6 +152,36 @@ impl StateKv for DynamoStore {
             .collect())
     }
 
+    async fn kv_entries(
+        &self,
+        partition: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .expression_attribute_values(":t", s(partition))
+            .consistent_read(true);
+        // A key condition cannot test for an empty prefix: every key has it.
+        req = if prefix.is_empty() {
+            req.key_condition_expression("tenant = :t")
+        } else {
+            req.key_condition_expression("tenant = :t AND begins_with(k, :p)")
+                .expression_attribute_values(":p", s(prefix))
+        };
+        let items = self.query_all(req, None).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|i| match (i.get("k"), i.get("v")) {
+                (Some(AttributeValue::S(k)), Some(AttributeValue::S(v))) => {
+                    Some((k.clone(), v.clone()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Conditional on the item's `version`: a writer that lost the race re-reads and retries.
     async fn kv_update(
         &self,
