@@ -1,6 +1,7 @@
 // Headless Chromium (Debian's, driven by playwright-core) against the dashboard of the real
 // local runner with its in-process CRM simulators: Setup Now, the first sync's preview, a
-// contact created in the app turning synced, its sync history, the field rules form, a CRM outage showing as an error and recovering, and a screenshot.
+// contact created in the app turning synced, its sync history, the health, search, erasure,
+// the field rules form, a CRM outage showing as an error and recovering, and a screenshot.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -137,6 +138,17 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   await page.screenshot({ path: path.join(artifacts, "dashboard-history.png"), fullPage: true });
   await page.click("#detail-close");
   await page.waitForSelector("#contact-detail", { state: "hidden" });
+
+  // The health of each CRM: webhooks come in.
+  await page.waitForFunction(() => document.querySelector('[data-provider="hubspot"] .webhooks')?.textContent === "ok");
+
+  // Search: only the matching contacts are listed.
+  await page.fill("#contact-search", "lovelace");
+  await page.waitForFunction(() => document.querySelectorAll("#contacts tr.contact-row").length === 1);
+  assert.equal(await page.getAttribute("#contacts tr.contact-row", "data-email"), "ada@example.com");
+  assert.match(await page.textContent("#contacts-page"), /matching .lovelace./);
+  await page.fill("#contact-search", "");
+  await page.waitForSelector('tr[data-email="grace@example.com"]');
   await page.waitForFunction(() => document.querySelector('[data-provider="hubspot"] .last-sync')?.textContent !== "never");
   assert.equal(await page.textContent('[data-provider="hubspot"] .errors'), "0");
 
@@ -171,6 +183,14 @@ test("dashboard: setup pronouns, sync a contact, survive a CRM outage", { timeou
   assert.equal(stored.fields.job_title.winner, "newest");
   assert.equal(stored.fields.first_name.direction, "two_way");
   assert.equal(await page.isDisabled('#rules tr[data-field="email"] select[name=direction]'), true);
+
+  // Erasure from the contact's detail view, confirmed: gone from the app and from HubSpot.
+  await page.click('tr[data-email="ada@example.com"]');
+  await page.waitForSelector("#contact-detail:not([hidden])");
+  page.once("dialog", (d) => d.accept());
+  await page.click("#detail-erase");
+  await page.waitForSelector('tr[data-email="ada@example.com"]', { state: "detached", timeout: 30000 });
+  await waitFor(async () => !JSON.stringify(await json(sim + "/_sim/hubspot/contacts")).includes("ada@example.com"), "Ada erased in HubSpot");
 
   const shot = path.join(artifacts, "dashboard.png");
   await page.screenshot({ path: shot, fullPage: true });

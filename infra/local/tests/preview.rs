@@ -250,6 +250,31 @@ async fn a_preview_writes_nothing_and_the_first_sync_does_what_it_said() {
             + pd["created_from_other_crms"]["count"].as_u64().unwrap(),
         "created in Pipedrive as previewed: {pd_done}"
     );
+
+    // The contacts can be searched by email or name, page by page.
+    let found = get_json(&http, format!("{}/contacts?q=PDONLY", p.url)).await;
+    let emails_of = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["email"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(emails_of(&found), ["pdonly@example.com"]);
+    let mut seen = Vec::new();
+    let mut url = format!("{}/contacts?q=example.com&limit=3", p.url);
+    loop {
+        let page = get_json(&http, url.clone()).await;
+        assert!(page["items"].as_array().unwrap().len() <= 3, "{page}");
+        seen.extend(emails_of(&page));
+        match page["next"].as_str() {
+            Some(next) => url = format!("{}/contacts?q=example.com&limit=3&after={next}", p.url),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, all, "every contact once, page by page");
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

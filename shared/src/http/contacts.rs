@@ -315,7 +315,30 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     pub after: Option<String>,
+    /// Only contacts whose email or name contains this (case ignored).
+    pub q: Option<String>,
 }
+
+/// Whether a contact matches a search (`needle` lowercased).
+fn matches(c: &Contact, needle: &str) -> bool {
+    [&c.fields.email, &c.fields.first_name, &c.fields.last_name]
+        .into_iter()
+        .flatten()
+        .any(|v| v.to_lowercase().contains(needle))
+        || [
+            c.fields.first_name.as_deref(),
+            c.fields.last_name.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .contains(needle)
+}
+
+/// How many contacts one searched page reads at most before it answers with what it found.
+const SEARCH_SCAN: usize = 5_000;
 
 /// One page of contacts, in id order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -325,7 +348,8 @@ pub struct ContactPage {
     pub next: Option<String>,
 }
 
-/// Lists the tenant's contacts, each with its sync badge and per-CRM status.
+/// Lists the tenant's contacts, each with its sync badge and per-CRM status; with `q`, those
+/// whose email or name contains it (a page reads at most 5,000 contacts: `next` goes on).
 #[utoipa::path(get, path = "/contacts", tag = "contacts", operation_id = "listContacts",
     params(ListQuery),
     security(("api_key" = [])),
@@ -345,19 +369,60 @@ pub async fn list(
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let page = state
-        .service
-        .contacts
-        .list(&tenant, q.after.as_deref(), limit)
-        .await?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for c in page.items {
+    let needle =
+        q.q.as_deref()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty());
+    let Some(needle) = needle else {
+        let page = state
+            .service
+            .contacts
+            .list(&tenant, q.after.as_deref(), limit)
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for c in page.items {
+            items.push(view(&state, &tenant, c).await?);
+        }
+        return Ok(Json(ContactPage {
+            items,
+            next: page.next,
+        }));
+    };
+    // A search: pages of the store, filtered, until the page is full or enough was read.
+    let mut found = Vec::new();
+    let mut after = q.after.clone();
+    let mut scanned = 0;
+    let next = loop {
+        let page = state
+            .service
+            .contacts
+            .list(&tenant, after.as_deref(), 500)
+            .await?;
+        let mut last = None;
+        for c in page.items {
+            scanned += 1;
+            last = Some(c.id.clone());
+            if matches(&c, &needle) {
+                found.push(c);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        if found.len() == limit {
+            break last;
+        }
+        match page.next {
+            Some(n) if scanned < SEARCH_SCAN => after = Some(n),
+            Some(n) => break Some(n),
+            None => break None,
+        }
+    };
+    let mut items = Vec::with_capacity(found.len());
+    for c in found {
         items.push(view(&state, &tenant, c).await?);
     }
-    Ok(Json(ContactPage {
-        items,
-        next: page.next,
-    }))
+    Ok(Json(ContactPage { items, next }))
 }
 
 /// Reads one contact.
