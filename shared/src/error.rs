@@ -7,6 +7,14 @@ use thiserror::Error;
 
 use crate::domain::Provider;
 
+/// Publishing sync outcomes failed (after the sink's own retries).
+#[derive(Debug, Error, Clone, PartialEq)]
+#[error("publishing {failed} sync outcome(s) failed: {message}")]
+pub struct PublishError {
+    pub failed: usize,
+    pub message: String,
+}
+
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum StoreError {
     #[error("version conflict: {0}")]

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lambda;
 pub mod logging;
 pub mod metrics;
+pub mod outcomes;
 pub mod ports;
 pub mod provision;
 pub mod settings;

@@ -398,6 +398,16 @@ pub trait WebhookWatch: Send + Sync {
     ) -> Result<WebhookHealth, StoreError>;
 }
 
+/// Where sync outcomes are published (EventBridge, a webhook URL, the log). Best effort: a
+/// failure is the caller's to log, never a sync's.
+#[async_trait]
+pub trait OutcomeSink: Send + Sync {
+    async fn publish(
+        &self,
+        outcomes: &[crate::domain::SyncOutcome],
+    ) -> Result<(), crate::error::PublishError>;
+}
+
 /// What the sync state holds of one person, removed on request (an erasure).
 #[async_trait]
 pub trait PersonalData: Send + Sync {

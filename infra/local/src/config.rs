@@ -56,6 +56,8 @@ pub struct LocalConfig {
     /// `WEBHOOK_GRACE_SECS` (default 300): how long a CRM's webhook may take before a poll that
     /// finds its change counts it as missed (the health check's "webhooks look broken").
     pub webhook_grace: Duration,
+    /// `OUTCOMES_WEBHOOK_URL`: where sync outcomes are POSTed (a JSON array); unset: the log.
+    pub outcomes_webhook_url: Option<String>,
     /// `PUBLIC_BASE_URL`: the URL the CRMs call (webhook signatures cover it); default
     /// `http://HOST:PORT`.
     pub public_base_url: Option<String>,
@@ -205,6 +207,7 @@ impl LocalConfig {
             job_deadline: Duration::from_secs(job_deadline),
             check_grace: Duration::from_secs(check_grace),
             webhook_grace: Duration::from_secs(webhook_grace),
+            outcomes_webhook_url: var("OUTCOMES_WEBHOOK_URL"),
             public_base_url: var("PUBLIC_BASE_URL"),
             simulator,
             sim_port: parse("SIM_PORT")?,

@@ -205,6 +205,13 @@ pub async fn start(config: LocalConfig) -> anyhow::Result<Running> {
     )
     .with_check_grace(config.check_grace)
     .with_webhook_grace(config.webhook_grace);
+    let service = match &config.outcomes_webhook_url {
+        Some(url) => service.with_outcomes(Arc::new(shared::outcomes::WebhookSink::new(
+            url.clone(),
+            reqwest::Client::new(),
+        ))),
+        None => service,
+    };
     if let Err(e) = provisioned.prepare(&service, Preparation::Fresh).await {
         tracing::warn!(error = %e, "could not prepare the CRM fields");
     }

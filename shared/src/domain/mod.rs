@@ -3,6 +3,7 @@
 mod event;
 pub mod history;
 mod link;
+mod outcome;
 mod rules;
 mod writes;
 
@@ -399,6 +400,7 @@ pub use writes::{CrmWrite, FieldWrite, RecentWrites};
 
 pub use event::{ChangeEvent, ChangeKind, Job, Origin, Replacement, Reported};
 pub use history::{CrmDecision, DecisionAction, FieldChange, HistoryEntry, Trigger};
+pub use outcome::{EVENT_SOURCE, SyncOutcome, json_schema as json_schema_of_outcomes};
 pub use rules::{Direction, FieldRule, FieldRules, Winner};
 
 /// One CRM account of a tenant, as webhooks show it: the account they name, how the CRM

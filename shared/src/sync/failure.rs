@@ -31,6 +31,7 @@ impl SyncService {
                 .state
                 .set_paused_until(tenant, provider, Some(*until))
                 .await;
+            self.quota_paused(tenant, provider, *until).await;
         }
         let _ = self
             .state

@@ -104,6 +104,22 @@ impl SyncService {
         }
     }
 
+    /// A CRM's daily quota is spent for the tenant until `until`: an outcome.
+    pub(super) async fn quota_paused(
+        &self,
+        tenant: &TenantId,
+        provider: Provider,
+        until: DateTime<Utc>,
+    ) {
+        self.publish(vec![crate::domain::SyncOutcome::QuotaPaused {
+            tenant: tenant.clone(),
+            provider,
+            until,
+            at: self.now(),
+        }])
+        .await;
+    }
+
     /// Whether a change a poll found should have come by webhook already: made longer ago than
     /// the webhooks' grace.
     pub(super) fn missed_by_webhooks(&self, updated_at: Option<DateTime<Utc>>) -> bool {

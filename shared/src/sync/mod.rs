@@ -132,6 +132,8 @@ pub struct SyncService {
     webhook_grace: chrono::Duration,
     /// When this process last marked each tenant's CRM webhook as seen.
     webhook_marks: Arc<std::sync::Mutex<HashMap<(TenantId, Provider), std::time::Instant>>>,
+    /// Where sync outcomes are published (the log, unless configured).
+    outcomes: Arc<dyn crate::ports::OutcomeSink>,
 }
 
 /// Where the ids of contacts imported from a CRM come from: random UUIDs, or a simulation's
@@ -157,6 +159,24 @@ impl SyncService {
             new_id: Arc::new(|| uuid::Uuid::new_v4().to_string()),
             webhook_grace: chrono::Duration::seconds(WEBHOOK_GRACE_SECS as i64),
             webhook_marks: Default::default(),
+            outcomes: Arc::new(crate::outcomes::LogSink),
+        }
+    }
+
+    /// Publishes sync outcomes to `sink` (EventBridge, a webhook URL) instead of the log.
+    pub fn with_outcomes(mut self, sink: Arc<dyn crate::ports::OutcomeSink>) -> Self {
+        self.outcomes = sink;
+        self
+    }
+
+    /// Publishes outcomes; a failure is logged (the outcomes are lost), never the caller's.
+    pub async fn publish(&self, outcomes: Vec<crate::domain::SyncOutcome>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outcomes.publish(&outcomes).await {
+            let tenant = outcomes[0].tenant();
+            warn!(%tenant, error = %e, "could not publish sync outcomes");
         }
     }
 

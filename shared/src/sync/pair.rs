@@ -185,6 +185,8 @@ impl SyncService {
                 latency,
             );
         }
+        self.publish(outcomes_of(tenant, contact_id, &decisions, self.now()))
+            .await;
         self.record_history(tenant, contact_id, trigger, decisions)
             .await;
         match first_error {
@@ -504,4 +506,50 @@ impl SyncService {
         }
         Ok(true)
     }
+}
+
+/// The outcomes one sync job's decisions make: a contact synced with each CRM that wrote, each
+/// conflict resolved, each failure.
+fn outcomes_of(
+    tenant: &TenantId,
+    contact_id: &str,
+    decisions: &[CrmDecision],
+    at: DateTime<Utc>,
+) -> Vec<crate::domain::SyncOutcome> {
+    use crate::domain::{DecisionAction, SyncOutcome};
+    let mut out = Vec::new();
+    for d in decisions {
+        if d.action == DecisionAction::Failed {
+            out.push(SyncOutcome::SyncFailed {
+                tenant: tenant.clone(),
+                contact_id: Some(contact_id.to_string()),
+                provider: Some(d.provider),
+                error: d.error.clone().unwrap_or_default(),
+                dead_lettered: false,
+                at,
+            });
+            continue;
+        }
+        out.push(SyncOutcome::ContactSynced {
+            tenant: tenant.clone(),
+            contact_id: contact_id.to_string(),
+            provider: d.provider,
+            record_id: d.record_id.clone(),
+            action: d.action,
+            crm_fields: d.crm_writes.iter().map(|c| c.field).collect(),
+            app_fields: d.app_writes.iter().map(|c| c.field).collect(),
+            at,
+        });
+        for c in &d.conflicts {
+            out.push(SyncOutcome::ConflictResolved {
+                tenant: tenant.clone(),
+                contact_id: contact_id.to_string(),
+                provider: d.provider,
+                field: c.field,
+                winner: c.winner,
+                at,
+            });
+        }
+    }
+    out
 }

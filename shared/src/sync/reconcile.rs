@@ -367,11 +367,17 @@ impl SyncService {
             .note_poll(tenant, provider, missed, self.now())
             .await?;
         let health = self.state.webhook_health(tenant, provider).await?;
-        crate::metrics::webhooks_broken(
-            tenant,
-            provider,
-            self.webhook_state(&health) == super::WebhookState::Broken,
-        );
+        let broken = self.webhook_state(&health) == super::WebhookState::Broken;
+        crate::metrics::webhooks_broken(tenant, provider, broken);
+        // New evidence that they are broken: an outcome (not one every poll while they are).
+        if broken && missed > 0 {
+            self.publish(vec![crate::domain::SyncOutcome::WebhooksBroken {
+                tenant: tenant.clone(),
+                provider,
+                at: self.now(),
+            }])
+            .await;
+        }
         Ok(enqueued)
     }
 

@@ -115,6 +115,23 @@ pub async fn settle(
             }
             FailOutcome::DeadLettered => {
                 error!(%tenant, ?job, attempt = delivery.attempt, %error, "sync failed for good; dead-lettered");
+                let (contact_id, provider) = match job.change() {
+                    Some(e) => match e.origin.provider() {
+                        None => (Some(e.record_id.clone()), None),
+                        Some(p) => (None, Some(p)),
+                    },
+                    None => (None, None),
+                };
+                service
+                    .publish(vec![crate::domain::SyncOutcome::SyncFailed {
+                        tenant: tenant.clone(),
+                        contact_id,
+                        provider,
+                        error: error.clone(),
+                        dead_lettered: true,
+                        at: service.now(),
+                    }])
+                    .await;
                 Ok(JobOutcome::DeadLettered(error))
             }
         },

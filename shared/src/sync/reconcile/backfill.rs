@@ -364,6 +364,7 @@ impl SyncService {
         self.state
             .set_paused_until(tenant, provider, Some(*until))
             .await?;
+        self.quota_paused(tenant, provider, *until).await;
         Ok(true)
     }
 }
