@@ -39,6 +39,20 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Publishes sync outcomes to the EventBridge bus `EVENT_BUS_NAME`, when set (the functions
+    /// that sync call this; the others never link the EventBridge client).
+    pub async fn with_event_bus(mut self) -> Self {
+        if let Some(bus) = var("EVENT_BUS_NAME") {
+            let aws = aws_config::load_from_env().await;
+            let sink = crate::adapters::aws::events::EventBridgeSink::new(
+                aws_sdk_eventbridge::Client::new(&aws),
+                bus,
+            );
+            self.service = self.service.clone().with_outcomes(Arc::new(sink));
+        }
+        self
+    }
+
     /// Reads `CONTACTS_TABLE`, `LINKS_TABLE`, `STATE_TABLE`, `SYNC_QUEUE_URL`, `SYNC_DLQ_URL`,
     /// the tenant (`TENANT_ID`, `API_KEY`, `APP_WEBHOOK_SECRET`), the CRM settings, and
     /// `TENANT_SECRET_PREFIX` (registered tenants' secrets in Secrets Manager).

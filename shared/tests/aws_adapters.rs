@@ -404,3 +404,92 @@ impl TenantRegistry for CountingRegistry {
         self.inner.tenant_by_index(index).await
     }
 }
+
+/// Outcomes published to an EventBridge bus on moto arrive, every one, through a rule on the
+/// bus that sends `contact-sync`'s events to an SQS queue: 12 outcomes, two `PutEvents` calls.
+#[tokio::test]
+async fn outcomes_reach_an_eventbridge_bus() {
+    use aws_sdk_eventbridge::types::Target;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use shared::adapters::aws::events::EventBridgeSink;
+    use shared::ports::OutcomeSink;
+    use shared::{Provider, SyncOutcome};
+
+    let cfg = common::moto::sdk_config().await;
+    let events = aws_sdk_eventbridge::Client::new(&cfg);
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let name = format!("outcomes-{}", uuid::Uuid::new_v4().simple());
+    events.create_event_bus().name(&name).send().await.unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    events
+        .put_rule()
+        .name(&name)
+        .event_bus_name(&name)
+        .event_pattern(r#"{"source": ["contact-sync"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&name)
+        .event_bus_name(&name)
+        .targets(Target::builder().id("queue").arn(arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let at = chrono::Utc::now();
+    let outcomes: Vec<SyncOutcome> = (0..12)
+        .map(|i| SyncOutcome::QuotaPaused {
+            tenant: TenantId::new(format!("t{i}")),
+            provider: Provider::Pipedrive,
+            until: at,
+            at,
+        })
+        .collect();
+    EventBridgeSink::new(events, &name)
+        .publish(&outcomes)
+        .await
+        .unwrap();
+
+    let mut tenants = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tenants.len() < 12 && std::time::Instant::now() < deadline {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let v: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(v["source"], "contact-sync", "{v}");
+            assert_eq!(v["detail-type"], "QuotaPaused", "{v}");
+            assert_eq!(v["detail"]["type"], "quota_paused", "{v}");
+            tenants.push(v["detail"]["tenant"].as_str().unwrap().to_string());
+        }
+    }
+    tenants.sort();
+    let mut expected: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    expected.sort();
+    assert_eq!(tenants, expected, "every outcome arrived once");
+}

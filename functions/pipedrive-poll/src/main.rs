@@ -9,7 +9,7 @@ use shared::lambda::PollReport;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
-    let deployment = Deployment::from_env().await?;
+    let deployment = Deployment::from_env().await?.with_event_bus().await;
     let d = &deployment;
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent>| async move {

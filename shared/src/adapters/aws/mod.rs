@@ -1,6 +1,8 @@
-//! AWS adapters: DynamoDB for the stores, SQS for the job queue, Secrets Manager for tenants' credentials.
+//! AWS adapters: DynamoDB for the stores, SQS for the job queue, Secrets Manager for tenants'
+//! credentials, EventBridge for sync outcomes.
 
 pub mod dynamo;
+pub mod events;
 pub mod secrets;
 pub mod sqs;
 
