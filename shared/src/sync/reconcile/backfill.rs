@@ -112,16 +112,8 @@ impl SyncService {
                             }
                             Err(err) => {
                                 cut_short |= err.is_out_of_time();
-                                self.record_failure(tenant, &contact.id, provider, &err)
+                                self.backfill_failed(tenant, &contact.id, provider, &err)
                                     .await;
-                                let failed = history::failure(provider, &err);
-                                self.record_history(
-                                    tenant,
-                                    &contact.id,
-                                    Trigger::SyncNow,
-                                    failed.into_iter().collect(),
-                                )
-                                .await;
                             }
                         }
                     }
@@ -302,20 +294,31 @@ impl SyncService {
                     }
                     let err = SyncError::from(err);
                     cut |= err.is_out_of_time();
-                    self.record_failure(tenant, &contact.id, provider, &err)
+                    self.backfill_failed(tenant, &contact.id, provider, &err)
                         .await;
-                    let failed = history::failure(provider, &err);
-                    self.record_history(
-                        tenant,
-                        &contact.id,
-                        Trigger::SyncNow,
-                        failed.into_iter().collect(),
-                    )
-                    .await;
                 }
             }
         }
         Ok((done, cut))
+    }
+
+    /// A contact the backfill could not sync: the failure recorded, and told in its history.
+    async fn backfill_failed(
+        &self,
+        tenant: &TenantId,
+        contact_id: &str,
+        provider: Provider,
+        err: &SyncError,
+    ) {
+        self.record_failure(tenant, contact_id, provider, err).await;
+        let failed = history::failure(provider, err);
+        self.record_history(
+            tenant,
+            contact_id,
+            Trigger::SyncNow,
+            failed.into_iter().collect(),
+        )
+        .await;
     }
 
     /// The tenant's contacts with an email and no link to `provider` (the links' index may
