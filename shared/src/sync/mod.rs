@@ -387,10 +387,11 @@ impl SyncService {
                 Some(p) => self.erase_record(&cfg.id, p, &event.record_id).await,
             };
         }
-        cfg.field_rules = self.state.field_rules(&cfg.id).await?;
         let (contact_id, first, record, imported) = match event.origin.provider() {
             None => (event.record_id.clone(), None, None, None),
             Some(provider) => {
+                // An import plans with the rules (the pairs' syncs load them for themselves).
+                cfg.field_rules = self.state.field_rules(&cfg.id).await?;
                 let Some(client) = self.tenants.client(&cfg.id, provider) else {
                     warn!(%provider, "event for a provider this tenant does not use");
                     return Ok(SyncReport::default());

@@ -336,21 +336,12 @@ impl SyncService {
             .filter(|l| l.provider == provider)
             .map(|l| l.contact_id)
             .collect();
-        let mut pending = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.contacts.list(tenant, after.as_deref(), 500).await?;
-            pending.extend(
-                page.items
-                    .into_iter()
-                    .filter(|c| !linked.contains(&c.id) && c.fields.email.is_some()),
-            );
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        Ok(pending)
+        Ok(self
+            .all_contacts(tenant)
+            .await?
+            .into_iter()
+            .filter(|c| !linked.contains(&c.id) && c.fields.email.is_some())
+            .collect())
     }
 
     /// A spent daily budget pauses the CRM for the tenant until its reset: true for that error

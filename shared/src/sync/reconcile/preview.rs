@@ -357,8 +357,8 @@ impl SyncService {
         })
     }
 
-    /// Every app contact of the tenant, live or deleted.
-    async fn all_contacts(&self, tenant: &TenantId) -> Result<Vec<Contact>, SyncError> {
+    /// Every live app contact of the tenant, page by page.
+    pub(super) async fn all_contacts(&self, tenant: &TenantId) -> Result<Vec<Contact>, SyncError> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
